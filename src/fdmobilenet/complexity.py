@@ -41,6 +41,10 @@ class Profile:
         return d
 
 
+# Folded into the preceding conv (BN) or fused/in-place (activations) by inference engines.
+_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)
+
+
 def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
@@ -58,7 +62,8 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
 
     Peak activation memory is the largest set of tensors that must be alive at once when the
     layers run one after another: a layer's input and output, plus any shortcut input held by
-    an enclosing residual unit. It is the lower bound an in-order inference engine needs, the
+    an enclosing residual unit. BatchNorm and ReLU count as folded/fused into the conv before
+    them, as every inference engine runs them. It is the lower bound an in-order inference engine needs, the
     figure that decides whether a model fits a microcontroller's RAM.
     """
     if resolution < 1:
@@ -79,7 +84,8 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
 
     def leaf_hook(mod, inp, out, name):
         nonlocal peak
-        peak = max(peak, nbytes_unique([*held, inp[0], out]))
+        if not isinstance(mod, _ELEMENTWISE):
+            peak = max(peak, nbytes_unique([*held, inp[0], out]))
         macs = _layer_macs(mod, out)
         params = sum(p.numel() for p in mod.parameters(recurse=False))
         layers.append(LayerStats(name, type(mod).__name__, tuple(out.shape), macs, params))

@@ -95,7 +95,9 @@ def model_family(name: str) -> str:
 
 def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        # names that extend what was typed ('fd_mobilenet_05' -> 'fd_mobilenet_050') first, then look-alikes
+        prefixed = [n for n in _REGISTRY if n.startswith(name) and n not in FAMILIES]
+        close = list(dict.fromkeys(prefixed + difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)))[:3]
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} `fdmobilenet models` lists all {len(_REGISTRY)} names.")
     return _REGISTRY[name]

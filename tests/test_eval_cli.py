@@ -1,0 +1,123 @@
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from fdmobilenet import create_model
+from fdmobilenet.cli import main
+from fdmobilenet.data import eval_transform, load_image, scan_folder
+from fdmobilenet.evaluate import evaluate
+
+
+@pytest.mark.parametrize("tag, top1, top5", [("025", 52.0, 70.0), ("050", 56.0, 84.0)])
+def test_official_weights_on_the_shared_sample(tag, top1, top5, official_weights, imagenet_sample, capsys):
+    # The reference figures of the authors' weights with resize-256 / center-crop-224 (bilinear).
+    assert main(["eval", "--weights", str(official_weights[tag]), "--data", str(imagenet_sample), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["top1"], out["top5"], out["n"]) == (top1, top5, 50)
+    assert out["model"] == f"fd_mobilenet_{tag}"
+
+
+def test_synset_folders_use_the_imagenet_order(imagenet_sample):
+    f = scan_folder(imagenet_sample)
+    assert len(f.classes) == 1000 and len(f.samples) == 50
+    tench = [label for p, label in f.samples if p.parent.name == "n01440764"]
+    assert tench in ([], [0])  # n01440764 is class 0 if present
+    assert all(0 <= label < 1000 for _, label in f.samples)
+
+
+def test_predict_names_classes_and_reports_bad_files(official_weights, imagenet_sample, tmp_path, capsys):
+    img = sorted(imagenet_sample.rglob("*.JPEG"))[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    rc = main(["predict", "--weights", str(official_weights["050"]), "--json", "--topk", "3", str(bad), str(img)])
+    assert rc == 1  # one file failed ...
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["error"] and "broken.jpg" in out[0]["path"] and out[0]["top"] is None
+    top = out[1]["top"]  # ... the other was still predicted
+    assert len(top) == 3 and all(isinstance(n, str) for n, _ in top)
+    assert top[0][1] >= top[1][1] >= top[2][1] and 0 < sum(p for _, p in top) <= 1.0001
+
+
+def test_predict_text_output(official_weights, imagenet_sample, capsys):
+    # the shared goldfish photo is recognised by class name
+    img = next(imagenet_sample.glob("n01443537/*"), None) or sorted(imagenet_sample.rglob("*.JPEG"))[0]
+    assert main(["predict", "--weights", str(official_weights["050"]), str(img)]) == 0
+    text = capsys.readouterr().out
+    assert str(img) in text and "%" in text and len(text.strip().splitlines()) == 6
+
+
+def test_custom_class_folders_use_weights_class_names(tmp_path, imagenet_sample):
+    # a non-synset folder layout maps folder names through the class names stored with the weights
+    src = sorted(imagenet_sample.rglob("*.JPEG"))[:2]
+    for p, name in zip(src, ["b", "a"]):
+        (tmp_path / name).mkdir()
+        shutil.copy(p, tmp_path / name / p.name)
+    f = scan_folder(tmp_path, class_names=["x", "a", "b"])
+    assert sorted(label for _, label in f.samples) == [1, 2]
+    with pytest.raises(ValueError, match="not among the 2 classes"):
+        scan_folder(tmp_path, class_names=["x", "y"])
+    assert scan_folder(tmp_path).classes == ["a", "b"]
+
+
+def test_eval_skips_unreadable_files(tmp_path, imagenet_sample):
+    d = tmp_path / "cls"
+    d.mkdir()
+    shutil.copy(sorted(imagenet_sample.rglob("*.JPEG"))[0], d / "good.jpg")
+    (d / "empty.jpg").write_bytes(b"")
+    r = evaluate(create_model("fd_mobilenet_025", num_classes=1).eval(), scan_folder(tmp_path), eval_transform(64))
+    assert r.n == 1 and len(r.bad) == 1 and "empty file" in r.bad[0][1]
+
+
+def test_bad_data_folders_explain_the_layout(tmp_path, capsys):
+    rc = main(["eval", "--weights", "nope.safetensors", "--data", str(tmp_path)])
+    assert rc == 2 and "nope.safetensors does not exist" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="one sub-folder per class"):
+        scan_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        scan_folder(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("hi")
+    with pytest.raises(ValueError, match="holds no image files"):
+        scan_folder(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
+def test_every_image_mode_becomes_rgb(tmp_path, mode):
+    ext = "tiff" if mode == "CMYK" else "png"
+    Image.new(mode, (40, 30)).save(tmp_path / f"x.{ext}")
+    im = load_image(tmp_path / f"x.{ext}")
+    assert im.mode == "RGB" and im.size == (40, 30)
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    import numpy as np
+
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(tmp_path / "x.png")
+    assert 120 <= load_image(tmp_path / "x.png").getpixel((0, 0))[0] <= 135
+
+
+def test_cli_models_and_profile(capsys):
+    assert main(["models", "fd_*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["model"]: r["macs"] for r in rows}["fd_mobilenet_050"] == 40_132_224
+    assert main(["profile", "fd_mobilenet_025", "mobilenet_v1_025", "--json", "--resolution", "160"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["fd_mobilenet_025", "mobilenet_v1_025"]
+    assert all({"model", "resolution", "macs", "params", "peak_activation_bytes"} <= set(r) for r in rows)
+    assert rows[0]["resolution"] == 160
+    assert main(["profile", "fd_mobilenet_025", "--layers"]) == 0
+    assert "blocks.10.pw.conv" in capsys.readouterr().out
+    assert main(["profile", "fd_mobilenet_25"]) == 2
+    assert "Did you mean" in capsys.readouterr().err
+
+
+def test_cli_convert(tmp_path, capsys):
+    from conftest import shared_path
+
+    src = shared_path("weights/official/0.25x-FDMobileNet-224.pth.tar")
+    assert main(["convert", str(src), str(tmp_path / "w.safetensors")]) == 0
+    assert "fd_mobilenet_025" in capsys.readouterr().out
+    assert main(["convert", str(src), str(tmp_path / "x.safetensors"), "--model", "fd_mobilenet_050"]) == 2
+    assert "mis-shaped" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()

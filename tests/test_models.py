@@ -1,0 +1,155 @@
+import pytest
+import torch
+
+from fdmobilenet import create_model, list_models
+from fdmobilenet.models.mobilenet import FD_MOBILENET_TABLE, MOBILENET_V1_TABLE, DepthwiseSeparableNet
+
+
+def _spatial_sizes(model, res):
+    """Output side length after the stem and after each block/stage."""
+    sizes = []
+    hooks = [model.stem.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))]
+    body = model.blocks if hasattr(model, "blocks") else model.stages
+    hooks += [b.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for b in body]
+    model.eval()(torch.zeros(1, 3, res, res))
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+def test_fd_and_mobilenet_are_one_class_fed_two_tables():
+    fd, mb = create_model("fd_mobilenet_100"), create_model("mobilenet_v1_100")
+    assert type(fd) is type(mb) is DepthwiseSeparableNet
+    assert [c for c, _ in FD_MOBILENET_TABLE] == [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 1024]
+    assert [s for _, s in FD_MOBILENET_TABLE] == [2, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1]
+    assert [s for _, s in MOBILENET_V1_TABLE] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    assert len(fd.blocks) == 11 and len(mb.blocks) == 13
+
+
+@pytest.mark.parametrize("res", [224, 160])
+def test_fd_mobilenet_reaches_32x_within_12_layers(res):
+    sizes = _spatial_sizes(create_model("fd_mobilenet_050"), res)
+    # stem, then 11 blocks: /2, /4, /8, /8, /16, /16, /32 from block 5 on
+    r = res
+    assert sizes == [r // 2, r // 4, r // 8, r // 8, r // 16, r // 16] + [r // 32] * 6
+
+
+@pytest.mark.parametrize("res", [224, 160])
+def test_mobilenet_v1_downsamples_late(res):
+    sizes = _spatial_sizes(create_model("mobilenet_v1_050"), res)
+    r = res
+    assert sizes == [r // 2, r // 2, r // 4, r // 4, r // 8, r // 8] + [r // 16] * 6 + [r // 32] * 2
+
+
+@pytest.mark.parametrize("res", [224, 160])
+def test_shufflenet_stage_shapes(res):
+    m = create_model("shufflenet_v1_g3_100")
+    sizes = _spatial_sizes(m, res)
+    assert sizes == [res // 4, res // 8, res // 16, res // 32]
+    assert m.cfg.channels()[1] == [240, 480, 960]
+
+
+def test_width_multiplier_truncates_like_the_authors():
+    m = create_model("fd_mobilenet", width=0.3)
+    assert m.stem.conv.out_channels == int(32 * 0.3)
+    assert [b.pw.conv.out_channels for b in m.blocks] == [int(c * 0.3) for c, _ in FD_MOBILENET_TABLE]
+
+
+def test_any_resolution_and_classes():
+    m = create_model("fd_mobilenet_025", num_classes=7).eval()
+    for res in (32, 96, 250):
+        assert m(torch.randn(2, 3, res, res)).shape == (2, 7)
+
+
+def test_registry_names():
+    names = list_models()
+    for n in ("fd_mobilenet_025", "fd_mobilenet_100", "mobilenet_v1_075", "shufflenet_v1_g8_200", "fd_mobilenet"):
+        assert n in names
+    assert list_models("fd_*") == [
+        "fd_mobilenet_025",
+        "fd_mobilenet_050",
+        "fd_mobilenet_075",
+        "fd_mobilenet_100",
+        "fd_mobilenet",
+    ]
+    # every registered model builds and runs
+    x = torch.randn(1, 3, 64, 64)
+    for n in names:
+        assert create_model(n, num_classes=3).eval()(x).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: create_model("fd_mobilenet", width=0), "width must be > 0"),
+        (lambda: create_model("fd_mobilenet", width=-1), "width must be > 0"),
+        (lambda: create_model("fd_mobilenet_05"), "Did you mean 'fd_mobilenet_050'"),
+        (lambda: create_model("fd_mobilenet_050", resolution=16), "resolution must be an integer >= 32"),
+        (lambda: create_model("fd_mobilenet_050", width=0.3), "fixes width"),
+        (lambda: create_model("shufflenet_v1", groups=5), "groups must be one of"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_too_small_input_is_a_clear_error():
+    m = create_model("fd_mobilenet_025").eval()
+    with pytest.raises(ValueError, match="at least 32"):
+        m(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="RGB"):
+        m(torch.zeros(1, 1, 64, 64))
+
+
+@pytest.mark.parametrize(
+    "name, chans",
+    [
+        ("fd_mobilenet_100", [64, 128, 256, 1024]),
+        ("mobilenet_v1_100", [128, 256, 512, 1024]),
+        ("shufflenet_v1_g3_100", [24, 240, 480, 960]),
+    ],
+)
+def test_features_only_gives_strides_4_to_32(name, chans):
+    m = create_model(name, features_only=True).eval()
+    feats = m(torch.randn(1, 3, 224, 224))
+    assert [f.shape[1] for f in feats] == chans == [i["num_chs"] for i in m.feature_info]
+    assert [f.shape[-1] for f in feats] == [56, 28, 14, 7]
+    assert [i["reduction"] for i in m.feature_info] == [4, 8, 16, 32]
+    assert not hasattr(m, "classifier")
+    sub = create_model(name, features_only=True, out_indices=(2, 3)).eval()
+    assert [f.shape[-1] for f in sub(torch.randn(1, 3, 224, 224))] == [14, 7]
+
+
+def test_pyramid_matches_classifier_trunk():
+    torch.manual_seed(0)
+    m = create_model("fd_mobilenet_050").eval()
+    x = torch.randn(1, 3, 96, 96)
+    assert torch.equal(m.forward_pyramid(x)[-1], m.forward_features(x))
+
+
+def test_reset_classifier_keeps_backbone():
+    m = create_model("fd_mobilenet_025")
+    w = m.blocks[3].pw.conv.weight.clone()
+    m.reset_classifier(5)
+    assert m.classifier.out_features == 5 and m.num_classes == 5
+    assert torch.equal(w, m.blocks[3].pw.conv.weight)
+
+
+def test_timm_registration():
+    timm = pytest.importorskip("timm")
+    import fdmobilenet.timm_support  # noqa: F401
+
+    m = timm.create_model("fd_mobilenet_050", num_classes=10)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    assert "shufflenet_v1_g3_100" in timm.list_models("shufflenet_v1*")
+    f = timm.create_model("fd_mobilenet_025", features_only=True)
+    assert [t.shape[1] for t in f(torch.randn(1, 3, 64, 64))] == [16, 32, 64, 256]
+
+
+def test_torch_hub_entry_points():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    m = torch.hub.load(str(repo), "fd_mobilenet_025", source="local", num_classes=4)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 4)
