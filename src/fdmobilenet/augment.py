@@ -1,0 +1,143 @@
+"""Batched augmentation on whatever device holds the batch: no per-image Python in the loop.
+
+Tiny networks train so fast that per-image PIL transforms become the bottleneck. Here a whole
+batch of uint8 images gets its RandomResizedCrop boxes sampled at once (same distribution as
+torchvision's ``RandomResizedCrop.get_params``), is cropped and resized by a single
+``torchvision.ops.roi_align`` call, flipped and normalised with tensor ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torchvision.ops import roi_align
+
+_ATTEMPTS = 10
+
+
+def rrc_boxes(
+    heights: torch.Tensor,
+    widths: torch.Tensor,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """RandomResizedCrop boxes ``(x1, y1, x2, y2)`` in pixels, one per image, float (N, 4).
+
+    Vectorised torchvision ``get_params``: up to 10 tries of (area, log-uniform aspect) per image;
+    the first that fits is kept, otherwise the central crop clamped to the ratio range.
+    """
+    n = heights.numel()
+    h_img, w_img = heights.double().view(n, 1), widths.double().view(n, 1)
+    area = h_img * w_img
+    u = torch.rand(n, _ATTEMPTS, 4, generator=generator, dtype=torch.float64)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1]
+    aspect = logr.exp()
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= w_img) & (h > 0) & (h <= h_img)
+    first = torch.where(ok.any(1), ok.double().argmax(1), torch.full((n,), -1, dtype=torch.long))
+    has = first >= 0
+    idx = first.clamp(min=0).view(n, 1)
+    w_sel, h_sel = w.gather(1, idx).view(n), h.gather(1, idx).view(n)
+    # top-left uniformly over valid integer offsets, as torch.randint(0, H - h + 1)
+    top = torch.floor(u[..., 2].gather(1, idx).view(n) * (h_img.view(n) - h_sel + 1))
+    left = torch.floor(u[..., 3].gather(1, idx).view(n) * (w_img.view(n) - w_sel + 1))
+    # fallback: central crop with the aspect ratio clamped to the range
+    hi, wi = h_img.view(n), w_img.view(n)
+    in_ratio = wi / hi
+    fb_w = torch.where(in_ratio < ratio[0], wi, torch.where(in_ratio > ratio[1], torch.round(hi * ratio[1]), wi))
+    fb_h = torch.where(in_ratio < ratio[0], torch.round(wi / ratio[0]), hi)
+    fb_top, fb_left = torch.floor((hi - fb_h) / 2), torch.floor((wi - fb_w) / 2)
+    top, left = torch.where(has, top, fb_top), torch.where(has, left, fb_left)
+    h_sel, w_sel = torch.where(has, h_sel, fb_h), torch.where(has, w_sel, fb_w)
+    return torch.stack([left, top, left + w_sel, top + h_sel], 1).float()
+
+
+def center_boxes(heights: torch.Tensor, widths: torch.Tensor, crop_pct: float = 0.875) -> torch.Tensor:
+    """The evaluation crop as a box: resize the shorter side to res/crop_pct then center-crop res
+    is the centred square of side ``crop_pct * min(h, w)`` of the original."""
+    side = crop_pct * torch.minimum(heights, widths).float()
+    top, left = (heights.float() - side) / 2, (widths.float() - side) / 2
+    return torch.stack([left, top, left + side, top + side], 1)
+
+
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop every box of a uint8/float (N, C, H, W) batch and resize it to ``size``², in one call.
+
+    ``roi_align`` averages an adaptive grid of bilinear samples per output pixel, which also
+    antialiases when shrinking. Returns float in [0, 255].
+    """
+    n = images.shape[0]
+    index = torch.arange(n, device=images.device, dtype=torch.float32).view(n, 1)
+    rois = torch.cat([index, boxes.to(images.device, torch.float32)], 1)
+    return roi_align(images.float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def random_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Horizontally flip each image of the batch with probability ``p``."""
+    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
+def pad_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """CIFAR-style random crop: zero-pad by ``padding`` and cut the original size at a random offset
+    per image (one gather, no loop)."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * padding)
+    padded = padded.gather(2, rows)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
+    return padded.gather(3, cols)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """[0, 255] floats to the network's normalised input."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) * 255
+    return (x - m) / s
+
+
+class BatchAugment:
+    """Train/eval transforms for a uint8 batch of equal-size images on any device.
+
+    ``mode='rrc'``: RandomResizedCrop(scale) + flip, the ImageNet recipe; ``mode='pad-crop'``:
+    pad-and-crop + flip, resized to ``size``, the CIFAR recipe. ``train=False`` gives the center
+    crop (``crop_pct``) used for evaluation.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mode: str = "rrc",
+        scale: Sequence[float] = (0.08, 1.0),
+        padding: int = 4,
+        crop_pct: float = 0.875,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ):
+        if mode not in ("rrc", "pad-crop"):
+            raise ValueError(f"augmentation mode must be 'rrc' or 'pad-crop', got {mode!r}")
+        self.size, self.mode, self.scale, self.padding = size, mode, tuple(scale), padding
+        self.crop_pct, self.mean, self.std = crop_pct, tuple(mean), tuple(std)
+
+    def __call__(self, x: torch.Tensor, train: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        n, _, h, w = x.shape
+        hs = torch.full((n,), h, dtype=torch.float64)
+        ws = torch.full((n,), w, dtype=torch.float64)
+        if not train:
+            boxes = center_boxes(hs, ws, self.crop_pct if self.mode == "rrc" else 1.0)
+            out = crop_resize(x, boxes, self.size)
+        elif self.mode == "rrc":
+            boxes = rrc_boxes(hs, ws, self.scale, generator=generator)
+            out = random_flip(crop_resize(x, boxes, self.size), 0.5, generator)
+        else:
+            out = random_flip(pad_crop(x.float(), self.padding, generator), 0.5, generator)
+            if (h, w) != (self.size, self.size):
+                out = crop_resize(out, center_boxes(hs, ws, 1.0), self.size)
+        return normalize(out, self.mean, self.std)

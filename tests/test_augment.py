@@ -1,0 +1,145 @@
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from conftest import shared_path
+from fdmobilenet.augment import BatchAugment, center_boxes, crop_resize, pad_crop, random_flip, rrc_boxes
+from fdmobilenet.data import Folder, eval_transform, scan_folder
+from fdmobilenet.memcache import load_or_build
+
+
+def _torchvision_boxes(h, w, scale, n, seed=0):
+    torch.manual_seed(seed)
+    img = torch.zeros(1, h, w)
+    out = []
+    for _ in range(n):
+        i, j, bh, bw = T.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3])
+        out.append((j, i, j + bw, i + bh))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("h, w, scale", [(375, 500, (0.08, 1.0)), (224, 224, (0.36, 1.0)), (32, 300, (0.08, 1.0))])
+def test_rrc_boxes_match_torchvision_statistics(h, w, scale):
+    n = 4000
+    ours = rrc_boxes(torch.full((n,), h), torch.full((n,), w), scale, generator=torch.Generator().manual_seed(1))
+    ref = _torchvision_boxes(h, w, scale, n)
+    ours = ours.double()
+    # every box lies inside its image, with integer pixel sides
+    assert (ours[:, 0] >= 0).all() and (ours[:, 1] >= 0).all() and (ours[:, 2] <= w).all() and (ours[:, 3] <= h).all()
+    bw, bh = ours[:, 2] - ours[:, 0], ours[:, 3] - ours[:, 1]
+    assert torch.equal(bw, bw.round()) and (bw > 0).all() and (bh > 0).all()
+
+    def stats(b):
+        bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        area, logr = bw * bh / (h * w), torch.log(bw / bh)
+        cx, cy = (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h
+        q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+        return torch.cat([area.quantile(q), logr.quantile(q), cx.quantile(q), cy.quantile(q)])
+
+    # same distribution of area fraction, log aspect ratio and centre as torchvision's sampler
+    assert torch.allclose(stats(ours), stats(ref), atol=0.035), (stats(ours), stats(ref))
+
+
+def test_rrc_area_and_ratio_ranges_when_the_crop_fits():
+    n = 2000
+    b = rrc_boxes(torch.full((n,), 1000), torch.full((n,), 1000), (0.36, 1.0))
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    area = bw * bh / 1e6
+    assert area.min() >= 0.36 - 0.01 and area.max() <= 1.0
+    assert (bw / bh).min() >= 0.75 - 0.01 and (bw / bh).max() <= 4 / 3 + 0.01
+
+
+def test_center_box_equals_resize_then_center_crop():
+    # a smooth image: roi_align on the centre box ~ torchvision's Resize(256) + CenterCrop(224)
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 255 / (h + w)], -1).astype(np.uint8)
+    ref = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(Image.fromarray(arr)).float()
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None]
+    ours = crop_resize(x, center_boxes(torch.tensor([h]), torch.tensor([w]), 0.875), 224)[0]
+    assert (ours - ref).abs().mean() < 1.0
+
+
+def test_crop_resize_identity_box_is_exact():
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    boxes = torch.tensor([[0, 0, 16, 16]] * 3, dtype=torch.float32)
+    assert torch.allclose(crop_resize(x, boxes, 16), x.float(), atol=1e-3)
+
+
+def test_flip_and_pad_crop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8).repeat(50, 1, 1, 1)
+    f = random_flip(x, 0.5, g)
+    flipped = (f == x.flip(-1)).flatten(1).all(1)
+    same = (f == x).flatten(1).all(1)
+    assert (flipped ^ same).all() and 25 <= flipped.sum() <= 75
+    p = pad_crop(x, 4, g)
+    assert p.shape == x.shape
+    # each output is a shifted window of the zero-padded input
+    padded = torch.nn.functional.pad(x, (4,) * 4)
+    for i in range(5):
+        assert any(torch.equal(p[i], padded[i, :, dy : dy + 8, dx : dx + 8]) for dy in range(9) for dx in range(9))
+
+
+def test_batch_augment_shapes_and_normalisation():
+    x = torch.full((4, 3, 40, 40), 124, dtype=torch.uint8)
+    aug = BatchAugment(32, "rrc")
+    y = aug(x, train=True)
+    assert y.shape == (4, 3, 32, 32) and y.dtype == torch.float32
+    assert torch.allclose(y[:, 0], torch.full_like(y[:, 0], (124 / 255 - 0.485) / 0.229), atol=1e-4)
+    assert BatchAugment(64, "pad-crop")(x, train=False).shape == (4, 3, 64, 64)
+    with pytest.raises(ValueError, match="'rrc' or 'pad-crop'"):
+        BatchAugment(32, "mixup")
+
+
+def test_memcache_builds_reuses_and_invalidates(tmp_path):
+    cifar = shared_path("datasets/cifar10/train")
+    root = tmp_path / "data"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for p in sorted((cifar / cls).glob("*.jpg"))[:10]:
+            (root / cls / p.name).write_bytes(p.read_bytes())
+    (root / "dog" / "broken.jpg").write_bytes(b"nope")
+    cache = tmp_path / "cache"
+    ds = load_or_build(scan_folder(root), 32, cache, progress=False)
+    assert ds.rebuilt and ds.images.shape == (20, 3, 32, 32) and ds.images.dtype == torch.uint8
+    assert ds.labels.tolist() == [0] * 10 + [1] * 10 and ds.classes == ["cat", "dog"]
+    assert len(ds.bad) == 1 and ds.bad[0][0].endswith("broken.jpg")
+    # pixels equal a direct decode
+    first = sorted((root / "cat").glob("*.jpg"))[0]
+    assert torch.equal(ds.images[0], torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1))
+    again = load_or_build(scan_folder(root), 32, cache, progress=False)
+    assert not again.rebuilt and torch.equal(again.images, ds.images)
+    # touching a file invalidates the cache
+    victim = sorted((root / "dog").glob("*.jpg"))[0]
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(victim)
+    os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
+    third = load_or_build(scan_folder(root), 32, cache, progress=False)
+    assert third.rebuilt and not torch.equal(third.images, ds.images)
+    # a different size is a separate cache; a damaged cache file is rebuilt
+    assert load_or_build(scan_folder(root), 16, cache, progress=False).images.shape[-1] == 16
+    third.cache_file.write_bytes(b"garbage")
+    assert load_or_build(scan_folder(root), 32, cache, progress=False).rebuilt
+
+
+def test_memcache_resizes_photos_like_the_eval_transform(tmp_path):
+    from fdmobilenet.data import load_image
+    from fdmobilenet.memcache import _fit
+
+    img = shared_path("datasets/imagenet-sample-50")
+    f = scan_folder(img)
+    sub = Folder(f.samples[:3], f.classes, f.root)
+    ref = eval_transform(64, crop_pct=1.0, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    direct = torch.stack([ref(load_image(p)) for p, _ in sub.samples])
+    # same geometry and filter as Resize(64) + CenterCrop(64) on a full decode
+    fitted = torch.stack([torch.from_numpy(_fit(load_image(p), 64).copy()) for p, _ in sub.samples]).float()
+    assert (fitted - direct).abs().max() <= 1
+    # the cache decodes JPEGs in draft mode (1/2..1/8 scale): same size, nearly the same pixels
+    ds = load_or_build(sub, 64, tmp_path, progress=False)
+    assert ds.images.shape == (3, 3, 64, 64)
+    assert (ds.images.float() - direct).abs().mean() < 12
