@@ -346,7 +346,7 @@ def quantize_onnx(
     calibration_size: int = 200,
     method: str = "percentile",
     keep_float: Sequence[str] = ("stem", "classifier"),
-    percentile: float = 99.999,
+    percentile: float = 99.99,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Static post-training INT8 quantization (QDQ, per-channel int8 weights, uint8 activations).
@@ -497,7 +497,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="also quantize: static INT8, QDQ, per-channel weights")
     p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")
     p.add_argument("--calibration-size", type=int, default=200, help="images sampled from --calibration")
-    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile")
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="percentile",
+        help="activation ranges: percentile (default; clips rare outliers), minmax, entropy",
+    )
+    p.add_argument("--calibration-percentile", type=float, default=99.99, help="for --calibration-method percentile")
     p.add_argument(
         "--keep-float",
         default="stem,classifier",
@@ -544,7 +550,13 @@ def run(a: argparse.Namespace) -> int:
         reports = [ExportReport(str(fp32_path), "onnx-fp32", written, agreement)]
         if a.int8:
             written = quantize_onnx(
-                fp32_path, out, a.calibration, a.calibration_size, a.calibration_method, keep_float, seed=0
+                fp32_path,
+                out,
+                a.calibration,
+                a.calibration_size,
+                a.calibration_method,
+                keep_float,
+                percentile=a.calibration_percentile,
             )
             agreement = compare(model, OnnxClassifier(out), real, resolution=res)
             if not np.isfinite(agreement.max_abs_diff_random):
