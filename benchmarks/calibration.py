@@ -98,7 +98,7 @@ def main() -> int:
         for cal_name, cal in (("imagenet half A (25)", tmp / "A"), (f"flowers ({len(flowers_cal)})", flowers_cal)):
             for spec in a.methods.split(","):
                 method, _, pct = spec.partition(":")
-                for keep in ((), ("stem", "classifier")):
+                for keep in ((), ("classifier",), ("stem", "classifier")):
                     out = tmp / f"{tag}-{method}{pct}-{len(keep)}-{cal_name[:3]}.onnx"
                     quantize_onnx(fp32, out, cal, 10_000, method, keep, percentile=float(pct or 99.99))
                     for backend in ("ort", "openvino"):

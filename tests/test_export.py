@@ -177,7 +177,7 @@ def test_predict_onnx_reports_bad_files_and_matches_pytorch(fp32_onnx, work, cap
 # --- INT8 -----------------------------------------------------------------------------------------
 
 
-def test_int8_is_per_channel_qdq_with_stem_and_classifier_in_float(int8_onnx):
+def test_int8_is_per_channel_qdq_with_the_classifier_in_float(int8_onnx):
     m = onnx.load(str(int8_onnx))
     ops = [n.op_type for n in m.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "QLinearConv" not in ops  # QDQ format
@@ -185,13 +185,12 @@ def test_int8_is_per_channel_qdq_with_stem_and_classifier_in_float(int8_onnx):
     producers = {o: n for n in m.graph.node for o in n.output}
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     w_dq = [producers.get(c.input[1]) for c in convs]
-    assert w_dq[0] is None or w_dq[0].op_type != "DequantizeLinear", "the stem conv stays float by default"
-    quantized = [d for d in w_dq[1:] if d is not None and d.op_type == "DequantizeLinear"]
-    assert len(quantized) == len(convs) - 1
+    quantized = [d for d in w_dq if d is not None and d.op_type == "DequantizeLinear"]
+    assert len(quantized) == len(convs), "every conv, the stem included, has int8 weights"
     scales = [onnx.numpy_helper.to_array(inits[d.input[1]]) for d in quantized]
     assert all(s.ndim == 1 and s.size > 1 for s in scales), "weights are quantized per output channel"
     gemm = next(n for n in m.graph.node if n.op_type in ("Gemm", "MatMul"))
-    assert gemm.input[1] not in producers or producers[gemm.input[1]].op_type != "DequantizeLinear"
+    assert gemm.input[1] not in producers or producers[gemm.input[1]].op_type != "DequantizeLinear", "float head"
     meta = read_onnx_metadata(int8_onnx)
     assert meta["precision"] == "int8" and meta["model"] == "fd_mobilenet_050"
     assert meta["calibration"]["images"] == 25 and meta["calibration"]["method"] == "percentile"
