@@ -354,7 +354,7 @@ def quantize_onnx(
     Defaults come from ``benchmarks/calibration.py``: percentile (99.99) ranges kept top-1 closest
     to fp32, MinMax and Entropy (identical ranges in ONNX Runtime 1.32) lost the most. The classifier
     stays float (1% of the MACs); the stem is quantized: a float stem made OpenVINO's INT8
-    FD-MobileNet 0.5x 1.4x slower, and keeping it float changed top-1 agreement by ~1-2 points only.
+    FD-MobileNet 0.5x 1.36x slower, and keeping it float changed top-1 agreement by ~1-3 points only.
 
     ``calibration`` is a folder of representative photos (``calibration_size`` are sampled), a list
     of image paths, or an (N, 3, R, R) array of already preprocessed inputs (benchmarks, tests). The
@@ -513,7 +513,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--keep-float",
         default="classifier",
         help="layers left in float by --int8: classifier (default), stem,classifier, or none. A float stem "
-        "made OpenVINO INT8 1.4x slower on FD-MobileNet 0.5x (benchmarks/calibration-keep-float.md, latency.md)",
+        "made OpenVINO INT8 1.36x slower on FD-MobileNet 0.5x; better on ONNX Runtime (docs/deployment.md)",
     )
     p.add_argument("--verify-data", help="photos to compare outputs on (default: --calibration)")
     p.add_argument("--verify-size", type=int, default=32, help="how many --verify-data photos to compare on")
