@@ -30,8 +30,8 @@ from .weights import atomic_write_bytes
 
 DEPLOY_HINT = 'pip install "fdmobilenet[deploy]"'
 OPENVINO_HINT = 'pip install "fdmobilenet[openvino]"'
-DEFAULT_OPSET = 18  # torch.onnx's dynamo exporter emits opset 18 natively; 17 is reached by conversion
-MIN_OPSET = 17
+DEFAULT_OPSET = 18  # what torch.onnx's dynamo exporter (torch 2.14) emits
+MIN_OPSET = 18  # onnx's version converter turns the 18->17 ReduceMean into an invalid node, so no down-conversion
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Keys of the ONNX metadata whose values are JSON (the rest are plain strings).
@@ -160,7 +160,10 @@ def export_onnx(
     onnx = require("onnx", "ONNX export")
     require("onnxscript", "ONNX export (torch.onnx's exporter)")
     if opset < MIN_OPSET:
-        raise ValueError(f"--opset {opset} is too old: use {MIN_OPSET} or newer")
+        raise ValueError(
+            f"--opset {opset}: this exporter writes opset {MIN_OPSET} or newer (onnx's converter cannot take "
+            f"this graph down to {opset} correctly)"
+        )
     folded = fold_batchnorm(model)
     batch = torch.export.Dim("batch", min=1, max=65536)
     example = torch.randn(2, 3, resolution, resolution)
@@ -173,7 +176,7 @@ def export_onnx(
                 dynamo=True,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                opset_version=max(opset, DEFAULT_OPSET),
+                opset_version=opset,
                 dynamic_shapes={"x": {0: batch}},
                 external_data=False,
                 optimize=True,
