@@ -133,3 +133,10 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
         save_weights({"a": torch.zeros(1)}, target, {})
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+    monkeypatch.undo()
+    umask = os.umask(0o022)
+    try:
+        save_weights({"a": torch.zeros(1)}, target, {})
+    finally:
+        os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

@@ -13,6 +13,8 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Calla
 
 # Commands whose module owns its arguments: the module defines add_arguments(parser) and run(args).
 _MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("export to ONNX (fp32 / INT8 QDQ), TorchScript or pt2, checked against PyTorch", "fdmobilenet.export"),
+    "bench": ("latency and throughput on this machine: PyTorch, ONNX Runtime, OpenVINO", "fdmobilenet.bench"),
     "prepare": ("re-encode an image folder into resized JPEG shards (resumable)", "fdmobilenet.packed"),
 }
 
@@ -151,13 +153,26 @@ register("convert", "convert the authors' weights to safetensors with metadata",
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="a .safetensors file from `convert` or `train`")
+    p.add_argument("--weights", help="a .safetensors file from `convert` or `train`")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
     p.add_argument("--resolution", type=int, help="input size (default: the weights'); crop ratio 0.875 is kept")
+    p.add_argument("--onnx", help="run an exported .onnx file (fp32 or int8) instead of --weights")
+    p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for --onnx")
+    p.add_argument("--threads", type=int, help="runtime threads for --onnx (default: the runtime's choice)")
 
 
 def _load(a: argparse.Namespace):
     from .data import eval_transform
+
+    if a.onnx:
+        if a.weights or a.model or a.resolution:
+            raise ValueError("--onnx runs the exported file as it is: drop --weights, --model and --resolution")
+        from .runtime import OnnxClassifier
+
+        model = OnnxClassifier(a.onnx, a.backend, a.threads)
+        return model, model.meta, model.transform()
+    if not a.weights:
+        raise ValueError("give --weights FILE.safetensors (PyTorch) or --onnx FILE.onnx (exported model)")
     from .weights import build_from_weights
 
     model, meta = build_from_weights(a.weights, a.model, a.resolution)
@@ -191,7 +206,8 @@ def _eval_run(a: argparse.Namespace) -> int:
     for path, reason in r.bad:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if a.json:
-        print(json.dumps({**r.as_dict(), "model": meta["model"], "weights": str(a.weights)}))
+        source = {"onnx": str(a.onnx), "backend": a.backend} if a.onnx else {"weights": str(a.weights)}
+        print(json.dumps({**r.as_dict(), "model": meta["model"], **source}))
     else:
         print(f"{meta['model']} on {a.data}: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%  ({r.n} images)")
     return 0
@@ -208,7 +224,7 @@ def _predict_run(a: argparse.Namespace) -> int:
     from .evaluate import predict
 
     model, meta, tf = _load(a)
-    names = meta.get("class_names") or [str(i) for i in range(model.classifier.out_features)]
+    names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     preds = predict(model, a.images, tf, names, a.topk)
     if a.json:
         print(json.dumps([{"path": p.path, "top": p.top, "error": p.error} for p in preds], indent=1))

@@ -1,0 +1,201 @@
+"""Run exported ONNX files (fp32 or INT8) on ONNX Runtime or OpenVINO, with no PyTorch model code.
+
+``OnnxClassifier`` is what ``eval --onnx``, ``predict --onnx`` and ``bench`` share: the
+preprocessing comes from the file's metadata, and the call path hands the runtime the caller's
+memory directly (ONNX Runtime IO binding / OpenVINO shared tensors) and lets it write the logits
+straight into the array that is returned, so the wrapper adds no copies to what the runtime does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .export import DEPLOY_HINT, OPENVINO_HINT, decode_metadata, require
+
+BACKENDS = ("ort", "openvino")
+
+
+class OnnxClassifier:
+    """An exported classifier behind the interface ``evaluate``/``predict`` use: ``model(batch) -> logits``.
+
+    ``threads`` sets ONNX Runtime's intra-op threads / OpenVINO's INFERENCE_NUM_THREADS (default:
+    the runtime's own choice). OpenVINO runs float parts in f32 (``INFERENCE_PRECISION_HINT``): on
+    CPUs with AVX512-BF16 it would otherwise silently compute "fp32" models in bf16.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        backend: str = "ort",
+        threads: int | None = None,
+        ov_precision: str = "f32",
+    ):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX file {self.path} does not exist; make one with `fdmobilenet export`")
+        if backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        self.backend, self.threads = backend, threads
+        if backend == "ort":
+            self._init_ort()
+        else:
+            self._init_openvino(ov_precision)
+        self.meta = _complete_meta(self.meta, self.input_shape, self.num_classes)
+
+    # -- ONNX Runtime --
+    def _init_ort(self) -> None:
+        ort = require("onnxruntime", "running ONNX files on ONNX Runtime", DEPLOY_HINT)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types for unreadable files
+            raise ValueError(f"{self.path} is not a loadable ONNX model ({type(e).__name__}: {e})") from e
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.output_name = inp.name, out.name
+        self.input_shape = list(inp.shape)
+        self.num_classes = out.shape[-1] if isinstance(out.shape[-1], int) else None
+        self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+
+    def _ort_bind(self, x: np.ndarray, y: np.ndarray):
+        binding = self.session.io_binding()
+        binding.bind_input(self.input_name, "cpu", 0, np.float32, list(x.shape), x.ctypes.data)
+        binding.bind_output(self.output_name, "cpu", 0, np.float32, list(y.shape), y.ctypes.data)
+        return binding
+
+    # -- OpenVINO --
+    def _init_openvino(self, precision: str) -> None:
+        ov = require("openvino", "the OpenVINO backend", OPENVINO_HINT)
+        self._ov, self._core = ov, ov.Core()
+        self._ov_config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_PRECISION_HINT": precision,
+        }
+        if self.threads:
+            self._ov_config["INFERENCE_NUM_THREADS"] = str(self.threads)
+        try:
+            model = self._core.read_model(str(self.path))
+        except Exception as e:
+            raise ValueError(f"OpenVINO cannot read {self.path} ({type(e).__name__}: {e})") from e
+        self.input_shape = [d.get_length() if d.is_static else "batch" for d in model.inputs[0].get_partial_shape()]
+        out_dim = model.outputs[0].get_partial_shape()[-1]
+        self.num_classes = out_dim.get_length() if out_dim.is_static else None
+        from .export import read_onnx_metadata
+
+        self.meta = read_onnx_metadata(self.path)
+        self._requests: dict[tuple[int, ...], Any] = {}
+
+    def _ov_request(self, shape: tuple[int, ...]):
+        """One compiled model per input shape: static shapes are what OpenVINO's CPU plugin runs fastest."""
+        req = self._requests.get(shape)
+        if req is None:
+            model = self._core.read_model(str(self.path))
+            model.reshape({model.inputs[0].get_any_name(): list(shape)})
+            req = self._core.compile_model(model, "CPU", self._ov_config).create_infer_request()
+            self._requests[shape] = req
+        return req
+
+    # -- the model interface --
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a preprocessed float32 NCHW array; the runtime writes them into a fresh array, no copies."""
+        x = np.ascontiguousarray(x, dtype=np.float32)  # no-op for the arrays the transforms produce
+        y = np.empty((x.shape[0], self.num_classes or self._probe_classes()), dtype=np.float32)
+        if self.backend == "ort":
+            self.session.run_with_iobinding(self._ort_bind(x, y))
+        else:
+            req = self._ov_request(tuple(x.shape))
+            req.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+            req.set_output_tensor(self._ov.Tensor(y, shared_memory=True))
+            req.infer()
+        return y
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        arr = x.numpy() if isinstance(x, torch.Tensor) else x  # shares memory with a CPU float32 tensor
+        return torch.from_numpy(self.run(arr))
+
+    def _probe_classes(self) -> int:
+        r = int(self.meta["resolution"])
+        if self.backend == "ort":
+            out = self.session.run([self.output_name], {self.input_name: np.zeros((1, 3, r, r), np.float32)})[0]
+        else:
+            req = self._ov_request((1, 3, r, r))
+            req.infer({0: np.zeros((1, 3, r, r), np.float32)})
+            out = req.get_output_tensor().data
+        self.num_classes = int(out.shape[-1])
+        return self.num_classes
+
+    def runner(self, batch: int = 1) -> Callable[[], Any]:
+        """A zero-argument call that runs one batch on pre-allocated input/output memory: what ``bench`` times."""
+        r = int(self.meta["resolution"])
+        x = np.random.default_rng(0).standard_normal((batch, 3, r, r), dtype=np.float32)
+        y = np.empty((batch, self.num_classes or self._probe_classes()), dtype=np.float32)
+        if self.backend == "ort":
+            binding = self._ort_bind(x, y)
+            # Default arguments keep x and y alive for as long as the call exists.
+            return lambda run=self.session.run_with_iobinding, b=binding, _buffers=(x, y): run(b)
+        req = self._ov_request(x.shape)
+        req.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+        req.set_output_tensor(self._ov.Tensor(y, shared_memory=True))
+        return lambda infer=req.infer, _buffers=(x, y): infer()
+
+    def raw_ort_runner(self, batch: int = 1) -> Callable[[], Any]:
+        """The plain ``InferenceSession.run`` a user would write, as the baseline the wrapper must match."""
+        if self.backend != "ort":
+            raise ValueError("raw_ort_runner needs backend='ort'")
+        r = int(self.meta["resolution"])
+        feed = {self.input_name: np.random.default_rng(0).standard_normal((batch, 3, r, r), dtype=np.float32)}
+        outs, run = [self.output_name], self.session.run
+        return lambda: run(outs, feed)
+
+    def eval(self) -> OnnxClassifier:  # evaluate()/predict() call model.eval().to(device)
+        return self
+
+    def to(self, device: str | torch.device = "cpu") -> OnnxClassifier:
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"ONNX models run on the CPU here, not {device}")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def transform(self):
+        """The preprocessing stored with the export (resize to R/crop_pct, center crop R, normalise)."""
+        from .data import eval_transform
+
+        m = self.meta
+        return eval_transform(int(m["resolution"]), float(m["crop_pct"]), m["mean"], m["std"])
+
+
+def _complete_meta(meta: dict[str, Any], input_shape: list, num_classes: int | None) -> dict[str, Any]:
+    """Fill what a foreign ONNX file (not from `fdmobilenet export`) lacks with ImageNet defaults."""
+    meta = dict(meta)
+    if not meta.get("resolution"):
+        size = input_shape[-1] if input_shape and isinstance(input_shape[-1], int) else 224
+        meta["resolution"] = size
+    meta.setdefault("mean", [0.485, 0.456, 0.406])
+    meta.setdefault("std", [0.229, 0.224, 0.225])
+    meta.setdefault("crop_pct", 0.875)
+    meta.setdefault("model", meta.get("model") or "onnx")
+    meta.setdefault("precision", "unknown")
+    if "class_names" not in meta:
+        if num_classes == 1000:
+            from .data import imagenet_classes
+
+            meta["class_names"] = imagenet_classes()[1]
+        elif num_classes:
+            meta["class_names"] = [str(i) for i in range(num_classes)]
+    return meta

@@ -1,0 +1,98 @@
+"""bench: JSON schema and ratios of a short run (no timing thresholds: timings are the output, not the test)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from fdmobilenet import cli
+from fdmobilenet.bench import Case, parse_model_spec, summarise
+from fdmobilenet.complexity import profile
+from fdmobilenet.models import create_model
+
+REQUIRED = {"model", "backend", "threads", "batch", "macs", "median_ms"}
+
+
+def test_short_run_json_schema_and_plot(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    backends = ["torch", "ort", "ort-raw", "ort-int8"]
+    try:
+        import openvino  # noqa: F401
+
+        backends += ["openvino", "openvino-int8"]
+    except ImportError:
+        pass
+    png = tmp_path / "lat.png"
+    models = "fd_mobilenet_025,mobilenet_v1_025@64,shufflenet_v1_g3_025"
+    argv = ["bench", "--models", models, "--backends", ",".join(backends), "--runs", "5", "--warmup", "1"]
+    code = cli.main([*argv, "--resolution", "96", "--threads", "1", "--json", "--plot", str(png)])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert len(rows) == 3 * len(backends)
+    assert {(r["model"], r["backend"]) for r in rows} == {
+        (m.split("@")[0], b) for m in models.split(",") for b in backends
+    }
+    for r in rows:
+        assert set(r) >= REQUIRED, r
+        assert r["threads"] == 1 and r["batch"] == 1 and r["runs"] == 5
+        assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert r["throughput_ips"] == pytest.approx(1000 / r["median_ms"], rel=0.01)
+        res = 64 if r["model"] == "mobilenet_v1_025" else 96
+        assert r["resolution"] == res
+        assert r["macs"] == profile(create_model(r["model"], resolution=res), res).macs
+        assert r["gmacs_per_s"] == pytest.approx(r["macs"] / r["median_ms"] / 1e6, rel=0.01)
+        # every model is compared with the FD-MobileNet of nearest MACs on the same backend
+        assert r["fd_reference"] == "fd_mobilenet_025@96"
+        ref = next(x for x in rows if x["model"] == "fd_mobilenet_025" and x["backend"] == r["backend"])
+        assert r["fd_speedup"] == pytest.approx(r["median_ms"] / ref["median_ms"], rel=1e-2)
+        ort = next(x for x in rows if x["model"] == r["model"] and x["backend"] == "ort")
+        assert r["speedup_vs_ort_fp32"] == pytest.approx(ort["median_ms"] / r["median_ms"], rel=1e-2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ratios_pick_the_fd_mobilenet_of_nearest_macs():
+    cases = [
+        Case("fd_mobilenet_100", 224, "ort", 144_000_000, 0),
+        Case("fd_mobilenet_050", 224, "ort", 40_000_000, 0),
+        Case("mobilenet_v1_050", 224, "ort", 150_000_000, 0),
+        Case("shufflenet_v1_g3_050", 224, "ort", 38_000_000, 0),
+        Case("shufflenet_v1_g3_050", 224, "torch", 38_000_000, 0),  # no FD row on torch: no ratio
+        Case("mobilenet_v1_025", 224, "ort", 41_000_000, 0, note="RuntimeError: boom"),  # failed backend
+    ]
+    times = {0: [2.0, 2.0, 2.1], 1: [1.0, 0.9, 1.1], 2: [4.0, 4.4, 3.9], 3: [1.5, 1.6, 1.4], 4: [9.0]}
+    rows = summarise(cases, times, threads=1, batch=1)
+    by = {(r["model"], r["backend"]): r for r in rows}
+    assert by["mobilenet_v1_050", "ort"]["fd_reference"] == "fd_mobilenet_100@224"
+    assert by["mobilenet_v1_050", "ort"]["fd_speedup"] == pytest.approx(4.0 / 2.0)
+    assert by["shufflenet_v1_g3_050", "ort"]["fd_reference"] == "fd_mobilenet_050@224"
+    assert by["shufflenet_v1_g3_050", "ort"]["fd_speedup"] == pytest.approx(1.5)
+    assert "fd_speedup" not in by["shufflenet_v1_g3_050", "torch"]
+    assert by["mobilenet_v1_025", "ort"]["median_ms"] is None and "boom" in by["mobilenet_v1_025", "ort"]["error"]
+    assert by["fd_mobilenet_050", "ort"]["p10_ms"] <= 1.0 <= by["fd_mobilenet_050", "ort"]["p90_ms"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "fd_mobilenet_999"], "unknown model 'fd_mobilenet_999'"),
+        (["--backends", "tensorrt"], "unknown tensorrt"),
+        (["--models", "fd_mobilenet_025@big"], "must be a resolution"),
+        (["--runs", "0"], "--runs must be >= 1"),
+    ],
+)
+def test_bad_arguments(argv, message, capsys):
+    assert cli.main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_openvino_backend_without_openvino_names_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert cli.main(["bench", "--models", "fd_mobilenet_025", "--backends", "openvino", "--runs", "1"]) == 2
+    assert 'pip install "fdmobilenet[openvino]"' in capsys.readouterr().err
+
+
+def test_model_spec():
+    assert parse_model_spec("mobilenet_v1_025@160", 224) == ("mobilenet_v1_025", 160)
+    assert parse_model_spec("fd_mobilenet_050", 192) == ("fd_mobilenet_050", 192)
