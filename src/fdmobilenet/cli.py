@@ -12,7 +12,9 @@ from collections.abc import Callable
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 # Commands whose module owns its arguments: the module defines add_arguments(parser) and run(args).
-_MODULE_COMMANDS: dict[str, tuple[str, str]] = {}
+_MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train or fine-tune a model on an image folder", "fdmobilenet.train"),
+}
 
 
 def register(name: str, help: str, add_args, run) -> None:
