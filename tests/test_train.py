@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -208,6 +209,35 @@ def test_sigterm_writes_a_checkpoint_mid_epoch_and_resume_matches(resume_setup, 
     assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 0
     assert_same_weights(out / "last.safetensors", straight / "last.safetensors")
     assert [r["epoch"] for r in metrics(out)] == [1, 2, 3, 4]
+
+
+def test_modern_recipe_with_ema_resumes_exactly(resume_setup, tmp_path: Path) -> None:
+    """EMA weights (in the .safetensors), raw weights (in the state file), warm-up and cosine survive a SIGTERM."""
+    data, _ = resume_setup
+    args = ["--data", str(data), *RESUME_ARGS, "--recipe", "modern", "--ema-decay", "0.9", "--warmup-epochs", "1"]
+    args += ["--epochs", "2", "--workers", "0"]
+    assert main(["train", *args, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "termed"
+    state = out / "last.state.pt"
+
+    def terminate_after_step_13() -> None:
+        while not (state.exists() and torch.load(state, weights_only=True)["step"] >= 13):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=terminate_after_step_13, daemon=True)
+    watcher.start()
+    assert main(["train", *args, "--checkpoint-every", "13", "--out", str(out)]) == 128 + signal.SIGTERM
+    watcher.join()
+    ck = torch.load(state, weights_only=True)
+    assert ck["epoch"] == 1 and ck["step_in_epoch"] >= 3 and "model" in ck and ck["ema_n"] == ck["step"]
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 0
+    assert_same_weights(out / "last.safetensors", tmp_path / "straight" / "last.safetensors")
+    raw = [torch.load(d / "last.state.pt", weights_only=True)["model"] for d in (out, tmp_path / "straight")]
+    for k in raw[0]:
+        torch.testing.assert_close(raw[0][k], raw[1][k], rtol=0, atol=1e-6, msg=k)
+    ema = read_weights(out / "last.safetensors")[0]
+    assert not torch.equal(ema["classifier.weight"], raw[0]["classifier.weight"])  # EMA is not the raw model
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(resume_setup, tmp_path: Path, capsys) -> None:

@@ -646,13 +646,13 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
         _truncate_metrics(out / "metrics.jsonl", start_epoch)
         log(f"resumed {out} at epoch {start_epoch + 1}, step {start_step}/{steps_per_epoch} (global step {step})")
 
-    raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
+    raw_model = ddp_model = model
     if dist.world > 1:
-        model = nn.parallel.DistributedDataParallel(
+        ddp_model = model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
         )
+    if cfg.compile:  # after DDP, as PyTorch recommends, so compiled graphs break at gradient buckets
+        model = torch.compile(model)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     trainable = [p for p in raw_model.parameters() if p.requires_grad]
 
@@ -768,7 +768,7 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
                     y = y.to(dist.device, non_blocking=True)
                     sync = dist.world == 1 or j == cfg.accum_steps - 1
                     with (
-                        contextlib.nullcontext() if sync else model.no_sync(),
+                        contextlib.nullcontext() if sync else ddp_model.no_sync(),
                         torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
                     ):
                         loss = criterion(model(x), y)
