@@ -76,7 +76,7 @@ class TrainConfig:
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(True, "Nesterov momentum")
     weight_decay: float = _f(4e-5, "L2 weight decay")
-    no_wd_bn_bias: bool = _f(False, "no weight decay on BatchNorm parameters and biases")
+    wd_bn_bias: bool = _f(True, "weight decay also on BatchNorm parameters and biases")
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing")
     ema_decay: float = _f(0.0, "per-step decay of an exponential moving average of the weights (0: off)")
     clip_grad: float = _f(0.0, "clip the gradient norm to this value (0: off)")
@@ -100,7 +100,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule": "cosine",
         "warmup_epochs": 5,
         "label_smoothing": 0.1,
-        "no_wd_bn_bias": True,
+        "wd_bn_bias": False,
         "ema_decay": 0.9998,
     },
     "digits": {  # the built-in dataset: under a minute on a 2-core CPU, ~98% val top-1
@@ -191,7 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for name, f in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f.metadata["help"], "dest": name}
+        shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        default = "" if f.default is None else f" [default: {shown}]"
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f.metadata["help"] + default, "dest": name}
         tp = hints[name]
         if tp in (bool, bool | None):
             kw["action"] = argparse.BooleanOptionalAction
@@ -203,7 +205,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
         p.add_argument(flag, **kw)
-    p.epilog = "Run on many GPUs with: torchrun --nproc_per_node N -m fdmobilenet.cli train ..."
+    p.description = (
+        f"{p.description or ''}. Defaults shown are the paper's ImageNet recipe; --recipe replaces some of them, "
+        "and every flag given overrides both. The effective configuration is written to OUT/config.json."
+    )
+    p.epilog = "Many GPUs or nodes: torchrun --nproc_per_node N -m fdmobilenet.cli train ... (see docs/training.md)"
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
@@ -409,7 +415,7 @@ def _set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
 
 def _build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if cfg.no_wd_bn_bias:
+    if not cfg.wd_bn_bias:
         groups = [
             {"params": [p for _, p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
             {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0},
