@@ -13,9 +13,11 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Calla
 
 # Commands whose module owns its arguments: the module defines add_arguments(parser) and run(args).
 _MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train or fine-tune a model on an image folder", "fdmobilenet.train"),
     "export": ("export to ONNX (fp32 / INT8 QDQ), TorchScript or pt2, checked against PyTorch", "fdmobilenet.export"),
     "bench": ("latency and throughput on this machine: PyTorch, ONNX Runtime, OpenVINO", "fdmobilenet.bench"),
     "prepare": ("re-encode an image folder into resized JPEG shards (resumable)", "fdmobilenet.packed"),
+    "compare": ("train budget-matched families on your data; accuracy vs MFLOPs report", "fdmobilenet.compare"),
 }
 
 
