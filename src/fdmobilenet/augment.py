@@ -120,11 +120,13 @@ class BatchAugment:
         crop_pct: float = 0.875,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        hflip: bool = True,
     ):
         if mode not in ("rrc", "pad-crop"):
             raise ValueError(f"augmentation mode must be 'rrc' or 'pad-crop', got {mode!r}")
         self.size, self.mode, self.scale, self.padding = size, mode, tuple(scale), padding
         self.crop_pct, self.mean, self.std = crop_pct, tuple(mean), tuple(std)
+        self.flip_p = 0.5 if hflip else 0.0
 
     def __call__(self, x: torch.Tensor, train: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -135,9 +137,9 @@ class BatchAugment:
             out = crop_resize(x, boxes, self.size)
         elif self.mode == "rrc":
             boxes = rrc_boxes(hs, ws, self.scale, generator=generator)
-            out = random_flip(crop_resize(x, boxes, self.size), 0.5, generator)
+            out = random_flip(crop_resize(x, boxes, self.size), self.flip_p, generator)
         else:
-            out = random_flip(pad_crop(x.float(), self.padding, generator), 0.5, generator)
+            out = random_flip(pad_crop(x.float(), self.padding, generator), self.flip_p, generator)
             if (h, w) != (self.size, self.size):
                 out = crop_resize(out, center_boxes(hs, ws, 1.0), self.size)
         return normalize(out, self.mean, self.std)

@@ -54,6 +54,8 @@ class TrainConfig:
     mean: tuple[float, float, float] = _f((0.485, 0.456, 0.406), "normalisation mean (RGB)")
     std: tuple[float, float, float] = _f((0.229, 0.224, 0.225), "normalisation std (RGB)")
     workers: int = _f(4, "data-loading processes per training process")
+    in_memory: bool = _f(False, "decode once into a uint8 tensor on the device and augment whole batches "
+                         "there (data that fits in memory; cached beside --out, rebuilt on change)")  # fmt: skip
     on_bad_image: str = _f("skip", "unreadable files: skip (report per epoch) or error (fail before training)",
                            choices=("skip", "error"))  # fmt: skip
     # model
@@ -290,6 +292,7 @@ class Data:
     train_paths: list[str] | None  # index -> path, to name skipped files
     val_folder: Folder | None
     description: str
+    memory: tuple[Any, Any] | None = None  # (train, val) MemoryDataset on the device with --in-memory
 
 
 def _train_transform(cfg: TrainConfig):
@@ -358,6 +361,8 @@ def _build_data(cfg: TrainConfig, out: Path, dist: Dist, log) -> Data:
             print(f"warning: {p}: {r}", file=sys.stderr)
         if len(problems) > 20:
             print(f"warning: ... and {len(problems) - 20} more", file=sys.stderr)
+    if cfg.in_memory:
+        return _memory_data(cfg, split, out, dist, log)
     draft = 2 * cfg.resolution  # decode big JPEGs at reduced scale; crops stay sharper than the output
     return Data(
         SeededView(ImageDataset(split.train.samples, train_tf, draft_size=draft), cfg.seed),
@@ -367,6 +372,61 @@ def _build_data(cfg: TrainConfig, out: Path, dist: Dist, log) -> Data:
         split.val,
         split.description,
     )
+
+
+def _memory_data(cfg: TrainConfig, split, out: Path, dist: Dist, log) -> Data:
+    """--in-memory: both splits decoded once into uint8 tensors on the device (cached on disk)."""
+    from .memcache import cache_size, load_or_build
+
+    size = cache_size(split.train, cfg.resolution, cfg.crop_pct)
+    cache_dir = out.parent / ".fdm-cache"
+    mems = []
+    for part in (split.train, split.val):
+        if dist.world > 1 and not dist.main:
+            torch.distributed.barrier()  # rank 0 builds the cache file first
+        mem = load_or_build(part, size, cache_dir, progress=dist.main)
+        if dist.world > 1 and dist.main:
+            torch.distributed.barrier()
+        for path, reason in mem.bad if dist.main else []:
+            print(f"warning: {path}: {reason} (skipped)", file=sys.stderr)
+        mems.append(mem.to(dist.device))
+    tr, va = mems
+    gb = (tr.images.numel() + va.images.numel()) / 2**30
+    log(f"in memory: {len(tr.labels)} train + {len(va.labels)} val images at {size} px ({gb:.2f} GiB uint8 on "
+        f"{dist.device}; cache {tr.cache_file.parent}, {'built' if tr.rebuilt else 'reused'})")  # fmt: skip
+    return Data(
+        _Sized(len(tr.labels)), _Sized(len(va.labels)), split.train.classes, None, None, split.description, (tr, va)
+    )
+
+
+class _Sized(torch.utils.data.Dataset):
+    """Stands for an in-memory split where only its length is asked for."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _MemoryBatches:
+    """(images, labels, indices, bad) batches cut from an on-device uint8 tensor and augmented as a
+    batch: the in-memory counterpart of the DataLoader, with the same EpochOrder. Augmentation is
+    seeded by (seed, epoch, step), so a resumed run sees the same crops."""
+
+    def __init__(self, mem, order, batch: int, augment, train: bool, seed: int = 0, epoch: int = 0, start: int = 0):
+        self.mem, self.order, self.batch, self.augment = mem, order, batch, augment
+        self.train, self.seed, self.epoch, self.start = train, seed, epoch, start
+
+    def __iter__(self):
+        from .datasets import _mix
+
+        idx = [i for i, _ in self.order] if self.train else list(self.order)
+        for k in range(0, len(idx), self.batch):
+            sel = torch.tensor(idx[k : k + self.batch], device=self.mem.images.device)
+            gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, self.start + k // self.batch))
+            x = self.augment(self.mem.images[sel], train=self.train, generator=gen)
+            yield x, self.mem.labels[sel], sel.cpu(), []
 
 
 def _ignore_sigint(_worker_id: int) -> None:
@@ -732,14 +792,26 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
     if cfg.workers:
         sampler_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_sigint, prefetch_factor=4)
     val_idx = list(range(dist.rank, len(data.val), dist.world))  # type: ignore[arg-type]
-    val_loader = torch.utils.data.DataLoader(data.val, batch_size=max(micro, 64), sampler=val_idx, **sampler_kw)
+    if data.memory is not None:
+        from .augment import BatchAugment
+
+        augment = BatchAugment(
+            cfg.resolution, "rrc", cfg.crop_scale, crop_pct=cfg.crop_pct, mean=cfg.mean, std=cfg.std, hflip=cfg.hflip
+        )
+        val_loader: Any = _MemoryBatches(data.memory[1], val_idx, max(micro, 64), augment, train=False)
+    else:
+        val_loader = torch.utils.data.DataLoader(data.val, batch_size=max(micro, 64), sampler=val_idx, **sampler_kw)
 
     from .datasets import EpochOrder
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = EpochOrder(n_train, cfg.batch_size, dist.rank, dist.world, cfg.seed, epoch, start_step)
-        loader = iter(torch.utils.data.DataLoader(data.train, batch_size=micro, sampler=order, **sampler_kw))
+        if data.memory is not None:
+            first = start_step * cfg.accum_steps
+            loader = iter(_MemoryBatches(data.memory[0], order, micro, augment, True, cfg.seed, epoch, first))
+        else:
+            loader = iter(torch.utils.data.DataLoader(data.train, batch_size=micro, sampler=order, **sampler_kw))
         _set_train_mode(raw_model, cfg.freeze_backbone)
         bad_paths: list[tuple[str, str]] = []
         bar = tqdm(

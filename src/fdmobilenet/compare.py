@@ -1,0 +1,264 @@
+"""``fdmobilenet compare``: the paper's experiment on your data, in one command.
+
+Every (family, budget) pair gets the width whose multiply-adds meet the budget at the chosen
+resolution, then trains with the same recipe and seeds; the val accuracy is reported against
+MFLOPs. Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
+interrupted run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .complexity import profile, solve_width
+from .models import FAMILIES, create_model
+from .weights import atomic_write_bytes
+
+# Widths at which the authors released weights (fine-tuning rows with --pretrained-from).
+_OFFICIAL_WIDTHS = {0.25: "fd_mobilenet_025", 0.5: "fd_mobilenet_050"}
+
+
+@dataclass
+class Job:
+    family: str
+    budget: float
+    width: float
+    seed: int
+    macs: int
+    params: int
+    pretrained: str | None = None
+
+    @property
+    def name(self) -> str:
+        tag = "-ft" if self.pretrained else ""
+        return f"{self.family}{tag}-{self.budget:g}M-w{self.width:g}-seed{self.seed}"
+
+
+def plan(
+    budgets: list[float],
+    families: list[str],
+    resolution: int,
+    seeds: int,
+    groups: int = 3,
+    pretrained_from: str | None = None,
+) -> list[Job]:
+    """The runs to do: one per family, budget and seed (plus fine-tuning rows where widths match)."""
+    for f in families:
+        if f not in FAMILIES:
+            raise ValueError(f"--families: unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+    jobs = []
+    for budget in budgets:
+        for fam in families:
+            extra = {"groups": groups} if fam == "shufflenet_v1" else {}
+            w = solve_width(fam, budget, resolution=resolution, **extra)
+            p = profile(create_model(fam, width=w, resolution=resolution, **extra), resolution)
+            for seed in range(seeds):
+                jobs.append(Job(fam, budget, w, seed, p.macs, p.params))
+                if pretrained_from and fam == "fd_mobilenet":
+                    match = next((n for ow, n in _OFFICIAL_WIDTHS.items() if abs(ow - w) < 0.02), None)
+                    if match:
+                        src = Path(pretrained_from) / f"{match}.safetensors"
+                        if not src.is_file():
+                            raise ValueError(
+                                f"--pretrained-from: {src} not found; convert the authors' weights with "
+                                f"`fdmobilenet convert` into that folder"
+                            )
+                        jobs.append(Job(fam, budget, _width_of(match), seed, p.macs, p.params, str(src)))
+    return jobs
+
+
+def _width_of(name: str) -> float:
+    return {"fd_mobilenet_025": 0.25, "fd_mobilenet_050": 0.5}[name]
+
+
+def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups: int, log) -> dict[str, Any]:
+    from .train import load_recipe, make_config, train
+
+    run_dir = out / "runs" / job.name
+    done = run_dir / "done.json"
+    if done.is_file():
+        log(f"[compare] {job.name}: done before, kept")
+        return json.loads(done.read_text())
+    cfg_overrides = {**overrides, "out": str(run_dir), "seed": job.seed}
+    if job.pretrained:
+        cfg_overrides.update(model={0.25: "fd_mobilenet_025", 0.5: "fd_mobilenet_050"}[job.width])
+        cfg_overrides["pretrained"] = job.pretrained
+    else:
+        cfg_overrides.update(model=job.family, width=job.width)
+        if job.family == "shufflenet_v1":
+            cfg_overrides["groups"] = groups
+    cfg = make_config(cfg_overrides, make_config(load_recipe(recipe)))
+    resume = (run_dir / "config.json").is_file()
+    log(f"[compare] {job.name}: {'resuming' if resume else 'training'} ({job.macs / 1e6:.1f} MMACs)")
+    t0 = time.perf_counter()
+    result = train(cfg, resume=resume, recipe=recipe)
+    if result.exit_code != 0:
+        raise RuntimeError(f"training {job.name} stopped with exit code {result.exit_code}; re-run compare to resume")
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    best = max(metrics, key=lambda m: m.get("val_top1", -1))
+    row = {
+        "family": job.family + ("+pretrained" if job.pretrained else ""),
+        "budget_mflops": job.budget,
+        "width": job.width,
+        "macs": job.macs,
+        "params": job.params,
+        "seed": job.seed,
+        "top1": result.best_top1,
+        "top5": best.get("val_top5"),
+        "epochs": cfg.epochs,
+        "train_seconds": round(sum(m.get("time_s", 0.0) for m in metrics) or time.perf_counter() - t0, 1),
+        "img_per_s": round(statistics.mean(m["img_s"] for m in metrics), 1) if metrics else None,
+    }
+    atomic_write_bytes(done, json.dumps(row, indent=1).encode())
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds, one row per (family, budget)."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["budget_mflops"]), []).append(r)
+    out = []
+    for (fam, budget), rs in groups.items():
+        top1 = [r["top1"] for r in rs]
+        top5 = [r["top5"] for r in rs if r["top5"] is not None]
+        out.append(
+            {
+                "family": fam,
+                "budget_mflops": budget,
+                "width": rs[0]["width"],
+                "mmacs": round(rs[0]["macs"] / 1e6, 2),
+                "params": rs[0]["params"],
+                "seeds": len(rs),
+                "top1_mean": round(statistics.mean(top1), 2),
+                "top1_std": round(statistics.stdev(top1), 2) if len(top1) > 1 else 0.0,
+                "top5_mean": round(statistics.mean(top5), 2) if top5 else None,
+                "train_seconds": round(sum(r["train_seconds"] for r in rs), 1),
+                "img_per_s": rs[0]["img_per_s"],
+            }
+        )
+    return out
+
+
+def write_reports(summary: list[dict[str, Any]], out: Path, title: str) -> None:
+    """results.json, results.csv, results.md (family x budget table) and accuracy_vs_mflops.png."""
+    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=1).encode())
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(summary[0]))
+    writer.writeheader()
+    writer.writerows(summary)
+    atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
+    budgets = sorted({r["budget_mflops"] for r in summary})
+    fams = list(dict.fromkeys(r["family"] for r in summary))
+    cell = {(r["family"], r["budget_mflops"]): r for r in summary}
+    lines = [f"# {title}", "", "val top-1 % (mean ± std over seeds; width, MMACs)", ""]
+    lines.append("| family | " + " | ".join(f"{b:g} MFLOPs" for b in budgets) + " |")
+    lines.append("|---" * (len(budgets) + 1) + "|")
+    for f in fams:
+        cells = []
+        for b in budgets:
+            r = cell.get((f, b))
+            cells.append(
+                f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} (w {r['width']:g}, {r['mmacs']:.1f} M)" if r else "—"
+            )
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    atomic_write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for f in fams:
+        rs = sorted((r for r in summary if r["family"] == f), key=lambda r: r["mmacs"])
+        ax.errorbar(
+            [r["mmacs"] for r in rs], [r["top1_mean"] for r in rs], yerr=[r["top1_std"] for r in rs],
+            marker="o", capsize=3, label=f,
+        )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("MMACs (multiply-adds)")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out / "accuracy_vs_mflops.png", buf.getvalue())
+
+
+def compare(
+    data: str,
+    budgets: list[float],
+    families: list[str],
+    out: str | Path,
+    resolution: int = 224,
+    epochs: int = 10,
+    seeds: int = 1,
+    recipe: str = "modern",
+    groups: int = 3,
+    pretrained_from: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    log=print,
+) -> list[dict[str, Any]]:
+    """Train every (family, budget, seed) and write the reports; returns the summary rows."""
+    out = Path(out)
+    jobs = plan(budgets, families, resolution, seeds, groups, pretrained_from)
+    base = {"data": data, "resolution": resolution, "epochs": epochs, **(overrides or {})}
+    log(f"[compare] {len(jobs)} runs: {', '.join(j.name for j in jobs)}")
+    rows = [_run_one(j, base, recipe, out, groups, log) for j in jobs]
+    summary = summarise(rows)
+    title = f"{Path(data).name}, {resolution} px, {epochs} epochs, {seeds} seed(s), recipe {recipe}"
+    write_reports(summary, out, title)
+    log(f"[compare] wrote {out}/results.md, results.csv, results.json, accuracy_vs_mflops.png")
+    return summary
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 12,40,140, got {s!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="DIR with train/ and val/, or class folders (see --val-split)")
+    p.add_argument("--budgets", type=_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets, e.g. 12,40,140")
+    p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
+    p.add_argument("--groups", type=int, default=3, help="ShuffleNet V1 group count")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=1, help="runs per cell (seeds 0..N-1)")
+    p.add_argument("--recipe", default="modern", help="paper | modern | FILE.yaml (same for every run)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    p.add_argument("--val-split", type=float, help="validation fraction for DIRs without val/")
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--in-memory", action="store_true", help="decode the dataset once into memory (small datasets)")
+    p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
+    p.add_argument("--out", default="runs/compare")
+
+
+def run(a: argparse.Namespace) -> int:
+    overrides = {
+        k: getattr(a, k) for k in ("batch_size", "lr", "val_split", "workers") if getattr(a, k, None) is not None
+    }
+    if a.in_memory:
+        overrides["in_memory"] = True
+    families = [f.strip() for f in a.families.split(",") if f.strip()]
+    compare(
+        a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
+        a.pretrained_from, overrides,
+    )  # fmt: skip
+    return 0
