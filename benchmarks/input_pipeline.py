@@ -1,13 +1,16 @@
-"""Input-pipeline throughput for FD-MobileNet 0.5x training at 224 px (issue: ImageNet at GPU speed).
+"""Input-pipeline throughput of a training step, side by side in one run.
 
 Rows, each as loader-only img/s and end-to-end train-step img/s:
   (a) model only, random tensors already on the device
   (b) regular loader: PIL decode + torchvision RandomResizedCrop/flip per image, DataLoader workers
   (c) batched loader: bytes from workers, batch decode_jpeg on the device, one roi_align crop
   (d) batched loader on `fdmobilenet prepare` shards (shorter side 256)
-The photo folder replicates ../shared/datasets/imagenet-sample-50 (ImageNet-sized photos).
+  (e) --in-memory: the decoded uint8 cache on the device, batched augmentation
+--data photos: ../shared/datasets/imagenet-sample-50 replicated (ImageNet-sized photos), 224 px;
+--data cifar: a CIFAR-10 subset (32 px JPEGs), for the in-memory path.
 
-    python benchmarks/input_pipeline.py [--copies 20] [--batch 64] [--batches 8] [--device cpu|cuda]
+    python benchmarks/input_pipeline.py [--data photos|cifar] [--model NAME] [--resolution R] \
+        [--copies 20] [--batch 64] [--batches 8] [--device cpu|cuda] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from fdmobilenet import create_model
+from fdmobilenet.augment import BatchAugment
 from fdmobilenet.batchloader import BatchDecodeLoader
 from fdmobilenet.data import ImageDataset, collate_skip_bad, scan_folder
+from fdmobilenet.memcache import cache_size, load_or_build
 from fdmobilenet.packed import PackedFolder, prepare
 
 SHARED = Path(os.environ.get("FDM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -65,6 +70,10 @@ def timed(batches, n_batches: int, step=None) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", choices=("photos", "cifar"), default="photos")
+    ap.add_argument("--model", default="fd_mobilenet_050")
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--per-class", type=int, default=300, help="--data cifar: images per class")
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=8)
@@ -73,7 +82,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     a = ap.parse_args()
     dev = torch.device(a.device)
-    model = create_model("fd_mobilenet_050").to(dev).train()
+    res = a.resolution
+    model = create_model(a.model).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -88,22 +98,40 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder_dir = replicate(SHARED / "datasets/imagenet-sample-50", Path(tmp) / "photos", a.copies)
+        if a.data == "photos":
+            folder_dir = replicate(SHARED / "datasets/imagenet-sample-50", Path(tmp) / "photos", a.copies)
+        else:
+            folder_dir = Path(tmp) / "cifar"
+            for d in sorted((SHARED / "datasets/cifar10/train").iterdir()):
+                (folder_dir / d.name).mkdir(parents=True)
+                for p in sorted(d.glob("*.jpg"))[: a.per_class]:
+                    os.symlink(p, folder_dir / d.name / p.name)
         folder = scan_folder(folder_dir)
         prepared = Path(tmp) / "packed"
         t0 = time.perf_counter()
-        prepare(folder_dir, prepared, 256, shards=4, progress=False)
+        prepare(folder_dir, prepared, max(32, int(res / 0.875)), shards=4, progress=False)
         prep_s = time.perf_counter() - t0
         packed = PackedFolder.open(prepared)
         n = len(folder.samples)
 
         def random_batches():
             while True:
-                yield torch.randn(a.batch, 3, 224, 224, device=dev), torch.randint(0, 1000, (a.batch,), device=dev)
+                yield torch.randn(a.batch, 3, res, res, device=dev), torch.randint(0, 1000, (a.batch,), device=dev)
 
         tf = T.Compose(
-            [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize([0.5] * 3, [0.25] * 3)]
+            [T.RandomResizedCrop(res), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize([0.5] * 3, [0.25] * 3)]
         )
+        t0 = time.perf_counter()
+        mem = load_or_build(folder, cache_size(folder, res), Path(tmp) / "cache", progress=False).to(dev)
+        cache_s = time.perf_counter() - t0
+        aug = BatchAugment(res, "rrc")
+
+        def in_memory():
+            while True:
+                perm = torch.randperm(len(mem.labels), device=dev)
+                for k in range(0, len(perm) - a.batch + 1, a.batch):
+                    sel = perm[k : k + a.batch]
+                    yield aug(mem.images[sel]), mem.labels[sel]
 
         def regular():
             return DataLoader(
@@ -117,13 +145,14 @@ def main() -> None:
             )
 
         def batched(src):
-            return BatchDecodeLoader(src, a.batch, 224, device=dev, workers=a.workers, train=True)
+            return BatchDecodeLoader(src, a.batch, res, device=dev, workers=a.workers, train=True)
 
         cases = [
             ("(a) model only, random tensors", random_batches),
             ("(b) regular loader (PIL per image)", regular),
             (f"(c) batched decode on {dev.type}", lambda: batched(folder)),
             (f"(d) batched decode on {dev.type}, prepared shards", lambda: batched(packed)),
+            (f"(e) in-memory uint8 cache on {dev.type}, batched augmentation", in_memory),
         ]
         for name, make in cases:
             loader_only = None if name.startswith("(a)") else timed(make(), a.batches)
@@ -136,16 +165,19 @@ def main() -> None:
     names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")]
     cpu = names[0] if names else cpu
     lines = [
-        "# Input pipeline throughput (FD-MobileNet 0.5x, 224 px, training step)",
+        f"# Input pipeline throughput ({a.model}, {res} px, training step, {a.data})",
         "",
         f"- date: {datetime.date.today()}",
         f"- machine: {os.cpu_count()} CPU cores ({cpu}); device: {dev}"
         + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else ""),
         f"- versions: Python {sys.version.split()[0]}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}",
-        f"- data: {n} files ({a.copies} copies of the 50 ImageNet sample photos); batch {a.batch}, "
+        f"- data: {n} files ("
+        + (f"{a.copies} copies of the 50 ImageNet sample photos" if a.data == "photos" else "CIFAR-10 subset, 32 px")
+        + f"); batch {a.batch}, "
         f"{a.batches} timed batches after 1 warm-up, {a.workers} loader workers",
-        f"- `prepare` (shorter side 256, q90, 4 shards) took {prep_s:.1f} s",
+        f"- one-time costs: `prepare` (shorter side {max(32, int(res / 0.875))}, q90, 4 shards) {prep_s:.1f} s; "
+        f"in-memory cache build {cache_s:.1f} s ({mem.images.shape[-1]} px, {mem.images.numel() / 2**20:.0f} MiB)",
         "- command: `python benchmarks/input_pipeline.py " + " ".join(sys.argv[1:]) + "`",
         "",
         "| path | loader only (img/s) | end-to-end train step (img/s) |",
