@@ -77,3 +77,20 @@ def test_in_memory_training_learns_and_reuses_its_cache(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     rows_b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in rows_b] == pytest.approx([r["train_loss"] for r in rows], rel=1e-3)
+
+
+def test_pretrained_rows_where_official_widths_match(official_weights, tmp_path):
+    jobs = cmp.plan(
+        [12, 40, 140], ["fd_mobilenet", "mobilenet_v1"], 224, 1, pretrained_from=official_weights["025"].parent
+    )
+    ft = [j for j in jobs if j.pretrained]
+    # the 12 and 40 MFLOPs FD-MobileNets are the authors' 0.25x and 0.5x; 140 M has no released weights
+    assert [
+        (j.budget, j.width, j.pretrained.endswith(f"fd_mobilenet_0{int(j.width * 100)}.safetensors")) for j in ft
+    ] == [
+        (12, 0.25, True),
+        (40, 0.5, True),
+    ]
+    assert len(jobs) == 6 + 2 and all("-ft-" in j.name for j in ft)
+    with pytest.raises(ValueError, match="not found; convert the authors' weights"):
+        cmp.plan([40], ["fd_mobilenet"], 224, 1, pretrained_from=tmp_path)

@@ -22,8 +22,8 @@ from .complexity import profile, solve_width
 from .models import FAMILIES, create_model
 from .weights import atomic_write_bytes
 
-# Widths at which the authors released weights (fine-tuning rows with --pretrained-from).
-_OFFICIAL_WIDTHS = {0.25: "fd_mobilenet_025", 0.5: "fd_mobilenet_050"}
+# The authors released weights at these widths (fine-tuning rows with --pretrained-from).
+_OFFICIAL = {"fd_mobilenet_025": 0.25, "fd_mobilenet_050": 0.5}
 
 
 @dataclass
@@ -63,7 +63,7 @@ def plan(
             for seed in range(seeds):
                 jobs.append(Job(fam, budget, w, seed, p.macs, p.params))
                 if pretrained_from and fam == "fd_mobilenet":
-                    match = next((n for ow, n in _OFFICIAL_WIDTHS.items() if abs(ow - w) < 0.02), None)
+                    match = next((n for n, ow in _OFFICIAL.items() if abs(ow - w) < 0.02), None)
                     if match:
                         src = Path(pretrained_from) / f"{match}.safetensors"
                         if not src.is_file():
@@ -71,12 +71,8 @@ def plan(
                                 f"--pretrained-from: {src} not found; convert the authors' weights with "
                                 f"`fdmobilenet convert` into that folder"
                             )
-                        jobs.append(Job(fam, budget, _width_of(match), seed, p.macs, p.params, str(src)))
+                        jobs.append(Job(fam, budget, _OFFICIAL[match], seed, p.macs, p.params, str(src)))
     return jobs
-
-
-def _width_of(name: str) -> float:
-    return {"fd_mobilenet_025": 0.25, "fd_mobilenet_050": 0.5}[name]
 
 
 def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups: int, log) -> dict[str, Any]:
@@ -89,7 +85,7 @@ def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups
         return json.loads(done.read_text())
     cfg_overrides = {**overrides, "out": str(run_dir), "seed": job.seed}
     if job.pretrained:
-        cfg_overrides.update(model={0.25: "fd_mobilenet_025", 0.5: "fd_mobilenet_050"}[job.width])
+        cfg_overrides["model"] = next(n for n, w in _OFFICIAL.items() if w == job.width)
         cfg_overrides["pretrained"] = job.pretrained
     else:
         cfg_overrides.update(model=job.family, width=job.width)
