@@ -215,7 +215,9 @@ def compare(
     log(f"[compare] {len(jobs)} runs: {', '.join(j.name for j in jobs)}")
     rows = [_run_one(j, base, recipe, out, groups, log) for j in jobs]
     summary = summarise(rows)
-    title = f"{Path(data).name}, {resolution} px, {epochs} epochs, {seeds} seed(s), recipe {recipe}"
+    d = Path(data)
+    name = f"{d.parent.name}/{d.name}" if d.name in ("train", "images", "data") else d.name
+    title = f"{name}, {resolution} px, {epochs} epochs, {seeds} seed(s), recipe {Path(recipe).stem}"
     write_reports(summary, out, title)
     log(f"[compare] wrote {out}/results.md, results.csv, results.json, accuracy_vs_mflops.png")
     return summary
