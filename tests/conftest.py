@@ -11,15 +11,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FDM_SHARED", REPO.parent / "shared"))
 
 
-def shared_path(rel: str) -> Path:
-    """A file under the shared folder; missing is a failure in CI and a skip elsewhere."""
-    p = SHARED / rel
+def require(p: Path) -> Path:
+    """A shared file or folder: missing is a failure in CI (CI=true) and a skip elsewhere."""
     if not p.exists():
-        msg = f"shared file {p} is missing (set FDM_SHARED to the shared folder)"
-        if os.environ.get("CI") == "true":
+        msg = f"shared data {p} is missing (set FDM_SHARED to the shared folder)"
+        if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
     return p
+
+
+def shared_path(rel: str) -> Path:
+    """``require`` for a path relative to the shared folder."""
+    return require(SHARED / rel)
 
 
 @pytest.fixture(scope="session")

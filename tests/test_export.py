@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED
+from conftest import require as need
 from fdmobilenet import cli
 from fdmobilenet.data import scan_folder
 from fdmobilenet.export import (
@@ -28,19 +29,8 @@ from fdmobilenet.weights import build_from_weights, convert, save_weights
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-SHARED = Path(os.environ.get("FDM_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 PHOTOS = SHARED / "datasets" / "imagenet-sample-50"
 WEIGHTS_050 = SHARED / "weights" / "official" / "0.5x-FDMobileNet-224.pth.tar"
-
-
-def need(path: Path) -> Path:
-    """Shared data is required in CI (a missing file fails there) and optional on a laptop (skip)."""
-    if not path.exists():
-        msg = f"shared data {path} not found (set FDM_SHARED to the shared folder)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -21,24 +21,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import shared_path as shared
 from fdmobilenet.cli import build_parser, main
 from fdmobilenet.train import config_from_args, lr_at, make_config, peak_lr
 from fdmobilenet.weights import read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FDM_SHARED", ROOT / ".." / "shared"))
 SRC = ROOT / "src"
-
-
-def shared(rel: str) -> Path:
-    """A file under the shared data folder: missing fails in CI (CI=true) and skips elsewhere."""
-    p = SHARED / rel
-    if not p.exists():
-        msg = f"shared data {p} not found (set FDM_SHARED)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return p
 
 
 def cifar_subset(dst: Path, per_class: int, offset: int = 0) -> Path:
