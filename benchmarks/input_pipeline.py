@@ -16,9 +16,7 @@ Rows, each as loader-only img/s and end-to-end train-step img/s:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from torchvision import transforms as T
 from fdmobilenet import create_model
 from fdmobilenet.augment import BatchAugment
 from fdmobilenet.batchloader import BatchDecodeLoader
+from fdmobilenet.bench import machine_info
 from fdmobilenet.data import ImageDataset, collate_skip_bad, scan_folder
 from fdmobilenet.memcache import cache_size, load_or_build
 from fdmobilenet.packed import PackedFolder, prepare
@@ -140,7 +139,7 @@ def main() -> None:
                 shuffle=True,
                 num_workers=a.workers,
                 collate_fn=collate_skip_bad,
-                persistent_workers=True,
+                persistent_workers=a.workers > 0,
                 pin_memory=dev.type == "cuda",
             )
 
@@ -160,15 +159,12 @@ def main() -> None:
             rows.append((name, loader_only, end_to_end))
             print(f"{name:<48} loader {loader_only or float('nan'):8.1f} img/s   train step {end_to_end:8.1f} img/s")
 
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")]
-    cpu = names[0] if names else cpu
+    info = machine_info()
     lines = [
         f"# Input pipeline throughput ({a.model}, {res} px, training step, {a.data})",
         "",
-        f"- date: {datetime.date.today()}",
-        f"- machine: {os.cpu_count()} CPU cores ({cpu}); device: {dev}"
+        f"- date: {info['date']}",
+        f"- machine: {info['cores']} CPU cores ({info['cpu']}); device: {dev}"
         + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else ""),
         f"- versions: Python {sys.version.split()[0]}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}",

@@ -258,7 +258,11 @@ def image_paths(root: str | os.PathLike, limit: int | None = None, seed: int = 0
 
 
 def load_batch(paths: Sequence[Path], meta: dict[str, Any]) -> torch.Tensor:
-    """Preprocess images exactly as eval/predict do (unreadable ones skipped); an (N, 3, R, R) tensor."""
+    """Preprocess images with the eval/predict transform (unreadable ones skipped); an (N, 3, R, R) tensor.
+
+    Unlike ``eval``, JPEGs much larger than the input are decoded in draft mode: this batch only feeds
+    the PyTorch-vs-ONNX check and calibration, which see the same tensors either way.
+    """
     from .data import BadImageError, eval_transform, load_image
 
     tf = eval_transform(meta["resolution"], meta["crop_pct"], meta["mean"], meta["std"])
