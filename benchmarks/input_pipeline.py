@@ -3,8 +3,9 @@
 Rows, each as loader-only img/s and end-to-end train-step img/s:
   (a) model only, random tensors already on the device
   (b) regular loader: PIL decode + torchvision RandomResizedCrop/flip per image, DataLoader workers
-  (c) batched loader: bytes from workers, batch decode_jpeg on the device, one roi_align crop
-  (d) batched loader on `fdmobilenet prepare` shards (shorter side 256)
+  (c) `train --loader gpu`: bytes from workers, batch decode_jpeg on the device, one roi_align crop,
+      run one batch ahead by a prefetch thread on its own CUDA stream (also shown without prefetch)
+  (d) the same on `fdmobilenet prepare` shards (shorter side 256)
   (e) --in-memory: the decoded uint8 cache on the device, batched augmentation
 --data photos: ../shared/datasets/imagenet-sample-50 replicated (ImageNet-sized photos), 224 px;
 --data cifar: a CIFAR-10 subset (32 px JPEGs), for the in-memory path.
@@ -30,7 +31,7 @@ from torchvision import transforms as T
 
 from fdmobilenet import create_model
 from fdmobilenet.augment import BatchAugment
-from fdmobilenet.batchloader import BatchDecodeLoader
+from fdmobilenet.batchloader import BatchDecodeLoader, Prefetcher
 from fdmobilenet.bench import machine_info
 from fdmobilenet.data import ImageDataset, collate_skip_bad, scan_folder
 from fdmobilenet.memcache import cache_size, load_or_build
@@ -143,14 +144,16 @@ def main() -> None:
                 pin_memory=dev.type == "cuda",
             )
 
-        def batched(src):
-            return BatchDecodeLoader(src, a.batch, res, device=dev, workers=a.workers, train=True)
+        def batched(src, prefetch=True):
+            loader = BatchDecodeLoader(src, a.batch, res, device=dev, workers=a.workers, train=True)
+            return Prefetcher(loader, dev) if prefetch else loader
 
         cases = [
             ("(a) model only, random tensors", random_batches),
             ("(b) regular loader (PIL per image)", regular),
-            (f"(c) batched decode on {dev.type}", lambda: batched(folder)),
-            (f"(d) batched decode on {dev.type}, prepared shards", lambda: batched(packed)),
+            (f"(c) --loader gpu: batched decode on {dev.type}, no prefetch", lambda: batched(folder, False)),
+            (f"(c) --loader gpu: batched decode on {dev.type} + prefetch", lambda: batched(folder)),
+            (f"(d) --loader gpu on prepared shards ({dev.type}) + prefetch", lambda: batched(packed)),
             (f"(e) in-memory uint8 cache on {dev.type}, batched augmentation", in_memory),
         ]
         for name, make in cases:

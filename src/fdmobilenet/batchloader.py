@@ -1,16 +1,20 @@
-"""A loader that decodes and augments whole batches on the training device.
+"""A loader that decodes and augments whole batches on the training device (``train --loader gpu``).
 
 CPU workers only read file bytes; ``torchvision.io.decode_jpeg`` decodes the batch (on the GPU
 with ``device='cuda'``, nvJPEG), and one ``roi_align`` call does RandomResizedCrop (or the
 evaluation center crop) for every image at once. Files that are not JPEG or fail to decode fall
 back to PIL on the CPU, one by one, with the same bad-image accounting as the regular loader.
-The same code runs on CPU, which is how it is tested here.
+``Prefetcher`` runs all of that one or two batches ahead of the training step, on its own CUDA
+stream. The same code runs on CPU, which is how it is tested here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+import contextlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +26,7 @@ from .data import BadImageError, Folder, load_image
 from .packed import PackedFolder
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+Batch = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, list[tuple[int, str]]]
 
 
 class _Bytes(Dataset):
@@ -31,28 +36,33 @@ class _Bytes(Dataset):
         self.source = source
 
     def __len__(self) -> int:
-        return len(self.source.samples) if isinstance(self.source, Folder) else len(self.source)
+        return len(self.source)
 
-    def __getitem__(self, i: int):
-        if isinstance(self.source, Folder):
-            path, label = self.source.samples[i]
-            try:
-                data = Path(path).read_bytes()
-            except OSError:
-                data = b""
-            return data, int(label), i
-        return self.source.read_bytes(i), int(self.source.rows[i, 3]), i
+    def __getitem__(self, i: int) -> tuple[bytes, int, int]:
+        return self.source.read_bytes(i), self.source.label(i), i
 
 
-def _collate(batch):
+def _collate(batch: list[tuple[bytes, int, int]]) -> tuple[list[bytes], torch.Tensor, list[int]]:
     return [b[0] for b in batch], torch.tensor([b[1] for b in batch]), [b[2] for b in batch]
 
 
+def _batch_seed(seed: int, epoch: int, batch: int) -> int:
+    from .datasets import _mix
+
+    return _mix(seed, epoch, batch)
+
+
 class BatchDecodeLoader:
-    """Iterate ``(images, labels, bad)`` with images already normalised on ``device``.
+    """Iterate ``(images, labels, indices, bad)`` batches, images already normalised on ``device``.
+
+    The batch format is ``data.collate_skip_bad``'s, so training and ``evaluate_loader`` take
+    either loader: ``bad`` lists ``(index, reason)`` of files that were skipped, and a batch with
+    no readable image is ``(None, None, None, bad)``.
 
     ``train=True``: RandomResizedCrop(``scale``) + flip; ``train=False``: resize to
-    size/crop_pct + center crop, as a box. ``indices`` fixes the order (for exact resume).
+    size/crop_pct + center crop, as a box. ``indices`` fixes the order (for exact resume);
+    the crops of batch ``k`` are drawn from a generator seeded by (``seed``, ``epoch``,
+    ``first_batch + k``), so they do not depend on workers, prefetching or where a run resumed.
     """
 
     def __init__(
@@ -66,13 +76,18 @@ class BatchDecodeLoader:
         crop_pct: float = 0.875,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        hflip: bool = True,
         workers: int = 0,
         indices: Sequence[int] | None = None,
-        generator: torch.Generator | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+        first_batch: int = 0,
+        worker_init_fn: Any = None,
     ):
         self.source, self.size, self.device, self.train = source, size, torch.device(device), train
         self.scale, self.crop_pct, self.mean, self.std = tuple(scale), crop_pct, tuple(mean), tuple(std)
-        self.generator = generator
+        self.flip_p = 0.5 if hflip else 0.0
+        self.seed, self.epoch, self.first_batch = seed, epoch, first_batch
         ds = _Bytes(source)
         order = list(indices) if indices is not None else list(range(len(ds)))
         self.loader = DataLoader(
@@ -80,50 +95,49 @@ class BatchDecodeLoader:
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
+            pin_memory=False,  # bytes, not tensors: nothing to pin
+            worker_init_fn=worker_init_fn,
+            prefetch_factor=4 if workers else None,
         )
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def _path(self, i: int) -> str:
-        return str(self.source.samples[i][0]) if isinstance(self.source, Folder) else f"{self.source.root}#{i}"
+    def decode(self, blobs: list[bytes], idx: list[int]) -> tuple[list[torch.Tensor], list[int], list[tuple[int, str]]]:
+        """Decode a batch: JPEGs together on the device, the rest (or failures) with PIL one by one.
 
-    def decode(self, blobs: list[bytes], idx: list[int]) -> tuple[list[torch.Tensor], list[int], list[tuple[str, str]]]:
-        """Decode a batch: JPEGs together on the device, the rest (or failures) with PIL one by one."""
+        Returns the decoded images, the batch positions they came from, and ``(index, reason)``
+        of the files that could not be used.
+        """
         out: list[torch.Tensor | None] = [None] * len(blobs)
-        bad: list[tuple[str, str]] = []
+        bad: list[tuple[int, str]] = []
         jpeg = [k for k, b in enumerate(blobs) if b[:3] == _JPEG_MAGIC]
         if jpeg:
             datas = [torch.frombuffer(bytearray(blobs[k]), dtype=torch.uint8) for k in jpeg]
             try:
-                decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device)
-                for k, img in zip(jpeg, decoded, strict=True):
-                    out[k] = img
-            except RuntimeError:
-                pass  # one bad JPEG fails the batched call: decode them one by one below
+                decoded: list[torch.Tensor | None] = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device)
+            except RuntimeError:  # one bad JPEG fails the batched call: retry each on the device
+                decoded = [self._decode_one(d) for d in datas]
+            for k, img in zip(jpeg, decoded, strict=True):
+                out[k] = img
         for k in range(len(blobs)):
             if out[k] is not None:
                 continue
-            try:
-                if not blobs[k]:
-                    raise BadImageError(self._path(idx[k]), "empty or unreadable file")
-                if isinstance(self.source, Folder):
-                    img = load_image(self.source.samples[idx[k]][0])
-                else:
-                    import io
-
-                    from PIL import Image
-
-                    img = Image.open(io.BytesIO(blobs[k])).convert("RGB")
+            try:  # PIL from the bytes in hand, with load_image's checks (empty, truncated, bombs, 16-bit)
+                img = load_image(self.source.name(idx[k]), data=blobs[k])
                 out[k] = torch.from_numpy(np.array(img)).permute(2, 0, 1).to(self.device)
-            except (BadImageError, OSError, ValueError) as e:
-                bad.append((self._path(idx[k]), getattr(e, "reason", str(e))))
+            except BadImageError as e:
+                bad.append((idx[k], e.reason))
         keep = [k for k in range(len(blobs)) if out[k] is not None]
-        return [out[k] for k in keep], keep, bad
+        return [out[k] for k in keep], keep, bad  # type: ignore[misc]
 
-    def transform(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def _decode_one(self, data: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:
+            return None  # PIL gets it next, and names the problem if it fails too
+
+    def transform(self, images: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """Crop-and-resize every image of a ragged batch in one call: pad to the largest, box each."""
         hs = torch.tensor([im.shape[1] for im in images], dtype=torch.float64)
         ws = torch.tensor([im.shape[2] for im in images], dtype=torch.float64)
@@ -131,16 +145,95 @@ class BatchDecodeLoader:
         for k, im in enumerate(images):
             batch[k, :, : im.shape[1], : im.shape[2]] = im
         if self.train:
-            boxes = rrc_boxes(hs, ws, self.scale, generator=self.generator)
-            x = random_flip(crop_resize(batch, boxes, self.size), 0.5, self.generator)
+            boxes = rrc_boxes(hs, ws, self.scale, generator=generator)
+            x = random_flip(crop_resize(batch, boxes, self.size), self.flip_p, generator)
         else:
             x = crop_resize(batch, center_boxes(hs, ws, self.crop_pct), self.size)
         return normalize(x, self.mean, self.std)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[str, str]]]]:
-        for blobs, labels, idx in self.loader:
+    def __iter__(self) -> Iterator[Batch]:
+        for k, (blobs, labels, idx) in enumerate(self.loader):
             images, keep, bad = self.decode(blobs, idx)
             if not images:
-                yield None, None, bad
+                yield None, None, None, bad
                 continue
-            yield self.transform(images), labels[keep].to(self.device, non_blocking=True), bad
+            gen = torch.Generator().manual_seed(_batch_seed(self.seed, self.epoch, self.first_batch + k))
+            kept = torch.tensor([idx[j] for j in keep], dtype=torch.long)
+            yield self.transform(images, gen), labels[keep].to(self.device, non_blocking=True), kept, bad
+
+
+class Prefetcher:
+    """Iterate ``batches`` in a background thread, ``depth`` batches ahead of the consumer.
+
+    The producer's GPU work (decode, crop) runs on a CUDA stream of its own, so it overlaps the
+    training step's kernels; each batch carries an event the consumer's stream waits on before
+    using it. On CPU the thread still overlaps reading and decoding with the step. Errors in the
+    producer are raised in the consumer; ``close()`` (or leaving a ``with`` block) stops it early.
+    """
+
+    _END = object()
+
+    def __init__(self, batches: Iterable[Any], device: str | torch.device = "cpu", depth: int = 2):
+        self.batches, self.device, self.depth = batches, torch.device(device), depth
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _produce(self) -> None:
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        try:
+            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                for item in self.batches:
+                    event = None
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    if not self._put((item, event)):
+                        return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put((e, None))
+            return
+        self._put((self._END, None))
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        self.close()  # one producer at a time; iterating again (each validation) starts afresh
+        self._queue, self._stop = queue.Queue(maxsize=self.depth), threading.Event()
+        self._thread = threading.Thread(target=self._produce, daemon=True, name="fdm-prefetch")
+        self._thread.start()
+        try:
+            while True:
+                item, event = self._queue.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if event is not None:
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(event)
+                    for t in item:  # the allocator must not reuse these until the consumer's stream is done
+                        if isinstance(t, torch.Tensor) and t.is_cuda:
+                            t.record_stream(current)
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -220,7 +220,7 @@ def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, ba
             p90_ms=round(float(np.percentile(a, 90)), 4),
             runs=len(a),
             throughput_ips=round(batch * 1000.0 / med, 1),
-            gmacs_per_s=round(c.macs * batch / (med / 1000.0) / 1e9, 2),
+            gmacs_per_s=_sig(c.macs * batch / (med / 1000.0) / 1e9),  # 4 digits: under 1 GMAC/s too
         )
         rows.append(row)
     for row in rows:

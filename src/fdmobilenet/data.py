@@ -8,6 +8,7 @@ stray text files: every readable image becomes RGB, every unreadable one is repo
 from __future__ import annotations
 
 import functools
+import io
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,19 +37,21 @@ class BadImageError(ValueError):
         self.path, self.reason = str(path), reason
 
 
-def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+def load_image(path: str | Path, draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
     """Decode ``path`` into an 8-bit RGB image or raise ``BadImageError``.
 
     ``draft_size`` lets JPEG decoding run at 1/2, 1/4 or 1/8 scale while the shorter side stays
-    at least that large, which is several times cheaper when the target is small.
+    at least that large, which is several times cheaper when the target is small. ``data``: the
+    file's bytes, already read (``path`` then only names it in errors), so callers holding them
+    get the same checks without a second read.
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise BadImageError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise BadImageError(path, f"{im.width}x{im.height} is over the {MAX_IMAGE_PIXELS:,}-pixel limit")
                 if draft_size and im.format == "JPEG":
@@ -97,6 +100,23 @@ class Folder:
     samples: list[tuple[Path, int]]
     classes: list[str]
     root: Path
+
+    # the interface shared with packed.PackedFolder, which the batched loader reads through
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, i: int) -> str:
+        return str(self.samples[i][0])
+
+    def label(self, i: int) -> int:
+        return int(self.samples[i][1])
+
+    def read_bytes(self, i: int) -> bytes:
+        """The file's bytes; an unreadable file gives ``b""``, reported as bad when decoded."""
+        try:
+            return Path(self.samples[i][0]).read_bytes()
+        except OSError:
+            return b""
 
 
 def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> Folder:

@@ -42,8 +42,12 @@ def evaluate(
 
 
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader, folder: Folder | None = None, device="cpu", progress=False) -> EvalResult:
-    """Same as ``evaluate`` over any loader yielding ``collate_skip_bad`` batches."""
+def evaluate_loader(model: nn.Module, loader, folder=None, device="cpu", progress=False) -> EvalResult:
+    """Same as ``evaluate`` over any loader yielding ``collate_skip_bad`` batches (``BatchDecodeLoader``'s too).
+
+    ``folder`` (a ``Folder`` or ``PackedFolder``) names the skipped files; without it they are
+    counted by index.
+    """
     model.eval().to(device)
     correct1 = correct5 = n = 0
     bad: list[tuple[str, str]] = []
@@ -53,8 +57,7 @@ def evaluate_loader(model: nn.Module, loader, folder: Folder | None = None, devi
 
         it = tqdm(loader, desc="eval", unit="batch", leave=False)
     for imgs, labels, _, bad_items in it:
-        if folder is not None:
-            bad += [(str(folder.samples[i][0]), reason) for i, reason in bad_items]
+        bad += [(folder.name(i) if folder is not None else f"#{i}", reason) for i, reason in bad_items]
         if imgs is None:
             continue
         logits = model(imgs.to(device))

@@ -18,12 +18,14 @@ import argparse
 import io
 import json
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torch.utils.data import Dataset
 
 from .data import BadImageError, Folder, load_image, scan_folder
 from .weights import atomic_write_bytes
@@ -165,15 +167,46 @@ class PackedFolder:
     def labels(self) -> np.ndarray:
         return self.rows[:, 3]
 
+    def subset(self, indices: Sequence[int]) -> PackedFolder:
+        """The images at ``indices`` (a train or validation split), sharing the open shards."""
+        return PackedFolder(self.root, self.classes, self.rows[np.asarray(indices, dtype=np.int64)], self._maps)
+
+    def name(self, i: int) -> str:
+        shard, off = self.rows[i, :2]
+        return f"{self.root}/shard-{shard:05d}.bin@{off}"
+
+    def label(self, i: int) -> int:
+        return int(self.rows[i, 3])
+
     def read_bytes(self, i: int) -> bytes:
         shard, off, length, _ = self.rows[i]
         return self._maps[shard][off : off + length].tobytes()
 
     def decode(self, i: int, draft_size: int | None = None) -> Image.Image:
-        img = Image.open(io.BytesIO(self.read_bytes(i)))
-        if draft_size:
-            img.draft("RGB", (draft_size, draft_size))
-        return img.convert("RGB")
+        """The image as RGB, with ``load_image``'s checks (``BadImageError`` names the shard and offset)."""
+        return load_image(self.name(i), draft_size, data=self.read_bytes(i))
+
+    def bad_files(self) -> list[tuple[str, str]]:
+        """(original path, reason) of the files ``prepare`` could not decode and left out."""
+        f = self.root / "bad.json"
+        return [tuple(b) for b in json.loads(f.read_text())] if f.is_file() else []
+
+
+class PackedImageDataset(Dataset):
+    """``ImageDataset`` over prepared shards: (tensor, label, index, None) or (None, label, index, reason)."""
+
+    def __init__(self, packed: PackedFolder, transform: Callable, draft_size: int | None = None):
+        self.packed, self.transform, self.draft_size = packed, transform, draft_size
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __getitem__(self, i: int):
+        try:
+            img = self.packed.decode(i, self.draft_size)
+        except BadImageError as e:
+            return None, self.packed.label(i), i, e.reason
+        return self.transform(img), self.packed.label(i), i, None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -193,4 +226,4 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Folder", "PackedFolder", "is_packed", "prepare"]
+__all__ = ["Folder", "PackedFolder", "PackedImageDataset", "is_packed", "prepare"]

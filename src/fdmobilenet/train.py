@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .data import Folder, ImageDataset, collate_skip_bad, eval_transform
+from .packed import PackedFolder, PackedImageDataset
 from .weights import atomic_write_bytes, read_weights, save_weights
 
 EXIT_DIVERGED = 3
@@ -54,6 +55,12 @@ class TrainConfig:
     mean: tuple[float, float, float] = _f((0.485, 0.456, 0.406), "normalisation mean (RGB)")
     std: tuple[float, float, float] = _f((0.229, 0.224, 0.225), "normalisation std (RGB)")
     workers: int = _f(4, "data-loading processes per training process")
+    loader: str = _f("auto", "input pipeline: pil (workers decode and augment each image), gpu (workers read bytes; "
+                     "each batch is decoded and augmented on the training device, nvJPEG on CUDA, one step ahead), "
+                     "auto (gpu on CUDA with --data, else pil)", choices=("auto", "pil", "gpu"))  # fmt: skip
+    train_resolution: str | None = _f(None, "training crop size by epoch, e.g. '160,192@61,224@101': 160 px, "
+                                      "192 from epoch 61, 224 from epoch 101; evaluation stays at --resolution "
+                                      "(default: --resolution throughout)")  # fmt: skip
     in_memory: bool = _f(False, "decode once into a uint8 tensor on the device and augment whole batches "
                          "there (data that fits in memory; cached beside --out, rebuilt on change)")  # fmt: skip
     on_bad_image: str = _f("skip", "unreadable files: skip (report per epoch) or error (fail before training)",
@@ -174,10 +181,38 @@ def _check_config(c: TrainConfig) -> None:
         raise ValueError("--lr must be > 0 and --workers, --checkpoint-every, --threads >= 0")
     if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
         raise ValueError(f"--crop-scale must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
-    for name in ("on_bad_image", "schedule", "amp"):
+    resolution_schedule(c)  # raises on a malformed --train-resolution
+    if c.in_memory and c.loader == "gpu":
+        raise ValueError("--in-memory and --loader gpu are two different input pipelines; choose one")
+    for name in ("on_bad_image", "schedule", "amp", "loader"):
         choices = _FIELDS[name].metadata["choices"]
         if getattr(c, name) not in choices:
             raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
+
+
+def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:
+    """``--train-resolution`` as (first epoch, 1-based; resolution) pairs, the first starting at epoch 1."""
+    if not c.train_resolution:
+        return [(1, c.resolution)]
+    steps: list[tuple[int, int]] = []
+    for k, part in enumerate(str(c.train_resolution).replace(" ", "").split(",")):
+        res, _, start = part.partition("@")
+        try:
+            step = (int(start) if start else 1, int(res))
+        except ValueError:
+            step = (0, 0)
+        if (k == 0 and step[0] != 1) or (k and step[0] <= steps[-1][0]) or step[1] < 32:
+            raise ValueError(
+                f"--train-resolution {c.train_resolution!r}: expected RES[,RES@EPOCH...] with RES >= 32 and epochs "
+                "increasing after the first (which starts at epoch 1), e.g. '160,224@101'"
+            )
+        steps.append(step)
+    return steps
+
+
+def train_resolution_at(c: TrainConfig, epoch: int) -> int:
+    """The training crop size of 0-based ``epoch``: a pure function of the epoch, so resume needs nothing saved."""
+    return [res for start, res in resolution_schedule(c) if start <= epoch + 1][-1]
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -289,16 +324,16 @@ class Data:
     train: torch.utils.data.Dataset  # SeededView over the training images
     val: torch.utils.data.Dataset
     classes: list[str]
-    train_paths: list[str] | None  # index -> path, to name skipped files
-    val_folder: Folder | None
+    train_source: Folder | PackedFolder | None  # names skipped files by index; read by --loader gpu
+    val_source: Folder | PackedFolder | None
     description: str
     memory: tuple[Any, Any] | None = None  # (train, val) MemoryDataset on the device with --in-memory
 
 
-def _train_transform(cfg: TrainConfig):
+def _train_transform(cfg: TrainConfig, resolution: int | None = None):
     from torchvision import transforms as T
 
-    tf = [T.RandomResizedCrop(cfg.resolution, scale=tuple(cfg.crop_scale), antialias=True)]
+    tf = [T.RandomResizedCrop(resolution or cfg.resolution, scale=tuple(cfg.crop_scale), antialias=True)]
     if cfg.hflip:
         tf.append(T.RandomHorizontalFlip())
     return T.Compose([*tf, T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
@@ -317,7 +352,7 @@ def _build_data(cfg: TrainConfig, out: Path, dist: Dist, log) -> Data:
         read_split,
     )
 
-    train_tf = _train_transform(cfg)
+    train_tf = _train_transform(cfg, train_resolution_at(cfg, 0))
     val_tf = eval_transform(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std)
     if cfg.data is None:
         from .datasets import DIGITS_CLASSES
@@ -344,12 +379,16 @@ def _build_data(cfg: TrainConfig, out: Path, dist: Dist, log) -> Data:
     split = load_folders(cfg.data, cfg.val_split, cfg.seed, read_split(out / "split.json"))
     if split.record is not None and dist.main:
         atomic_write_bytes(out / "split.json", json.dumps(split.record, indent=1).encode())
-    problems = [(p, "empty class folder") for p in empty_classes(split.train)]
-    problems += [(p, "no image extension, ignored") for p in non_image_files(split.train.root)]
+    problems: list[tuple[str, str]] = []
+    if isinstance(split.train, Folder):
+        problems += [(p, "empty class folder") for p in empty_classes(split.train)]
+        problems += [(p, "no image extension, ignored") for p in non_image_files(split.train.root)]
     if cfg.on_bad_image == "error":
-        log(f"checking that all {len(split.train.samples) + len(split.val.samples)} images decode ...")
-        paths = [p for p, _ in split.train.samples + split.val.samples]
+        log(f"checking that all {len(split.train) + len(split.val)} images decode ...")
+        paths = [p for part in (split.train, split.val) if isinstance(part, Folder) for p, _ in part.samples]
         problems += find_bad_images(paths, cfg.workers)
+        for part in {id(x): x for x in (split.train, split.val) if isinstance(x, PackedFolder)}.values():
+            problems += [(p, f"{r} (left out by prepare)") for p, r in part.bad_files()]
         if problems:
             listing = "\n".join(f"  {p}: {r}" for p, r in problems)
             raise ValueError(
@@ -362,13 +401,24 @@ def _build_data(cfg: TrainConfig, out: Path, dist: Dist, log) -> Data:
         if len(problems) > 20:
             print(f"warning: ... and {len(problems) - 20} more", file=sys.stderr)
     if cfg.in_memory:
+        if isinstance(split.train, PackedFolder) or isinstance(split.val, PackedFolder):
+            raise ValueError(
+                f"--in-memory reads image folders, but {cfg.data} holds prepared shards; "
+                "train on them with --loader gpu (or pil), or point --data at the original folders"
+            )
         return _memory_data(cfg, split, out, dist, log)
-    draft = 2 * cfg.resolution  # decode big JPEGs at reduced scale; crops stay sharper than the output
+    draft = 2 * train_resolution_at(cfg, 0)  # decode big JPEGs at reduced scale; crops stay sharper than the output
+
+    def dataset(part: Folder | PackedFolder, tf, draft_size: int | None = None) -> torch.utils.data.Dataset:
+        if isinstance(part, PackedFolder):
+            return PackedImageDataset(part, tf, draft_size)
+        return ImageDataset(part.samples, tf, draft_size)
+
     return Data(
-        SeededView(ImageDataset(split.train.samples, train_tf, draft_size=draft), cfg.seed),
-        ImageDataset(split.val.samples, val_tf),
+        SeededView(dataset(split.train, train_tf, draft), cfg.seed),
+        dataset(split.val, val_tf),
         split.train.classes,
-        [str(p) for p, _ in split.train.samples],
+        split.train,
         split.val,
         split.description,
     )
@@ -378,7 +428,8 @@ def _memory_data(cfg: TrainConfig, split, out: Path, dist: Dist, log) -> Data:
     """--in-memory: both splits decoded once into uint8 tensors on the device (cached on disk)."""
     from .memcache import cache_size, load_or_build
 
-    size = cache_size(split.train, cfg.resolution, cfg.crop_pct)
+    biggest = max(cfg.resolution, *(res for _, res in resolution_schedule(cfg)))
+    size = cache_size(split.train, biggest, cfg.crop_pct)
     cache_dir = out.parent / ".fdm-cache"
     mems = []
     for part in (split.train, split.val):
@@ -427,6 +478,25 @@ class _MemoryBatches:
             gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, self.start + k // self.batch))
             x = self.augment(self.mem.images[sel], train=self.train, generator=gen)
             yield x, self.mem.labels[sel], sel.cpu(), []
+
+
+def _loader_kind(cfg: TrainConfig, data: Data, dist: Dist) -> str:
+    """memory (--in-memory), gpu (batched decode on the device) or pil (per-image in workers)."""
+    if data.memory is not None:
+        return "memory"
+    if cfg.loader == "gpu" and data.train_source is None:
+        raise ValueError("--loader gpu reads image files, but the built-in digits live in memory; pass --data DIR")
+    if cfg.loader == "auto":  # the issue's H100 numbers: nvJPEG + batched crops beat PIL workers ~2.5x
+        return "gpu" if dist.device.type == "cuda" and data.train_source is not None else "pil"
+    return cfg.loader
+
+
+def _set_train_resolution(train: torch.utils.data.Dataset, cfg: TrainConfig, res: int) -> None:
+    """Point the per-image training transform (and JPEG draft size) at this epoch's resolution."""
+    base = train.base if hasattr(train, "base") else train
+    base.transform = _train_transform(cfg, res)
+    if getattr(base, "draft_size", None):
+        base.draft_size = 2 * res
 
 
 def _ignore_sigint(_worker_id: int) -> None:
@@ -632,6 +702,7 @@ def _seed_all(seed: int) -> None:
 def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop) -> TrainResult:
     from tqdm import tqdm
 
+    from .datasets import EpochOrder, _mix
     from .evaluate import evaluate_loader
 
     log = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
@@ -662,6 +733,7 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
     _seed_all(cfg.seed)
 
     data = _build_data(cfg, out, dist, log)
+    loader_kind = _loader_kind(cfg, data, dist)
     n_train = len(data.train)  # type: ignore[arg-type]
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch == 0:
@@ -729,7 +801,7 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
         f"training {cfg.model} ({n_params / 1e6:.2f}M parameters, {len(data.classes)} classes) on {data.description}\n"
         f"  recipe {recipe}; {cfg.epochs} epochs x {steps_per_epoch} steps; global batch {cfg.batch_size} "
         f"({dist.world} process(es) x {cfg.accum_steps} x {micro}); peak lr {peak_lr(cfg):.4g}; "
-        f"{dist.device.type}{', ' + amp if amp_dtype else ''}; output in {out}"
+        f"{dist.device.type}{', ' + amp if amp_dtype else ''}; {loader_kind} input pipeline; output in {out}"
     )
     tb = _tensorboard(out) if dist.main else None
 
@@ -792,25 +864,44 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
     if cfg.workers:
         sampler_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_sigint, prefetch_factor=4)
     val_idx = list(range(dist.rank, len(data.val), dist.world))  # type: ignore[arg-type]
-    if data.memory is not None:
+    # batched augmentation draws one generator per batch: give each process its own stream of crops
+    batch_seed = cfg.seed if dist.world == 1 else _mix(cfg.seed, dist.rank)
+    norm = {"crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std, "hflip": cfg.hflip}
+    if loader_kind == "memory":
         from .augment import BatchAugment
 
-        augment = BatchAugment(
-            cfg.resolution, "rrc", cfg.crop_scale, crop_pct=cfg.crop_pct, mean=cfg.mean, std=cfg.std, hflip=cfg.hflip
+        def augment(res: int) -> BatchAugment:
+            return BatchAugment(res, "rrc", cfg.crop_scale, **norm)
+
+        val_loader: Any = _MemoryBatches(data.memory[1], val_idx, max(micro, 64), augment(cfg.resolution), False)
+    elif loader_kind == "gpu":
+        from .batchloader import BatchDecodeLoader, Prefetcher
+
+        gpu_kw = {"device": dist.device, "workers": cfg.workers, "worker_init_fn": _ignore_sigint, **norm}
+        val_loader = Prefetcher(
+            BatchDecodeLoader(data.val_source, max(micro, 64), cfg.resolution, train=False, indices=val_idx, **gpu_kw),
+            dist.device,
         )
-        val_loader: Any = _MemoryBatches(data.memory[1], val_idx, max(micro, 64), augment, train=False)
     else:
         val_loader = torch.utils.data.DataLoader(data.val, batch_size=max(micro, 64), sampler=val_idx, **sampler_kw)
-
-    from .datasets import EpochOrder
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = EpochOrder(n_train, cfg.batch_size, dist.rank, dist.world, cfg.seed, epoch, start_step)
-        if data.memory is not None:
-            first = start_step * cfg.accum_steps
-            loader = iter(_MemoryBatches(data.memory[0], order, micro, augment, True, cfg.seed, epoch, first))
+        res = train_resolution_at(cfg, epoch)
+        if res != train_resolution_at(cfg, max(epoch - 1, 0)) or (epoch == start_epoch and res != cfg.resolution):
+            log(f"epoch {epoch + 1}: training at {res} px (evaluation at {cfg.resolution} px)")
+        first = start_step * cfg.accum_steps  # micro-batches already done in this epoch
+        if loader_kind == "memory":
+            loader = iter(_MemoryBatches(data.memory[0], order, micro, augment(res), True, batch_seed, epoch, first))
+        elif loader_kind == "gpu":
+            train_batches = BatchDecodeLoader(
+                data.train_source, micro, res, train=True, scale=cfg.crop_scale, indices=[i for i, _ in order],
+                seed=batch_seed, epoch=epoch, first_batch=first, **gpu_kw,
+            )  # fmt: skip
+            loader = iter(Prefetcher(train_batches, dist.device))
         else:
+            _set_train_resolution(data.train, cfg, res)
             loader = iter(torch.utils.data.DataLoader(data.train, batch_size=micro, sampler=order, **sampler_kw))
         _set_train_mode(raw_model, cfg.freeze_backbone)
         bad_paths: list[tuple[str, str]] = []
@@ -827,7 +918,7 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
         for s in range(start_step, steps_per_epoch):
             batches = [next(loader) for _ in range(cfg.accum_steps)]
             for _, _, _, bad in batches:
-                bad_paths += [(data.train_paths[i] if data.train_paths else str(i), r) for i, r in bad]
+                bad_paths += [(data.train_source.name(i) if data.train_source else str(i), r) for i, r in bad]
             empty = any(b[0] is None for b in batches)
             empty_any, stop_any = dist.all_reduce([float(empty), float(stop.signum is not None)], "max")
             if stop_any:
@@ -893,7 +984,7 @@ def _train(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: _Stop)
             with open(out / "bad_images.txt", "a") as f:
                 f.writelines(f"epoch {epoch + 1}\t{p}\t{r}\n" for p, r in bad_paths)
         eval_model = ema.module if ema is not None else raw_model
-        r = evaluate_loader(eval_model, val_loader, data.val_folder, dist.device)
+        r = evaluate_loader(eval_model, val_loader, data.val_source, dist.device)
         c1, c5, nv, nbad = dist.all_reduce([r.top1 * r.n / 100, r.top5 * r.n / 100, r.n, len(r.bad)])
         top1, top5 = 100 * c1 / nv, 100 * c5 / nv
         train_loss = loss_sum / max(loss_n, 1)
