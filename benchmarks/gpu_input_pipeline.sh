@@ -13,18 +13,25 @@ export FDM_SHARED=${FDM_SHARED:-$PWD/shared}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-benchmarks}
 WORKERS=${WORKERS:-$(nproc)}
+DEVICE=${DEVICE:-cuda}       # DEVICE=cpu COPIES=2 BATCH=16 BATCHES=2 EPOCHS=1: a dry run of this script on a CPU
+COPIES=${COPIES:-80}         # 80 x 50 = 4,000 ImageNet-sized photos
+BATCH=${BATCH:-512}
+BATCHES=${BATCHES:-12}
+EPOCHS=${EPOCHS:-2}
+PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-python3 benchmarks/input_pipeline.py --device cuda --copies 80 --batch 512 --batches 12 \
-    --workers "$WORKERS" --out "$OUT/input_pipeline_gpu.md"
+"$PY" benchmarks/input_pipeline.py --device "$DEVICE" --copies "$COPIES" --batch "$BATCH" --batches "$BATCHES" \
+    --workers "$WORKERS" --out "$OUT/input_pipeline_$DEVICE.md"
 
 # the real command, with validation, checkpoints and the 160 -> 224 schedule, on 4,000 replicated photos
 DATA=$(mktemp -d)
-python3 -c "
+"$PY" -c "
 import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks')
 from input_pipeline import SHARED, replicate
-replicate(SHARED / 'datasets/imagenet-sample-50', Path('$DATA'), 80)"
-python3 -m fdmobilenet.cli prepare "$DATA" "$DATA.packed" --workers "$WORKERS"
-python3 -m fdmobilenet.cli train --data "$DATA.packed" --loader gpu --model fd_mobilenet_050 --epochs 2 \
-    --batch-size 512 --workers "$WORKERS" --train-resolution 160,224@2 --out "$DATA.run" 2>&1 | tail -n 8
-cp "$DATA.run/metrics.jsonl" "$OUT/train_loader_gpu_metrics.jsonl"
+replicate(SHARED / 'datasets/imagenet-sample-50', Path('$DATA'), $COPIES)"
+"$PY" -m fdmobilenet.cli prepare "$DATA" "$DATA.packed" --workers "$WORKERS"
+"$PY" -m fdmobilenet.cli train --data "$DATA.packed" --loader gpu --device "$DEVICE" --model fd_mobilenet_050 \
+    --epochs "$EPOCHS" --batch-size "$BATCH" --lr-base-batch 256 --workers "$WORKERS" --train-resolution 160,224@2 \
+    --out "$DATA.run" 2>&1 | tail -n 8
+cp "$DATA.run/metrics.jsonl" "$OUT/train_loader_gpu_metrics_$DEVICE.jsonl"

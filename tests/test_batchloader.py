@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import shared_path
 from fdmobilenet import create_model
-from fdmobilenet.batchloader import BatchDecodeLoader, Prefetcher
+from fdmobilenet.batchloader import BatchDecodeLoader, Prefetcher, size_groups
 from fdmobilenet.data import eval_transform, scan_folder
 from fdmobilenet.evaluate import evaluate, evaluate_loader
 from fdmobilenet.packed import PackedFolder, prepare
@@ -19,6 +19,25 @@ def test_batched_eval_path_agrees_with_the_regular_loader(official_weights, imag
     got = evaluate_loader(model, Prefetcher(BatchDecodeLoader(folder, 25, 224, train=False)), folder)
     # roi_align's box resize is not PIL's resize, but the predictions must barely move
     assert got.n == 50 and not got.bad and abs(got.top1 - ref.top1) <= 4 and abs(got.top5 - ref.top5) <= 4
+
+
+def test_ragged_batch_is_cropped_as_if_each_image_were_alone(imagenet_sample):
+    """Padding never leaks into a crop (the full-image box touches the right and bottom edges), and the
+    size groups keep each padded canvas within 1.5x of its images' pixels."""
+    folder = scan_folder(imagenet_sample)
+    loader = BatchDecodeLoader(folder, 50, 64, train=False, crop_pct=1.0)
+    blobs, _, idx = next(iter(loader.loader))
+    images, _, bad = loader.decode(blobs, idx)
+    assert not bad and len({tuple(im.shape) for im in images}) > 20  # many different sizes
+    together = loader.transform(images)
+    alone = torch.cat([loader.transform([im]) for im in images])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-4)
+    hs, ws = [im.shape[1] for im in images], [im.shape[2] for im in images]
+    groups = size_groups(hs, ws)
+    assert sorted(k for g in groups for k in g) == list(range(50)) and len(groups) < 25
+    for g in groups:
+        canvas = len(g) * max(hs[k] for k in g) * max(ws[k] for k in g)
+        assert len(g) == 1 or canvas <= 1.5 * sum(hs[k] * ws[k] for k in g)
 
 
 @pytest.fixture

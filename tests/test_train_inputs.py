@@ -95,6 +95,18 @@ def test_prepared_data_trains_with_either_loader_and_keeps_its_split(cifar: Path
     assert not (out / "split.json").exists() and len(metrics(out)) == 2
 
 
+def test_prepared_data_errors_name_the_file_and_the_fix(tmp_path: Path, capsys) -> None:
+    src = cifar_subset(tmp_path / "src", per_class=4)
+    broken = src / "cat" / "broken.jpg"
+    broken.write_bytes(b"")
+    packed = tmp_path / "packed"
+    prepare(src, packed, 32, shards=1, workers=1, progress=False)
+    common = ["--data", str(packed), *RESUME_ARGS, "--batch-size", "8"]
+    assert main(["train", *common, "--on-bad-image", "error", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(broken)) == 1 and "left out by prepare" in err and "--on-bad-image skip" in err
+
+
 def test_in_memory_refuses_prepared_shards_with_a_clear_message(cifar: Path, tmp_path: Path, capsys) -> None:
     packed = tmp_path / "packed"
     prepare(cifar, packed, 32, shards=1, workers=1, progress=False)

@@ -387,7 +387,7 @@ def _build_data(cfg: TrainConfig, out: Path, dist: Dist, log) -> Data:
         log(f"checking that all {len(split.train) + len(split.val)} images decode ...")
         paths = [p for part in (split.train, split.val) if isinstance(part, Folder) for p, _ in part.samples]
         problems += find_bad_images(paths, cfg.workers)
-        for part in {id(x): x for x in (split.train, split.val) if isinstance(x, PackedFolder)}.values():
+        for part in {x.root: x for x in (split.train, split.val) if isinstance(x, PackedFolder)}.values():
             problems += [(p, f"{r} (left out by prepare)") for p, r in part.bad_files()]
         if problems:
             listing = "\n".join(f"  {p}: {r}" for p, r in problems)
