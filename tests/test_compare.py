@@ -94,3 +94,14 @@ def test_pretrained_rows_where_official_widths_match(official_weights, tmp_path)
     assert len(jobs) == 6 + 2 and all("-ft-" in j.name for j in ft)
     with pytest.raises(ValueError, match="not found; convert the authors' weights"):
         cmp.plan([40], ["fd_mobilenet"], 224, 1, pretrained_from=tmp_path)
+
+
+def test_loader_and_resolution_schedule_reach_every_run(tiny_cifar, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(tiny_cifar), "--budgets", "1.0", "--families", "fd_mobilenet"]
+    args += ["--resolution", "40", "--epochs", "2", "--batch-size", "16", "--workers", "0", "--out", str(out)]
+    assert main([*args, "--loader", "gpu", "--train-resolution", "32,40@2"]) == 0
+    configs = [json.loads(p.read_text()) for p in out.rglob("config.json")]
+    assert len(configs) == 1
+    assert (configs[0]["loader"], configs[0]["train_resolution"], configs[0]["resolution"]) == ("gpu", "32,40@2", 40)
+    assert json.loads((out / "results.json").read_text())[0]["top1_mean"] >= 0

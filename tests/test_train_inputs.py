@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_train import RESUME_ARGS, _bad_corpus, assert_same_weights, cifar_subset, metrics
+from test_train import RESUME_ARGS, _bad_corpus, assert_same_weights, cifar_subset, env, metrics
 
 from fdmobilenet import train as train_mod
 from fdmobilenet.cli import main
@@ -65,6 +67,20 @@ def test_gpu_loader_reports_bad_files_like_the_regular_loader(tmp_path: Path) ->
     # the same counts as tests/test_train.py::test_bad_images gets from the regular loader
     assert [(r["images"], r["bad_skipped"]) for r in metrics(out)] == [(60, 4)]
     listed = {line.split("\t")[1] for line in (out / "bad_images.txt").read_text().splitlines()}
+    assert listed == {str(p) for p in bad}
+
+
+def test_gpu_loader_under_torchrun_counts_bad_files_of_every_rank(tmp_path: Path) -> None:
+    data, bad = _bad_corpus(tmp_path / "data")
+    args = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8"]
+    args += ["--lr-base-batch", "8", "--workers", "0", "--threads", "1", "--epochs", "1", "--loader", "gpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518"]
+    cmd += ["-m", "fdmobilenet.cli", "train", *args, "--out", str(tmp_path / "ddp")]
+    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 process(es)" in r.stdout and "gpu input pipeline" in r.stdout
+    assert [(row["images"], row["bad_skipped"]) for row in metrics(tmp_path / "ddp")] == [(60, 4)]
+    listed = {line.split("\t")[1] for line in (tmp_path / "ddp" / "bad_images.txt").read_text().splitlines()}
     assert listed == {str(p) for p in bad}
 
 

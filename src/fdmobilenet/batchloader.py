@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -159,7 +160,11 @@ class BatchDecodeLoader:
         return normalize(x, self.mean, self.std)
 
     def __iter__(self) -> Iterator[Batch]:
-        for k, (blobs, labels, idx) in enumerate(self.loader):
+        # the DataLoader's workers start here, in the caller's thread, not in a prefetch thread
+        return self._batches(iter(self.loader))
+
+    def _batches(self, loader: Iterator) -> Iterator[Batch]:
+        for k, (blobs, labels, idx) in enumerate(loader):
             images, keep, bad = self.decode(blobs, idx)
             if not images:
                 yield None, None, None, bad
@@ -189,19 +194,12 @@ def size_groups(heights: list[int], widths: list[int], slack: float = 1.5) -> li
 
 
 def _canvas(images: list[torch.Tensor]) -> torch.Tensor:
-    """Images of different sizes in one zero-padded (N, C, H, W) uint8 tensor, each image's last row
-    and column repeated once into the padding: roi_align's bilinear samples within half a pixel of
-    an image's right or bottom edge then see the edge itself (as at the canvas border), not black."""
+    """Images of different sizes in one (N, C, H, W) tensor, each padded by repeating its edge pixels:
+    roi_align's bilinear samples within half a pixel of an image's right or bottom edge then see the
+    edge itself (as at the canvas border), not black. One pad kernel per image, one stack."""
     h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-    canvas = torch.zeros(len(images), images[0].shape[0], h_max, w_max, dtype=images[0].dtype, device=images[0].device)
-    for k, im in enumerate(images):
-        h, w = im.shape[1:]
-        canvas[k, :, :h, :w] = im
-        if w < w_max:
-            canvas[k, :, :h, w] = im[:, :, -1]
-        if h < h_max:
-            canvas[k, :, h, : min(w + 1, w_max)] = canvas[k, :, h - 1, : min(w + 1, w_max)]
-    return canvas
+    pad = lambda im: F.pad(im, (0, w_max - im.shape[2], 0, h_max - im.shape[1]), mode="replicate")
+    return torch.stack([pad(im) if im.shape[1:] != (h_max, w_max) else im for im in images])
 
 
 class Prefetcher:
@@ -221,12 +219,14 @@ class Prefetcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _produce(self) -> None:
+    def _produce(self, source: Iterator[Any]) -> None:
         cuda = self.device.type == "cuda"
-        stream = torch.cuda.Stream(self.device) if cuda else None
         try:
+            if cuda:
+                torch.cuda.set_device(self.device)  # the current device is per thread
+            stream = torch.cuda.Stream(self.device) if cuda else None
             with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
-                for item in self.batches:
+                for item in source:
                     event = None
                     if cuda:
                         event = torch.cuda.Event()
@@ -250,7 +250,8 @@ class Prefetcher:
     def __iter__(self) -> Iterator[Any]:
         self.close()  # one producer at a time; iterating again (each validation) starts afresh
         self._queue, self._stop = queue.Queue(maxsize=self.depth), threading.Event()
-        self._thread = threading.Thread(target=self._produce, daemon=True, name="fdm-prefetch")
+        source = iter(self.batches)  # worker processes fork from this thread, not the producer
+        self._thread = threading.Thread(target=self._produce, args=(source,), daemon=True, name="fdm-prefetch")
         self._thread.start()
         try:
             while True:
@@ -262,7 +263,8 @@ class Prefetcher:
                 if event is not None:
                     current = torch.cuda.current_stream(self.device)
                     current.wait_event(event)
-                    for t in item:  # the allocator must not reuse these until the consumer's stream is done
+                    parts = item if isinstance(item, tuple | list) else (item,)
+                    for t in parts:  # the allocator must not reuse these until the consumer's stream is done
                         if isinstance(t, torch.Tensor) and t.is_cuda:
                             t.record_stream(current)
                 yield item

@@ -244,13 +244,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", type=float, help="validation fraction for DIRs without val/")
     p.add_argument("--workers", type=int, help="data-loading processes")
     p.add_argument("--in-memory", action="store_true", help="decode the dataset once into memory (small datasets)")
+    p.add_argument("--loader", choices=("auto", "pil", "gpu"), help="input pipeline (see `train --loader`)")
+    p.add_argument("--train-resolution", help="training crop size by epoch, e.g. 160,224@9 (see `train`)")
     p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
     p.add_argument("--out", default="runs/compare")
 
 
 def run(a: argparse.Namespace) -> int:
     overrides = {
-        k: getattr(a, k) for k in ("batch_size", "lr", "val_split", "workers") if getattr(a, k, None) is not None
+        k: getattr(a, k)
+        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution")
+        if getattr(a, k, None) is not None
     }
     if a.in_memory:
         overrides["in_memory"] = True
