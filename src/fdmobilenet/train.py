@@ -486,7 +486,9 @@ def _loader_kind(cfg: TrainConfig, data: Data, dist: Dist) -> str:
         return "memory"
     if cfg.loader == "gpu" and data.train_source is None:
         raise ValueError("--loader gpu reads image files, but the built-in digits live in memory; pass --data DIR")
-    if cfg.loader == "auto":  # the issue's H100 numbers: nvJPEG + batched crops beat PIL workers ~2.5x
+    # auto: on an H100, nvJPEG decoding alone was measured (issue 6) at ~2.5x the PIL workers' img/s;
+    # this batched loader itself has not been timed on a GPU yet (benchmarks/gpu_input_pipeline.sh)
+    if cfg.loader == "auto":
         return "gpu" if dist.device.type == "cuda" and data.train_source is not None else "pil"
     return cfg.loader
 
