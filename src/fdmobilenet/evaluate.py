@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import BadImageError, Folder, ImageDataset, collate_skip_bad, load_image
+from .packed import PackedFolder
 
 
 @dataclass
@@ -42,7 +43,13 @@ def evaluate(
 
 
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader, folder=None, device="cpu", progress=False) -> EvalResult:
+def evaluate_loader(
+    model: nn.Module,
+    loader: Iterable,
+    folder: Folder | PackedFolder | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> EvalResult:
     """Same as ``evaluate`` over any loader yielding ``collate_skip_bad`` batches (``BatchDecodeLoader``'s too).
 
     ``folder`` (a ``Folder`` or ``PackedFolder``) names the skipped files; without it they are
