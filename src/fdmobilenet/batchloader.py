@@ -1,9 +1,10 @@
 """A loader that decodes and augments whole batches on the training device (``train --loader gpu``).
 
 CPU workers only read file bytes; ``torchvision.io.decode_jpeg`` decodes the batch (on the GPU
-with ``device='cuda'``, nvJPEG), and one ``roi_align`` call does RandomResizedCrop (or the
-evaluation center crop) for every image at once. Files that are not JPEG or fail to decode fall
-back to PIL on the CPU, one by one, with the same bad-image accounting as the regular loader.
+with ``device='cuda'``, nvJPEG), and ``roi_align`` does RandomResizedCrop (or the evaluation
+center crop) for every image at once, one call per group of similar sizes. Files that are not
+JPEG or fail to decode fall back to PIL on the CPU, one by one, with the same bad-image accounting
+as the regular loader.
 ``Prefetcher`` runs all of that one or two batches ahead of the training step, on its own CUDA
 stream. The same code runs on CPU, which is how it is tested here.
 """
@@ -24,6 +25,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from .augment import center_boxes, crop_resize, normalize, random_flip, rrc_boxes
 from .data import BadImageError, Folder, load_image
+from .datasets import _mix
 from .packed import PackedFolder
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -45,12 +47,6 @@ class _Bytes(Dataset):
 
 def _collate(batch: list[tuple[bytes, int, int]]) -> tuple[list[bytes], torch.Tensor, list[int]]:
     return [b[0] for b in batch], torch.tensor([b[1] for b in batch]), [b[2] for b in batch]
-
-
-def _batch_seed(seed: int, epoch: int, batch: int) -> int:
-    from .datasets import _mix
-
-    return _mix(seed, epoch, batch)
 
 
 class BatchDecodeLoader:
@@ -145,14 +141,14 @@ class BatchDecodeLoader:
         in an ImageNet batch of 512 makes it 6 GB), so the images are grouped by size first
         (``size_groups``); typically a few calls per batch.
         """
-        hs = torch.tensor([im.shape[1] for im in images], dtype=torch.float64)
-        ws = torch.tensor([im.shape[2] for im in images], dtype=torch.float64)
+        heights, widths = [im.shape[1] for im in images], [im.shape[2] for im in images]
+        hs, ws = torch.tensor(heights, dtype=torch.float64), torch.tensor(widths, dtype=torch.float64)
         if self.train:
             boxes = rrc_boxes(hs, ws, self.scale, generator=generator)
         else:
             boxes = center_boxes(hs, ws, self.crop_pct)
         x = torch.empty(len(images), 3, self.size, self.size, device=self.device)
-        for group in size_groups(hs.long().tolist(), ws.long().tolist()):
+        for group in size_groups(heights, widths):
             at = torch.tensor(group, device=self.device)
             x[at] = crop_resize(_canvas([images[k] for k in group]), boxes[group], self.size)
         if self.train:
@@ -169,7 +165,7 @@ class BatchDecodeLoader:
             if not images:
                 yield None, None, None, bad
                 continue
-            gen = torch.Generator().manual_seed(_batch_seed(self.seed, self.epoch, self.first_batch + k))
+            gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, self.first_batch + k))
             kept = torch.tensor([idx[j] for j in keep], dtype=torch.long)
             yield self.transform(images, gen), labels[keep].to(self.device, non_blocking=True), kept, bad
 
