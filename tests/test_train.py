@@ -65,6 +65,23 @@ def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
     assert worst <= atol, f"weights differ by up to {worst:.3g}"
 
 
+def train_until_sigterm(args: list[str], out: Path, step: int) -> dict:
+    """Run ``train`` in this process, checkpointing every ``step`` steps; SIGTERM it once the checkpoint of
+    global step ``step`` is on disk. Asserts the signal exit code; returns the state file written."""
+    state = out / "last.state.pt"
+
+    def terminate() -> None:
+        while not (state.exists() and torch.load(state, weights_only=True)["step"] >= step):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=terminate, daemon=True)
+    watcher.start()
+    assert main(["train", *args, "--checkpoint-every", str(step), "--out", str(out)]) == 128 + signal.SIGTERM
+    watcher.join()
+    return torch.load(state, weights_only=True)
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 
@@ -207,18 +224,7 @@ def test_modern_recipe_with_ema_resumes_exactly(resume_setup, tmp_path: Path) ->
     args += ["--epochs", "2", "--workers", "0"]
     assert main(["train", *args, "--out", str(tmp_path / "straight")]) == 0
     out = tmp_path / "termed"
-    state = out / "last.state.pt"
-
-    def terminate_after_step_13() -> None:
-        while not (state.exists() and torch.load(state, weights_only=True)["step"] >= 13):
-            time.sleep(0.002)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    watcher = threading.Thread(target=terminate_after_step_13, daemon=True)
-    watcher.start()
-    assert main(["train", *args, "--checkpoint-every", "13", "--out", str(out)]) == 128 + signal.SIGTERM
-    watcher.join()
-    ck = torch.load(state, weights_only=True)
+    ck = train_until_sigterm(args, out, step=13)
     assert ck["epoch"] == 1 and ck["step_in_epoch"] >= 3 and "model" in ck and ck["ema_n"] == ck["step"]
     assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 0
     assert_same_weights(out / "last.safetensors", tmp_path / "straight" / "last.safetensors")

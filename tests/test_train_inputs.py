@@ -9,17 +9,20 @@ benchmarks/input_pipeline.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import torch
-from test_train import RESUME_ARGS, _bad_corpus, assert_same_weights, cifar_subset, env, metrics
+from test_train import (
+    RESUME_ARGS,
+    _bad_corpus,
+    assert_same_weights,
+    cifar_subset,
+    env,
+    metrics,
+    train_until_sigterm,
+)
 
 from fdmobilenet import train as train_mod
 from fdmobilenet.cli import main
@@ -39,18 +42,7 @@ def test_gpu_loader_learns_on_cpu_and_resumes_exactly_after_sigterm(cifar: Path,
     assert main(["train", *args, "--out", str(tmp_path / "straight")]) == 0
     assert "gpu input pipeline" in capsys.readouterr().out
     out = tmp_path / "termed"
-    state = out / "last.state.pt"
-
-    def terminate_after_step_13() -> None:
-        while not (state.exists() and torch.load(state, weights_only=True)["step"] >= 13):
-            time.sleep(0.002)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    watcher = threading.Thread(target=terminate_after_step_13, daemon=True)
-    watcher.start()
-    assert main(["train", *args, "--checkpoint-every", "13", "--out", str(out)]) == 128 + signal.SIGTERM
-    watcher.join()
-    ck = torch.load(state, weights_only=True)
+    ck = train_until_sigterm(args, out, step=13)
     assert ck["epoch"] == 1 and ck["step_in_epoch"] >= 3  # stopped inside epoch 2: crops must be re-drawn alike
     assert main(["train", "--data", str(cifar), "--out", str(out), "--resume"]) == 0
     assert_same_weights(out / "last.safetensors", tmp_path / "straight" / "last.safetensors")
