@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fdmobilenet.data import scan_folder
-from fdmobilenet.export import export_onnx, image_paths, load_batch, quantize_onnx
-from fdmobilenet.runtime import OnnxClassifier
-from fdmobilenet.weights import build_from_weights, convert
+from fdmobilenet.data.folders import scan_folder
+from fdmobilenet.deploy import OnnxClassifier, export_onnx, image_paths, load_batch, quantize_onnx
+from fdmobilenet.models import build_from_weights, convert
 
 
 def top1_top5(model, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

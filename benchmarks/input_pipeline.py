@@ -30,12 +30,13 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from fdmobilenet import create_model
-from fdmobilenet.augment import BatchAugment
-from fdmobilenet.batchloader import BatchDecodeLoader, Prefetcher
-from fdmobilenet.bench import machine_info
-from fdmobilenet.data import ImageDataset, collate_skip_bad, scan_folder
-from fdmobilenet.memcache import cache_size, load_or_build
-from fdmobilenet.packed import PackedFolder, prepare
+from fdmobilenet._utils import machine_info
+from fdmobilenet.data.augment import BatchAugment
+from fdmobilenet.data.batchloader import BatchDecodeLoader, Prefetcher
+from fdmobilenet.data.folders import scan_folder
+from fdmobilenet.data.images import ImageDataset, collate_skip_bad
+from fdmobilenet.data.memcache import cache_size, load_or_build
+from fdmobilenet.data.packed import PackedFolder, prepare
 
 SHARED = Path(os.environ.get("FDM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from fdmobilenet.bench import machine_info
+from fdmobilenet._utils import machine_info
 from fdmobilenet.train import load_recipe, make_config, train
 
 ROOT = Path(__file__).resolve().parents[1]

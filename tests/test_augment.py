@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from conftest import shared_path
-from fdmobilenet.augment import BatchAugment, center_boxes, crop_resize, pad_crop, random_flip, rrc_boxes
-from fdmobilenet.data import Folder, eval_transform, scan_folder
-from fdmobilenet.memcache import load_or_build
+from fdmobilenet.data.augment import BatchAugment, center_boxes, crop_resize, pad_crop, random_flip, rrc_boxes
+from fdmobilenet.data.folders import Folder, scan_folder
+from fdmobilenet.data.memcache import load_or_build
+from fdmobilenet.preprocess import Preprocess
+from helpers import shared_path
 
 
 def _torchvision_boxes(h, w, scale, n, seed=0):
@@ -128,16 +129,16 @@ def test_memcache_builds_reuses_and_invalidates(tmp_path):
 
 
 def test_memcache_resizes_photos_like_the_eval_transform(tmp_path):
-    from fdmobilenet.data import load_image
-    from fdmobilenet.memcache import _fit
+    from fdmobilenet.data.images import load_image
+    from fdmobilenet.data.memcache import fit_square
 
     img = shared_path("datasets/imagenet-sample-50")
     f = scan_folder(img)
     sub = Folder(f.samples[:3], f.classes, f.root)
-    ref = eval_transform(64, crop_pct=1.0, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    ref = Preprocess(64, crop_pct=1.0, mean=(0, 0, 0), std=(1 / 255,) * 3).transform()
     direct = torch.stack([ref(load_image(p)) for p, _ in sub.samples])
     # same geometry and filter as Resize(64) + CenterCrop(64) on a full decode
-    fitted = torch.stack([torch.from_numpy(_fit(load_image(p), 64).copy()) for p, _ in sub.samples]).float()
+    fitted = torch.stack([torch.from_numpy(fit_square(load_image(p), 64).copy()) for p, _ in sub.samples]).float()
     assert (fitted - direct).abs().max() <= 1
     # the cache decodes JPEGs in draft mode (1/2..1/8 scale): same size, nearly the same pixels
     ds = load_or_build(sub, 64, tmp_path, progress=False)

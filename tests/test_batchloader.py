@@ -4,18 +4,19 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shared_path
 from fdmobilenet import create_model
-from fdmobilenet.batchloader import BatchDecodeLoader, Prefetcher, size_groups
-from fdmobilenet.data import eval_transform, scan_folder
+from fdmobilenet.data.batchloader import BatchDecodeLoader, Prefetcher, size_groups
+from fdmobilenet.data.folders import scan_folder
+from fdmobilenet.data.packed import PackedFolder, prepare
 from fdmobilenet.evaluate import evaluate, evaluate_loader
-from fdmobilenet.packed import PackedFolder, prepare
+from fdmobilenet.preprocess import Preprocess
+from helpers import shared_path
 
 
 def test_batched_eval_path_agrees_with_the_regular_loader(official_weights, imagenet_sample):
     model = create_model("fd_mobilenet_050", pretrained=official_weights["050"]).eval()
     folder = scan_folder(imagenet_sample)
-    ref = evaluate(model, folder, eval_transform(224))
+    ref = evaluate(model, folder, Preprocess(224).transform())
     got = evaluate_loader(model, Prefetcher(BatchDecodeLoader(folder, 25, 224, train=False)), folder)
     # roi_align's box resize is not PIL's resize, but the predictions must barely move
     assert got.n == 50 and not got.bad and abs(got.top1 - ref.top1) <= 4 and abs(got.top5 - ref.top5) <= 4

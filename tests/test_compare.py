@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from conftest import shared_path
 from fdmobilenet import compare as cmp
 from fdmobilenet.cli import main
+from helpers import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,10 @@ from PIL import Image
 
 from fdmobilenet import create_model
 from fdmobilenet.cli import main
-from fdmobilenet.data import eval_transform, load_image, scan_folder
+from fdmobilenet.data.folders import scan_folder
+from fdmobilenet.data.images import load_image
 from fdmobilenet.evaluate import evaluate
+from fdmobilenet.preprocess import Preprocess
 
 
 @pytest.mark.parametrize("tag, top1, top5", [("025", 52.0, 70.0), ("050", 56.0, 84.0)])
@@ -66,7 +68,9 @@ def test_eval_skips_unreadable_files(tmp_path, imagenet_sample):
     d.mkdir()
     shutil.copy(sorted(imagenet_sample.rglob("*.JPEG"))[0], d / "good.jpg")
     (d / "empty.jpg").write_bytes(b"")
-    r = evaluate(create_model("fd_mobilenet_025", num_classes=1).eval(), scan_folder(tmp_path), eval_transform(64))
+    r = evaluate(
+        create_model("fd_mobilenet_025", num_classes=1).eval(), scan_folder(tmp_path), Preprocess(64).transform()
+    )
     assert r.n == 1 and len(r.bad) == 1 and "empty file" in r.bad[0][1]
 
 
@@ -114,7 +118,7 @@ def test_cli_models_and_profile(capsys):
 
 
 def test_cli_convert(tmp_path, capsys):
-    from conftest import shared_path
+    from helpers import shared_path
 
     src = shared_path("weights/official/0.25x-FDMobileNet-224.pth.tar")
     assert main(["convert", str(src), str(tmp_path / "w.safetensors")]) == 0

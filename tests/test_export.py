@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
-from conftest import require as need
 from fdmobilenet import cli
-from fdmobilenet.data import scan_folder
-from fdmobilenet.export import (
+from fdmobilenet._utils import MissingDependencyError
+from fdmobilenet.data.folders import scan_folder
+from fdmobilenet.deploy import (
+    OnnxClassifier,
     export_metadata,
     float_tolerance,
     fold_batchnorm,
@@ -23,8 +23,10 @@ from fdmobilenet.export import (
     load_torchscript,
     read_onnx_metadata,
 )
-from fdmobilenet.models import create_model
-from fdmobilenet.weights import build_from_weights, convert, save_weights
+from fdmobilenet.models import build_from_weights, convert, create_model
+from fdmobilenet.weights import save_weights
+from helpers import SHARED
+from helpers import require as need
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -205,8 +207,6 @@ def test_int8_agrees_with_fp32_on_photos_it_was_not_calibrated_on(int8_onnx, fp3
 
 def test_openvino_runs_fp32_and_int8_like_onnxruntime(fp32_onnx, int8_onnx, capsys):
     pytest.importorskip("openvino")
-    from fdmobilenet.runtime import OnnxClassifier
-
     x, _ = real_photos(read_onnx_metadata(fp32_onnx))
     for path, tol in ((fp32_onnx, None), (int8_onnx, 0.9)):
         ref = OnnxClassifier(path, "ort").run(x[:20].numpy())
@@ -266,9 +266,6 @@ def test_missing_onnx_runtime_names_the_extra(tmp_path, capsys, monkeypatch):
 
 
 def test_missing_openvino_names_its_extra(fp32_onnx, monkeypatch):
-    from fdmobilenet.export import MissingDependencyError
-    from fdmobilenet.runtime import OnnxClassifier
-
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(MissingDependencyError, match=r"fdmobilenet\[openvino\]"):
         OnnxClassifier(fp32_onnx, "openvino")

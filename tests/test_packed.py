@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
-from fdmobilenet import packed
 from fdmobilenet.cli import main
-from fdmobilenet.data import eval_transform, load_image, scan_folder
+from fdmobilenet.data import packed
+from fdmobilenet.data.folders import scan_folder
+from fdmobilenet.data.images import load_image
+from fdmobilenet.preprocess import Preprocess
+from helpers import shared_path
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_prepare_round_trip(photos, tmp_path, capsys):
 
 def test_prepare_resumes_after_interruption(photos, tmp_path, monkeypatch):
     dst = tmp_path / "packed"
-    real = packed._write_shard
+    real = packed.write_shard
     calls = []
 
     def flaky(dst_, shard, *a):
@@ -52,16 +54,16 @@ def test_prepare_resumes_after_interruption(photos, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(dst_, shard, *a)
 
-    monkeypatch.setattr(packed, "_write_shard", flaky)
+    monkeypatch.setattr(packed, "write_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         packed.prepare(photos, dst, 128, shards=4, workers=1, progress=False)
     assert not (dst / "meta.json").exists()  # incomplete: not readable as a dataset
     with pytest.raises(ValueError, match="not a complete prepared dataset"):
         packed.PackedFolder.open(dst)
     calls.clear()
-    monkeypatch.setattr(packed, "_write_shard", real)
+    monkeypatch.setattr(packed, "write_shard", real)
     seen = []
-    monkeypatch.setattr(packed, "_write_shard", lambda d, s, *a: seen.append(s) or real(d, s, *a))
+    monkeypatch.setattr(packed, "write_shard", lambda d, s, *a: seen.append(s) or real(d, s, *a))
     packed.prepare(photos, dst, 128, shards=4, workers=1, progress=False)
     assert seen == [2, 3]  # shards 0 and 1 were kept
     assert len(packed.PackedFolder.open(dst)) == 12
@@ -78,11 +80,11 @@ def test_prepare_in_parallel_matches_sequential(photos, tmp_path):
 
 
 def test_draft_decode_gives_the_same_size_as_full_decode():
-    tf = eval_transform(224)
+    tf = Preprocess(224).transform()
     for p in sorted(shared_path("datasets/imagenet-sample-50").rglob("*.JPEG"))[:5]:
         full, draft = load_image(p), load_image(p, draft_size=64)
         assert draft.size[0] < full.size[0] or min(full.size) < 128  # draft really decoded smaller
-        a, b = eval_transform(64)(full), eval_transform(64)(load_image(p, draft_size=73))
+        a, b = Preprocess(64).transform()(full), Preprocess(64).transform()(load_image(p, draft_size=73))
         assert a.shape == b.shape == (3, 64, 64)
         assert (a - b).abs().mean() < 0.15  # normalised units: same picture
         assert tf(load_image(p, draft_size=256)).shape == tf(full).shape

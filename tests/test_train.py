@@ -11,83 +11,36 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import shared_path as shared
 from fdmobilenet.cli import build_parser, main
-from fdmobilenet.train import config_from_args, lr_at, make_config, peak_lr
+from fdmobilenet.cli.train import config_from_args
+from fdmobilenet.train import lr_at, make_config, peak_lr
 from fdmobilenet.weights import read_weights
-
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
-
-
-def cifar_subset(dst: Path, per_class: int, offset: int = 0) -> Path:
-    """``dst/<class>/`` with symlinks to ``per_class`` CIFAR-10 training JPEGs per class."""
-    src = shared("datasets/cifar10/train")
-    for d in sorted(p for p in src.iterdir() if p.is_dir()):
-        (dst / d.name).mkdir(parents=True)
-        for f in sorted(os.listdir(d))[offset : offset + per_class]:
-            (dst / d.name / f).symlink_to(d / f)
-    return dst
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-
-
-def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fdmobilenet.cli", "train", *args]
-
-
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def params(path: Path) -> dict[str, torch.Tensor]:
-    """Trainable tensors of a weights file (BatchNorm running statistics left out)."""
-    sd = read_weights(path)[0]
-    return {k: v for k, v in sd.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-
-
-def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
-    sa, sb = read_weights(a)[0], read_weights(b)[0]
-    assert sa.keys() == sb.keys()
-    worst = max((sa[k].double() - sb[k].double()).abs().max().item() for k in sa)
-    assert worst <= atol, f"weights differ by up to {worst:.3g}"
-
-
-def train_until_sigterm(args: list[str], out: Path, step: int) -> dict:
-    """Run ``train`` in this process, checkpointing every ``step`` steps; SIGTERM it once the checkpoint of
-    global step ``step`` is on disk. Asserts the signal exit code; returns the state file written."""
-    state = out / "last.state.pt"
-
-    def terminate() -> None:
-        while not (state.exists() and torch.load(state, weights_only=True)["step"] >= step):
-            time.sleep(0.002)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    watcher = threading.Thread(target=terminate, daemon=True)
-    watcher.start()
-    assert main(["train", *args, "--checkpoint-every", str(step), "--out", str(out)]) == 128 + signal.SIGTERM
-    watcher.join()
-    return torch.load(state, weights_only=True)
-
+from helpers import (
+    RESUME_ARGS,
+    assert_same_weights,
+    bad_corpus,
+    cifar_subset,
+    env,
+    metrics,
+    params,
+    torchrun_cmd,
+    train_cmd,
+    train_until_sigterm,
+)
+from helpers import shared_path as shared
 
 # --- configuration ------------------------------------------------------------------------------
 
 
 def test_recipes_and_overrides(tmp_path: Path) -> None:
     """The paper recipe's numbers, the flag > recipe > default order, YAML recipes and their errors."""
-    parse = lambda *a: config_from_args(build_parser().parse_args(["train", *a]))
+    parse = lambda *a: config_from_args(build_parser("train").parse_args(["train", *a]))
     paper, name = parse("--data", "x")
     assert name == "paper"
     assert (paper.epochs, paper.batch_size, paper.lr, paper.momentum, paper.nesterov, paper.weight_decay) == (
@@ -160,12 +113,6 @@ def test_cifar_subset_learns_and_checkpoints_serve_eval_and_predict(tmp_path: Pa
 
 
 # --- exact resume -------------------------------------------------------------------------------
-
-
-RESUME_ARGS = [
-    "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "4", "--batch-size", "16",
-    "--lr", "0.05", "--lr-base-batch", "16", "--val-split", "0.2", "--deterministic", "--seed", "3", "--threads", "1",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -263,8 +210,7 @@ def test_torchrun_two_gloo_processes_agree_with_one_process(resume_setup, tmp_pa
     data, _ = resume_setup
     common = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "2"]
     common += ["--batch-size", "16", "--lr", "0.05", "--lr-base-batch", "16", "--workers", "0", "--threads", "1"]
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    ddp += ["-m", "fdmobilenet.cli", "train", *common, "--out", str(tmp_path / "ddp")]
+    ddp = torchrun_cmd(29517, "train", *common, "--out", str(tmp_path / "ddp"))
     r = subprocess.run(ddp, env=env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("epoch   2/2") == 1  # only rank 0 prints
@@ -282,36 +228,8 @@ def test_torchrun_two_gloo_processes_agree_with_one_process(resume_setup, tmp_pa
 # --- bad data -----------------------------------------------------------------------------------
 
 
-def _bad_corpus(root: Path) -> tuple[Path, list[Path]]:
-    """train/{red,blue}/ with readable images in odd modes plus broken files, an empty class folder, and val/."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 27), ("val", 6)):
-        for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-            d = root / split / name
-            d.mkdir(parents=True)
-            for i in range(n):
-                a = np.clip(np.array(colour) + rng.normal(0, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(a).save(d / f"{i}.jpg")
-    red = root / "train" / "red"
-    Image.new("L", (40, 40), 90).save(red / "grey.png")
-    Image.new("RGBA", (40, 40), (200, 0, 0, 128)).save(red / "rgba.png")
-    Image.new("RGB", (40, 40), (200, 0, 0)).convert("P").save(red / "palette.gif")
-    Image.new("CMYK", (40, 40), (0, 200, 200, 0)).save(red / "cmyk.jpg")
-    Image.fromarray(np.full((40, 40), 40000, np.uint16)).save(red / "sixteen.png")
-    Image.new("LA", (40, 40), (90, 200)).save(red / "grey_alpha.png")
-    (root / "train" / "empty_class").mkdir()
-    (red / "notes.txt").write_text("not an image")
-    bad = [red / "zero.jpg", red / "text.jpg", red / "truncated.jpg", red / "bomb.png"]
-    bad[0].write_bytes(b"")
-    bad[1].write_text("this is not a JPEG")
-    good = (red / "0.jpg").read_bytes()
-    bad[2].write_bytes(good[: len(good) // 2])
-    Image.new("1", (9000, 8000)).save(bad[3])  # 72 Mpixel: over the decompression-bomb limit
-    return root, bad
-
-
 def test_bad_images(tmp_path: Path, capsys) -> None:
-    data, bad = _bad_corpus(tmp_path / "data")
+    data, bad = bad_corpus(tmp_path / "data")
     common = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8"]
     common += ["--lr-base-batch", "8", "--workers", "0", "--threads", "1"]
 
@@ -352,7 +270,7 @@ def test_missing_or_empty_data_says_what_layout_is_expected(tmp_path: Path, caps
 
 @pytest.fixture(scope="module")
 def official_025(tmp_path_factory) -> Path:
-    from fdmobilenet.weights import convert
+    from fdmobilenet.models import convert
 
     dst = tmp_path_factory.mktemp("weights") / "fd_mobilenet_025.safetensors"
     convert(shared("weights/official/0.25x-FDMobileNet-224.pth.tar"), dst)
@@ -389,7 +307,7 @@ def test_freeze_backbone_trains_the_head_only(official_025: Path, tmp_path: Path
 
 
 def test_bare_family_with_width_rebuilds_from_its_checkpoint(tmp_path: Path, capsys) -> None:
-    from fdmobilenet.weights import build_from_weights
+    from fdmobilenet.models import build_from_weights
 
     data = cifar_subset(tmp_path / "cifar", per_class=8)
     out = tmp_path / "w03"

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_train import (
+
+from fdmobilenet.cli import main
+from fdmobilenet.data.packed import prepare
+from fdmobilenet.train import make_config, optim, resolution_schedule, train_resolution_at
+from helpers import (
     RESUME_ARGS,
-    _bad_corpus,
     assert_same_weights,
+    bad_corpus,
     cifar_subset,
     env,
     metrics,
+    torchrun_cmd,
     train_until_sigterm,
 )
-
-from fdmobilenet import train as train_mod
-from fdmobilenet.cli import main
-from fdmobilenet.packed import prepare
-from fdmobilenet.train import make_config, resolution_schedule, train_resolution_at
 
 SMALL = ["--epochs", "2", "--workers", "0"]
 
@@ -51,7 +50,7 @@ def test_gpu_loader_learns_on_cpu_and_resumes_exactly_after_sigterm(cifar: Path,
 
 
 def test_gpu_loader_reports_bad_files_like_the_regular_loader(tmp_path: Path) -> None:
-    data, bad = _bad_corpus(tmp_path / "data")
+    data, bad = bad_corpus(tmp_path / "data")
     common = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8"]
     common += ["--lr-base-batch", "8", "--workers", "0", "--threads", "1", "--epochs", "1", "--loader", "gpu"]
     out = tmp_path / "gpu"
@@ -63,11 +62,10 @@ def test_gpu_loader_reports_bad_files_like_the_regular_loader(tmp_path: Path) ->
 
 
 def test_gpu_loader_under_torchrun_counts_bad_files_of_every_rank(tmp_path: Path) -> None:
-    data, bad = _bad_corpus(tmp_path / "data")
+    data, bad = bad_corpus(tmp_path / "data")
     args = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8"]
     args += ["--lr-base-batch", "8", "--workers", "0", "--threads", "1", "--epochs", "1", "--loader", "gpu"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518"]
-    cmd += ["-m", "fdmobilenet.cli", "train", *args, "--out", str(tmp_path / "ddp")]
+    cmd = torchrun_cmd(29518, "train", *args, "--out", str(tmp_path / "ddp"))
     r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 process(es)" in r.stdout and "gpu input pipeline" in r.stdout
@@ -140,7 +138,7 @@ def test_train_resolution_reaches_the_network_and_evaluation_stays_put(
 ) -> None:
     """Epoch 1 trains at 32 px, epoch 2 at 48; validation runs at --resolution 40 throughout."""
     shapes: list[tuple[str, int]] = []
-    build = train_mod._build_model
+    build = optim.build_model
 
     def recording(*a, **kw):
         model = build(*a, **kw)
@@ -149,7 +147,7 @@ def test_train_resolution_reaches_the_network_and_evaluation_stays_put(
         )
         return model
 
-    monkeypatch.setattr(train_mod, "_build_model", recording)
+    monkeypatch.setattr(optim, "build_model", recording)
     pick = ["--in-memory"] if loader == "memory" else ["--loader", loader]
     args = ["--data", str(cifar), *RESUME_ARGS, *SMALL, "--resolution", "40", "--train-resolution", "32,48@2"]
     assert main(["train", *args, *pick, "--out", str(tmp_path / "run")]) == 0

@@ -5,9 +5,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import shared_path
 from fdmobilenet import create_model, load_weights
-from fdmobilenet.weights import build_from_weights, convert_state_dict, read_weights, save_weights
+from fdmobilenet.models import build_from_weights
+from fdmobilenet.models.mobilenet import checkpoint_filter_fn
+from fdmobilenet.weights import read_weights, save_weights
+from helpers import shared_path
 
 
 def _official_model(tag):
@@ -15,7 +17,7 @@ def _official_model(tag):
     src = shared_path(f"weights/official/{ {'025': '0.25x', '050': '0.5x'}[tag] }-FDMobileNet-224.pth.tar")
     raw = torch.load(src, map_location="cpu", weights_only=True)["state_dict"]
     m = create_model(f"fd_mobilenet_{tag}").eval()
-    m.load_state_dict(convert_state_dict(raw), strict=False)
+    m.load_state_dict(checkpoint_filter_fn(raw), strict=False)
     return m, raw
 
 
@@ -24,7 +26,7 @@ def test_conversion_round_trip_identical_logits(tag, official_weights):
     ref, raw = _official_model(tag)
     # every tensor of the authors' file has a home, and every parameter/buffer but the BN counters is filled
     own = set(ref.state_dict())
-    mapped = set(convert_state_dict(raw))
+    mapped = set(checkpoint_filter_fn(raw))
     assert mapped <= own and {k for k in own - mapped if not k.endswith("num_batches_tracked")} == set()
     loaded = create_model(f"fd_mobilenet_{tag}", pretrained=official_weights[tag]).eval()
     x = torch.randn(4, 3, 224, 224)
@@ -44,9 +46,11 @@ def test_converted_file_is_safetensors_with_metadata(official_weights):
     assert meta["source"] == "0.25x-FDMobileNet-224"
 
 
-def test_module_prefix_is_dropped():
+def test_module_prefix_is_dropped(tmp_path):
     sd = {"module.features.dw_conv_3.weight": torch.zeros(1), "module.classifier.bias": torch.zeros(1)}
-    assert set(convert_state_dict(sd)) == {"blocks.3.dw.conv.weight", "classifier.bias"}
+    torch.save({"state_dict": sd}, tmp_path / "legacy.pth.tar")
+    raw, _ = read_weights(tmp_path / "legacy.pth.tar")
+    assert set(checkpoint_filter_fn(raw)) == {"blocks.3.dw.conv.weight", "classifier.bias"}
 
 
 def test_mismatched_weights_name_the_keys(official_weights):

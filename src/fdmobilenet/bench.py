@@ -12,13 +12,10 @@ call is the bare runtime call on pre-allocated input and output memory.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
-import json
+import importlib.util
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, pyplot, require, save_figure
+from .complexity import profile
+from .deploy.fold import fold_batchnorm
+from .deploy.onnx import export_onnx, quantize_onnx
+from .deploy.runtime import OnnxClassifier
+from .models import create_model, model_family
 
 BACKENDS = ("torch", "torch-compile", "ort", "ort-int8", "openvino", "openvino-int8", "ort-raw")
 DEFAULT_BACKENDS = ("torch", "ort", "ort-int8", "openvino", "openvino-int8")
@@ -66,35 +74,7 @@ def parse_model_spec(spec: str, default_resolution: int) -> tuple[str, int]:
     return name, int(res) if res else default_resolution
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, SIMD flags that decide which kernels run, core count and library versions."""
-    cpu, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("", platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cpu_flags": [f for f in wanted if f in flags],
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": datetime.date.today().isoformat(),
-    }
-    for mod in ("torch", "onnxruntime", "openvino", "onnx"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    return info
-
-
 def _available(backend: str) -> bool:
-    import importlib.util
-
     need = {"ort": "onnxruntime", "openvino": "openvino"}
     mod = next((m for prefix, m in need.items() if backend.startswith(prefix)), None)
     return mod is None or importlib.util.find_spec(mod) is not None
@@ -109,13 +89,6 @@ def build_cases(
     calibration: str | None = None,
 ) -> list[Case]:
     """Build each model once, export what the backends need, and make one timed call per (model, backend)."""
-    import numpy as np
-    import torch
-
-    from .complexity import profile
-    from .export import MissingDependencyError, export_onnx, fold_batchnorm, quantize_onnx
-    from .models import create_model
-
     cases = []
     for name, res in specs:
         torch.manual_seed(0)
@@ -133,7 +106,7 @@ def build_cases(
         for backend in backends:
             case = Case(name, res, backend, prof.macs, prof.params)
             try:
-                case.call = _make_call(backend, model, fp32, int8, threads, batch, res, fold_batchnorm)
+                case.call = _make_call(backend, model, fp32, int8, threads, batch, res)
             except MissingDependencyError:
                 raise
             except Exception as e:  # one backend failing (e.g. no C++ compiler for torch.compile) is a row, not a crash
@@ -143,9 +116,9 @@ def build_cases(
     return cases
 
 
-def _make_call(backend, model, fp32, int8, threads, batch, res, fold_batchnorm) -> Callable[[], Any]:
-    import torch
-
+def _make_call(
+    backend: str, model: nn.Module, fp32: Path, int8: Path, threads: int, batch: int, res: int
+) -> Callable[[], Any]:
     if backend in ("torch", "torch-compile"):
         net = fold_batchnorm(model)  # the same graph the exports contain
         if backend == "torch-compile":
@@ -154,8 +127,6 @@ def _make_call(backend, model, fp32, int8, threads, batch, res, fold_batchnorm) 
         with torch.inference_mode():
             net(x)  # torch.compile compiles here, not in the timed loop
         return lambda net=net, x=x: net(x)
-    from .runtime import OnnxClassifier
-
     path = int8 if backend.endswith("int8") else fp32
     runtime = "openvino" if backend.startswith("openvino") else "ort"
     clf = OnnxClassifier(path, runtime, threads)
@@ -167,8 +138,6 @@ def measure(cases: list[Case], runs: int, warmup: int = 20, chunk: int = 10) -> 
 
     The first call of each chunk is untimed too: it only re-warms caches the other cases evicted.
     """
-    import torch
-
     live = [(i, c.call) for i, c in enumerate(cases) if c.call is not None]
     times: dict[int, list[float]] = {i: [] for i, _ in live}
     clock = time.perf_counter_ns
@@ -192,10 +161,6 @@ def measure(cases: list[Case], runs: int, warmup: int = 20, chunk: int = 10) -> 
 
 def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, batch: int) -> list[dict[str, Any]]:
     """Rows with latency percentiles, throughput, GMAC/s and the speed ratio against FD-MobileNet."""
-    import numpy as np
-
-    from .models import model_family
-
     rows = []
     for i, c in enumerate(cases):
         row: dict[str, Any] = {
@@ -258,17 +223,9 @@ def _sig(x: float) -> float:
 
 def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
     """Latency against MMACs (log-log), one line per family and backend."""
-    import io
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ValueError('--plot needs matplotlib: pip install "fdmobilenet[train]" (or pip install matplotlib)') from e
-    from .weights import atomic_write_bytes
-
+    plt = pyplot()
+    if plt is None:
+        raise ValueError(f"--plot needs matplotlib: {TRAIN_HINT} (or pip install matplotlib)")
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     styles = {"fd_mobilenet": "o-", "mobilenet_v1": "s--", "shufflenet_v1": "^:"}
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -295,99 +252,50 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", help=f"comma-separated names, name@R for another resolution (default: {DEFAULT_MODELS})")
-    p.add_argument(
-        "--backends",
-        help=f"comma-separated subset of {', '.join(BACKENDS)} (default: {','.join(DEFAULT_BACKENDS)}; "
-        "OpenVINO ones are dropped when it is not installed; ort-raw is plain InferenceSession.run, the baseline "
-        "the ort wrapper must match)",
-    )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of every runtime")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--resolution", type=int, default=224, help="input size for models without @R")
-    p.add_argument("--runs", type=int, default=200, help="timed runs per model and backend (after warm-up)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed runs first")
-    p.add_argument("--calibration", help="photos to calibrate the int8 models with (default: random tensors)")
-    p.add_argument("--workdir", help="keep the exported .onnx files here (default: a temporary folder)")
-    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    p.add_argument("--plot", help="write latency vs MMACs to this PNG file")
-
-
-def run(a: argparse.Namespace) -> int:
-    import torch
-
-    from .export import require
-    from .models import list_models
-
-    for flag, v, lo in (("--threads", a.threads, 1), ("--batch", a.batch, 1), ("--runs", a.runs, 1)):
-        if v < lo:
-            raise ValueError(f"{flag} must be >= {lo}, got {v}")
-    if a.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {a.warmup}")
-    specs = [parse_model_spec(s.strip(), a.resolution) for s in (a.models or ",".join(DEFAULT_MODELS)).split(",") if s]
-    known = set(list_models())
-    for name, _ in specs:
-        if name not in known:
-            raise ValueError(f"--models: unknown model {name!r}; `fdmobilenet models` lists them")
-    if a.backends:
-        backends = [b.strip() for b in a.backends.split(",") if b.strip()]
-        bad = [b for b in backends if b not in BACKENDS]
-        if bad:
-            raise ValueError(f"--backends: unknown {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
-        for b in backends:
-            if b.startswith("openvino"):
-                require("openvino", f"--backends {b}", 'pip install "fdmobilenet[openvino]"')
-            elif b.startswith("ort"):
-                require("onnxruntime", f"--backends {b}")
-    else:
+def select_backends(requested: str | None) -> list[str]:
+    """The backends to time: the ``--backends`` list (each checked to be installed), or every installed default."""
+    if not requested:
         backends = [b for b in DEFAULT_BACKENDS if _available(b)]
         dropped = [b for b in DEFAULT_BACKENDS if b not in backends]
         if dropped:
             print(f"bench: skipping {', '.join(dropped)} (not installed)", file=sys.stderr)
-    if any(b != "torch" and b != "torch-compile" for b in backends):
-        require("onnx", "exporting models for ONNX Runtime / OpenVINO")
-    if a.calibration and not Path(a.calibration).is_dir():
-        raise FileNotFoundError(f"--calibration folder {a.calibration} does not exist")
+        return backends
+    backends = [b.strip() for b in requested.split(",") if b.strip()]
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        raise ValueError(f"--backends: unknown {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
+    for b in backends:
+        if b.startswith("openvino"):
+            require("openvino", f"--backends {b}", OPENVINO_HINT)
+        elif b.startswith("ort"):
+            require("onnxruntime", f"--backends {b}")
+    return backends
 
-    torch.set_num_threads(a.threads)
+
+def benchmark(
+    specs: list[tuple[str, int]],
+    backends: list[str],
+    threads: int = 1,
+    batch: int = 1,
+    runs: int = 200,
+    warmup: int = 20,
+    calibration: str | None = None,
+    workdir: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Build, time and summarise every (model, backend): the ``bench`` command between parsing and printing.
+
+    The exported files go to ``workdir`` if given (kept), else to a temporary folder.
+    """
+    torch.set_num_threads(threads)
     with contextlib.ExitStack() as stack:
-        if a.workdir:
-            workdir = Path(a.workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
+        if workdir:
+            work = Path(workdir)
+            work.mkdir(parents=True, exist_ok=True)
         else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fdm-bench-")))
-        cases = build_cases(specs, backends, a.threads, a.batch, workdir, a.calibration)
-        times = measure(cases, a.runs, a.warmup)
-    rows = summarise(cases, times, a.threads, a.batch)
-    info = machine_info()
-    if a.plot:
-        title = f"{info['cpu']}, {a.threads} thread(s), batch {a.batch}"
-        plot(rows, a.plot, title)
-    if a.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    print(
-        f"# {info['cpu']} ({', '.join(info['cpu_flags'])}), {a.threads} thread(s), batch {a.batch}; "
-        f"torch {info['torch']}, onnxruntime {info['onnxruntime']}, openvino {info['openvino']}; {info['date']}"
-    )
-    print(
-        f"{'model':<22} {'res':>4} {'backend':<14} {'MMACs':>7} {'median ms':>10} {'p10':>8} {'p90':>8} "
-        f"{'img/s':>8} {'GMAC/s':>7} {'FD faster':>10}  vs FD"
-    )
-    for r in rows:
-        if r["median_ms"] is None:
-            print(f"{r['model']:<22} {r['resolution']:>4} {r['backend']:<14} {'-':>7} error: {r['error']}")
-            continue
-        print(
-            f"{r['model']:<22} {r['resolution']:>4} {r['backend']:<14} {r['macs'] / 1e6:>7.1f} {r['median_ms']:>10.3f} "
-            f"{r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['throughput_ips']:>8.0f} {r['gmacs_per_s']:>7.2f} "
-            f"{r.get('fd_speedup', float('nan')):>9.2f}x  {r.get('fd_reference', '')}"
-        )
-    return 0
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fdm-bench-")))
+        cases = build_cases(specs, backends, threads, batch, work, calibration)
+        times = measure(cases, runs, warmup)
+    return summarise(cases, times, threads, batch)

@@ -8,7 +8,6 @@ interrupted run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -18,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .complexity import profile, solve_width
-from .models import FAMILIES, create_model
-from .weights import atomic_write_bytes
-
-# The authors released weights at these widths (fine-tuning rows with --pretrained-from).
-_OFFICIAL = {"fd_mobilenet_025": 0.25, "fd_mobilenet_050": 0.5}
+from . import train as training
+from ._utils import atomic_write_bytes, pyplot, save_figure
+from .complexity import profile
+from .models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
 
 
 @dataclass
@@ -57,13 +54,13 @@ def plan(
     jobs = []
     for budget in budgets:
         for fam in families:
-            extra = {"groups": groups} if fam == "shufflenet_v1" else {}
+            extra = family_kwargs(fam, groups)
             w = solve_width(fam, budget, resolution=resolution, **extra)
             p = profile(create_model(fam, width=w, resolution=resolution, **extra), resolution)
             for seed in range(seeds):
                 jobs.append(Job(fam, budget, w, seed, p.macs, p.params))
                 if pretrained_from and fam == "fd_mobilenet":
-                    match = next((n for n, ow in _OFFICIAL.items() if abs(ow - w) < 0.02), None)
+                    match = next((n for n, ow in RELEASED_WIDTHS.items() if abs(ow - w) < 0.02), None)
                     if match:
                         src = Path(pretrained_from) / f"{match}.safetensors"
                         if not src.is_file():
@@ -71,13 +68,11 @@ def plan(
                                 f"--pretrained-from: {src} not found; convert the authors' weights with "
                                 f"`fdmobilenet convert` into that folder"
                             )
-                        jobs.append(Job(fam, budget, _OFFICIAL[match], seed, p.macs, p.params, str(src)))
+                        jobs.append(Job(fam, budget, RELEASED_WIDTHS[match], seed, p.macs, p.params, str(src)))
     return jobs
 
 
 def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups: int, log) -> dict[str, Any]:
-    from .train import load_recipe, make_config, train
-
     run_dir = out / "runs" / job.name
     done = run_dir / "done.json"
     if done.is_file():
@@ -85,17 +80,15 @@ def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups
         return json.loads(done.read_text())
     cfg_overrides = {**overrides, "out": str(run_dir), "seed": job.seed}
     if job.pretrained:
-        cfg_overrides["model"] = next(n for n, w in _OFFICIAL.items() if w == job.width)
+        cfg_overrides["model"] = next(n for n, w in RELEASED_WIDTHS.items() if w == job.width)
         cfg_overrides["pretrained"] = job.pretrained
     else:
-        cfg_overrides.update(model=job.family, width=job.width)
-        if job.family == "shufflenet_v1":
-            cfg_overrides["groups"] = groups
-    cfg = make_config(cfg_overrides, make_config(load_recipe(recipe)))
+        cfg_overrides.update(model=job.family, width=job.width, **family_kwargs(job.family, groups))
+    cfg = training.make_config(cfg_overrides, training.make_config(training.load_recipe(recipe)))
     resume = (run_dir / "config.json").is_file()
     log(f"[compare] {job.name}: {'resuming' if resume else 'training'} ({job.macs / 1e6:.1f} MMACs)")
     t0 = time.perf_counter()
-    result = train(cfg, resume=resume, recipe=recipe)
+    result = training.train(cfg, resume=resume, recipe=recipe)
     if result.exit_code != 0:
         raise RuntimeError(f"training {job.name} stopped with exit code {result.exit_code}; re-run compare to resume")
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -167,12 +160,8 @@ def write_reports(summary: list[dict[str, Any]], out: Path, title: str) -> None:
             )
         lines.append(f"| {f} | " + " | ".join(cells) + " |")
     atomic_write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for f in fams:
@@ -188,10 +177,7 @@ def write_reports(summary: list[dict[str, Any]], out: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(out / "accuracy_vs_mflops.png", buf.getvalue())
+    save_figure(fig, out / "accuracy_vs_mflops.png", dpi=120)
 
 
 def compare(
@@ -221,46 +207,3 @@ def compare(
     write_reports(summary, out, title)
     log(f"[compare] wrote {out}/results.md, results.csv, results.json, accuracy_vs_mflops.png")
     return summary
-
-
-def _floats(s: str) -> list[float]:
-    try:
-        return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 12,40,140, got {s!r}") from None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="DIR with train/ and val/, or class folders (see --val-split)")
-    p.add_argument("--budgets", type=_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets, e.g. 12,40,140")
-    p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
-    p.add_argument("--groups", type=int, default=3, help="ShuffleNet V1 group count")
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=1, help="runs per cell (seeds 0..N-1)")
-    p.add_argument("--recipe", default="modern", help="paper | modern | FILE.yaml (same for every run)")
-    p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
-    p.add_argument("--val-split", type=float, help="validation fraction for DIRs without val/")
-    p.add_argument("--workers", type=int, help="data-loading processes")
-    p.add_argument("--in-memory", action="store_true", help="decode the dataset once into memory (small datasets)")
-    p.add_argument("--loader", choices=("auto", "pil", "gpu"), help="input pipeline (see `train --loader`)")
-    p.add_argument("--train-resolution", help="training crop size by epoch, e.g. 160,224@9 (see `train`)")
-    p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
-    p.add_argument("--out", default="runs/compare")
-
-
-def run(a: argparse.Namespace) -> int:
-    overrides = {
-        k: getattr(a, k)
-        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution")
-        if getattr(a, k, None) is not None
-    }
-    if a.in_memory:
-        overrides["in_memory"] = True
-    families = [f.strip() for f in a.families.split(",") if f.strip()]
-    compare(
-        a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
-        a.pretrained_from, overrides,
-    )  # fmt: skip
-    return 0

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import BadImageError, Folder, ImageDataset, collate_skip_bad, load_image
-from .packed import PackedFolder
+from .data.folders import Folder
+from .data.images import BadImageError, ImageDataset, collate_skip_bad, load_image
+from .data.packed import PackedFolder
 
 
 @dataclass

@@ -1,15 +1,14 @@
-"""Weights on disk: safetensors with metadata, and conversion of the authors' checkpoints.
+"""Weights on disk: safetensors with metadata, the authors' legacy files, and strict loading.
 
 Nothing here unpickles code: safetensors holds only tensors, and the authors' legacy
-``.pth.tar`` files are read with ``torch.load(weights_only=True)``.
+``.pth.tar`` files are read with ``torch.load(weights_only=True)``. This module knows no
+architecture: a model class maps foreign key names itself (``checkpoint_filter_fn``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
+from ._utils import atomic_write_bytes
+
 META_KEY = "fdmobilenet"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, Any]) -> None:
@@ -74,43 +56,13 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     meta = {"source": str(path.name)}
     if isinstance(ckpt, dict) and isinstance(ckpt.get("name"), str):
         meta["source_name"] = ckpt["name"]
-    return convert_state_dict(sd), meta
+    return _legacy_tensors(sd), meta
 
 
-_OFFICIAL = [
-    (re.compile(r"^features\.conv_0\.(.+)$"), r"stem.conv.\1"),
-    (re.compile(r"^features\.norm_0\.(.+)$"), r"stem.bn.\1"),
-    (re.compile(r"^features\.(dw|pw)_conv_(\d+)\.(.+)$"), r"blocks.\2.\1.conv.\3"),
-    (re.compile(r"^features\.(dw|pw)_norm_(\d+)\.(.+)$"), r"blocks.\2.\1.bn.\3"),
-]
-
-
-def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the authors' parameter names (``features.dw_conv_3.weight``) onto ours (``blocks.3.dw.conv.weight``).
-
-    Keys already in our naming pass through unchanged; a ``module.`` prefix (DataParallel) is dropped.
-    """
-    out = {}
-    for key, value in sd.items():
-        key = key.removeprefix("module.")
-        for pattern, repl in _OFFICIAL:
-            if pattern.match(key):
-                key = pattern.sub(repl, key)
-                break
-        out[key] = value.float() if value.is_floating_point() else value
-    return out
-
-
-def infer_model_name(sd: dict[str, torch.Tensor]) -> str:
-    """Guess the registered FD-MobileNet/MobileNet V1 name from block count and stem width."""
-    if "stem.conv.weight" not in sd:
-        raise ValueError("cannot infer the model from these weights; pass the model name explicitly")
-    n_blocks = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-    family = {11: "fd_mobilenet", 13: "mobilenet_v1"}.get(n_blocks)
-    tag = {8: "025", 16: "050", 24: "075", 32: "100"}.get(sd["stem.conv.weight"].shape[0])
-    if family is None or tag is None:
-        raise ValueError("cannot infer the model from these weights; pass the model name explicitly")
-    return f"{family}_{tag}"
+def _legacy_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a DataParallel ``module.`` prefix and make floating tensors fp32; names are left to the model
+    (its ``checkpoint_filter_fn`` maps the authors' keys)."""
+    return {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
 def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -144,6 +96,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict_classifier: b
     label set), everything else must fit.
     """
     sd, meta = read_weights(path)
+    if hasattr(model, "checkpoint_filter_fn"):
+        sd = model.checkpoint_filter_fn(sd)
     if not strict_classifier and hasattr(model, "classifier"):
         own = model.state_dict()
         for k in ("classifier.weight", "classifier.bias"):
@@ -156,54 +110,3 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict_classifier: b
     check_state_dict(model, sd, str(path))
     model.load_state_dict(sd, strict=False)
     return meta
-
-
-def convert(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | None = None) -> dict[str, Any]:
-    """Convert an authors' checkpoint to safetensors with metadata; returns the metadata written.
-
-    The model is built and loaded once before writing, so a file that would not load is never written.
-    """
-    from .data import imagenet_classes
-    from .models import create_model, default_cfg
-
-    sd, src_meta = read_weights(src)
-    name = model_name or infer_model_name(sd)
-    num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 1000
-    model = create_model(name, num_classes=num_classes)
-    check_state_dict(model, sd, str(src))
-    cfg = default_cfg(224)
-    meta: dict[str, Any] = {
-        "model": name,
-        "num_classes": num_classes,
-        "resolution": 224,
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "crop_pct": cfg["crop_pct"],
-        "interpolation": cfg["interpolation"],
-        "source": src_meta.get("source_name", Path(src).name),
-    }
-    if num_classes == 1000:
-        synsets, names = imagenet_classes()
-        meta["class_names"] = names
-        meta["synsets"] = synsets
-    model.load_state_dict(sd, strict=False)
-    save_weights(model.state_dict(), dst, meta)
-    return meta
-
-
-def build_from_weights(
-    path: str | os.PathLike, model_name: str | None = None, resolution: int | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model a weights file was made for (name and class count from its metadata) and load it."""
-    from .models import create_model
-
-    sd, meta = read_weights(path)
-    name = model_name or meta.get("model") or infer_model_name(sd)
-    num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else meta.get("num_classes", 1000)
-    kwargs = meta.get("model_kwargs", {})  # e.g. width= of a bare family name picked by a budget
-    model = create_model(name, num_classes=num_classes, resolution=resolution or meta.get("resolution", 224), **kwargs)
-    check_state_dict(model, sd, str(path))
-    model.load_state_dict(sd, strict=False)
-    model.eval()
-    meta.setdefault("model", name)
-    return model, meta

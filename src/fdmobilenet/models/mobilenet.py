@@ -8,6 +8,8 @@ class makes that difference the only difference.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,15 @@ MOBILENET_V1_TABLE: tuple[tuple[int, int], ...] = (
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
 )  # fmt: skip
 STEM_CHANNELS = 32
+TABLES = {"fd_mobilenet": FD_MOBILENET_TABLE, "mobilenet_v1": MOBILENET_V1_TABLE}
+
+# The authors' parameter names (``features.dw_conv_3.weight``) onto ours (``blocks.3.dw.conv.weight``).
+AUTHORS_KEY_MAP = (
+    (re.compile(r"^features\.conv_0\.(.+)$"), r"stem.conv.\1"),
+    (re.compile(r"^features\.norm_0\.(.+)$"), r"stem.bn.\1"),
+    (re.compile(r"^features\.(dw|pw)_conv_(\d+)\.(.+)$"), r"blocks.\2.\1.conv.\3"),
+    (re.compile(r"^features\.(dw|pw)_norm_(\d+)\.(.+)$"), r"blocks.\2.\1.bn.\3"),
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,11 @@ class DepthwiseSeparableNet(ClassifierNet):
         self._init_head(cfg.num_classes, cfg.dropout)
         self.reset_parameters()
 
+    @staticmethod
+    def checkpoint_filter_fn(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Read by ``weights.load_weights``: the authors' files load into this class directly."""
+        return checkpoint_filter_fn(sd)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling (N, num_features, H/32, W/32)."""
         check_input(x, self.min_size)
@@ -113,3 +129,29 @@ class DepthwiseSeparableNet(ClassifierNet):
             if i in self._taps:
                 outs.append(x)
         return outs
+
+
+def checkpoint_filter_fn(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The authors' checkpoint keys renamed to ours (timm's name for this hook); our keys pass unchanged."""
+    out = {}
+    for key, value in sd.items():
+        for pattern, repl in AUTHORS_KEY_MAP:
+            if pattern.match(key):
+                key = pattern.sub(repl, key)
+                break
+        out[key] = value
+    return out
+
+
+def infer_table_and_width(sd: dict[str, torch.Tensor], widths: Iterable[float]) -> tuple[str, float]:
+    """(family, width) of a depthwise-separable state dict: the block count picks the table, the stem
+    width the multiplier (among ``widths``). Derived from the tables, so a new table needs no edit here."""
+    sd = checkpoint_filter_fn(sd)
+    if "stem.conv.weight" in sd:
+        n_blocks = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+        stem = sd["stem.conv.weight"].shape[0]
+        for family, table in TABLES.items():
+            for w in widths:
+                if len(table) == n_blocks and DSConfig(table, w).channels()[0] == stem:
+                    return family, w
+    raise ValueError("cannot infer the model from these weights; pass the model name explicitly")

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .export import DEPLOY_HINT, OPENVINO_HINT, decode_metadata, require
+from .._utils import DEPLOY_HINT, OPENVINO_HINT, require
+from ..preprocess import Preprocess
+from .metadata import complete_metadata, decode_metadata, read_onnx_metadata
 
 BACKENDS = ("ort", "openvino")
 
@@ -48,7 +50,7 @@ class OnnxClassifier:
             self._init_ort()
         else:
             self._init_openvino(ov_precision)
-        self.meta = _complete_meta(self.meta, self.input_shape, self.num_classes)
+        self.meta = complete_metadata(self.meta, self.input_shape, self.num_classes)
 
     # -- ONNX Runtime --
     def _init_ort(self) -> None:
@@ -93,8 +95,6 @@ class OnnxClassifier:
         self.input_shape = [d.get_length() if d.is_static else "batch" for d in model.inputs[0].get_partial_shape()]
         out_dim = model.outputs[0].get_partial_shape()[-1]
         self.num_classes = out_dim.get_length() if out_dim.is_static else None
-        from .export import read_onnx_metadata
-
         self.meta = read_onnx_metadata(self.path)
         self._requests: dict[tuple[int, ...], Any] = {}
 
@@ -172,30 +172,6 @@ class OnnxClassifier:
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])
 
-    def transform(self):
+    def transform(self) -> Callable[[Any], torch.Tensor]:
         """The preprocessing stored with the export (resize to R/crop_pct, center crop R, normalise)."""
-        from .data import eval_transform
-
-        m = self.meta
-        return eval_transform(int(m["resolution"]), float(m["crop_pct"]), m["mean"], m["std"])
-
-
-def _complete_meta(meta: dict[str, Any], input_shape: list, num_classes: int | None) -> dict[str, Any]:
-    """Fill what a foreign ONNX file (not from `fdmobilenet export`) lacks with ImageNet defaults."""
-    meta = dict(meta)
-    if not meta.get("resolution"):
-        size = input_shape[-1] if input_shape and isinstance(input_shape[-1], int) else 224
-        meta["resolution"] = size
-    meta.setdefault("mean", [0.485, 0.456, 0.406])
-    meta.setdefault("std", [0.229, 0.224, 0.225])
-    meta.setdefault("crop_pct", 0.875)
-    meta.setdefault("model", meta.get("model") or "onnx")
-    meta.setdefault("precision", "unknown")
-    if "class_names" not in meta:
-        if num_classes == 1000:
-            from .data import imagenet_classes
-
-            meta["class_names"] = imagenet_classes()[1]
-        elif num_classes:
-            meta["class_names"] = [str(i) for i in range(num_classes)]
-    return meta
+        return Preprocess.from_meta(self.meta).transform()

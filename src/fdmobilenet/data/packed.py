@@ -1,4 +1,4 @@
-"""``fdmobilenet prepare``: re-encode an image folder once into resized JPEG shards.
+"""Prepared datasets (``fdmobilenet prepare``): re-encode an image folder once into resized JPEG shards.
 
 ImageNet photos average ~110 KB and 400x350 px; a tiny network at 224 px needs neither. Resizing
 the shorter side to 256 and packing the JPEGs into a few large files makes every later epoch
@@ -14,7 +14,6 @@ Each shard is written atomically, so an interrupted run resumes by skipping fini
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -27,8 +26,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .data import BadImageError, Folder, load_image, scan_folder
-from .weights import atomic_write_bytes
+from .._utils import atomic_write_bytes
+from .folders import Folder, scan_folder
+from .images import BadImageError, load_image
 
 FORMAT = "fdmobilenet-packed-v1"
 
@@ -44,7 +44,7 @@ def _encode(path: Path, short_side: int, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _write_shard(
+def write_shard(
     dst: Path, shard: int, samples: list[tuple[str, int]], short_side: int, quality: int
 ) -> list[tuple[str, str]]:
     """Encode one shard's images; return the (path, reason) of those skipped."""
@@ -105,14 +105,14 @@ def prepare(
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:
-            futs = {pool.submit(_write_shard, dst, i, jobs[i], short_side, quality): i for i in todo}
+            futs = {pool.submit(write_shard, dst, i, jobs[i], short_side, quality): i for i in todo}
             for fut in as_completed(futs):
                 fut.result()
                 if bar:
                     bar.update(len(jobs[futs[fut]]))
     else:
         for i in todo:
-            _write_shard(dst, i, jobs[i], short_side, quality)
+            write_shard(dst, i, jobs[i], short_side, quality)
             if bar:
                 bar.update(len(jobs[i]))
     if bar:
@@ -207,23 +207,6 @@ class PackedImageDataset(Dataset):
         except BadImageError as e:
             return None, self.packed.label(i), i, e.reason
         return self.transform(img), self.packed.label(i), i, None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="image folder: SRC/<class>/<images>")
-    p.add_argument("dst", help="output folder for the shards (re-run to resume)")
-    p.add_argument("--short-side", type=int, default=256, help="resize so the shorter side is at most this")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the re-encoded images")
-    p.add_argument("--shards", type=int, default=0, help="number of shard files (default: one per ~2000 images)")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
-
-
-def run(a: argparse.Namespace) -> int:
-    meta = prepare(a.src, a.dst, a.short_side, a.quality, a.shards, a.workers)
-    print(
-        f"prepared {meta['n_images']} images in {meta['shards']} shards at {a.dst} ({meta['bad']} unreadable skipped)"
-    )
-    return 0
 
 
 __all__ = ["Folder", "PackedFolder", "PackedImageDataset", "is_packed", "prepare"]

@@ -20,8 +20,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from .data import BadImageError, Folder, load_image
-from .weights import atomic_write_bytes
+from .._utils import atomic_write_bytes
+from .folders import Folder
+from .images import BadImageError, load_image
 
 
 @dataclass
@@ -69,7 +70,7 @@ def cache_size(folder: Folder, resolution: int, crop_pct: float = 0.875, probe: 
     return min(target, int(np.median(sides))) if sides else target
 
 
-def _fit(img: Image.Image, size: int) -> np.ndarray:
+def fit_square(img: Image.Image, size: int) -> np.ndarray:
     """Shorter side to ``size`` (bilinear, antialiased), centre square: every image the same shape."""
     w, h = img.size
     if (w, h) != (size, size):
@@ -115,7 +116,7 @@ def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bo
         it = tqdm(it, desc=f"decoding {folder.root.name} into memory", unit="img", leave=False)
     for path, label in it:
         try:
-            images[n] = _fit(load_image(path, draft_size=size), size)
+            images[n] = fit_square(load_image(path, draft_size=size), size)
         except BadImageError as e:
             bad.append((str(path), e.reason))
             continue

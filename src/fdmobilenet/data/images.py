@@ -1,4 +1,4 @@
-"""Images in, tensors out: folder discovery, safe decoding, the authors' test transform.
+"""Images in, tensors out: safe decoding, and the dataset/collate pair that skips bad files.
 
 Decoding is defensive because real folders hold truncated JPEGs, CMYK scans, 16-bit PNGs and
 stray text files: every readable image becomes RGB, every unreadable one is reported by path
@@ -7,26 +7,20 @@ stray text files: every readable image becomes RGB, every unreadable one is repo
 
 from __future__ import annotations
 
-import functools
 import io
-import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as possible decompression bombs
-_SYNSET = re.compile(r"^n\d{8}$")
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as possible decompression bombs
 
 
 class BadImageError(ValueError):
@@ -81,95 +75,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-@functools.cache
-def imagenet_classes() -> tuple[list[str], list[str]]:
-    """Synset ids and readable names of the 1000 ImageNet-1k classes, in the standard order."""
-    text = resources.files("fdmobilenet").joinpath("imagenet_classes.tsv").read_text()
-    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
-    return [r[1] for r in rows], [r[2] for r in rows]
-
-
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-@dataclass
-class Folder:
-    """An image-per-file dataset: (path, label) samples and the class names labels index."""
-
-    samples: list[tuple[Path, int]]
-    classes: list[str]
-    root: Path
-
-    # the interface shared with packed.PackedFolder, which the batched loader reads through
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def name(self, i: int) -> str:
-        return str(self.samples[i][0])
-
-    def label(self, i: int) -> int:
-        return int(self.samples[i][1])
-
-    def read_bytes(self, i: int) -> bytes:
-        """The file's bytes; an unreadable file gives ``b""``, reported as bad when decoded."""
-        try:
-            return Path(self.samples[i][0]).read_bytes()
-        except OSError:
-            return b""
-
-
-def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> Folder:
-    """Find ``root/<class>/<image>`` files.
-
-    Sub-folders named by ImageNet synset ids are labelled in the standard 1000-class order.
-    Otherwise, given ``class_names`` (stored with weights), each folder must be one of them;
-    without, the sorted folder names are the classes (torchvision's ImageFolder order).
-    Every file with an image extension is listed; whether it decodes is checked when it is read.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data folder {root} does not exist; expected {root}/<class name>/<image files> (one sub-folder per class)"
-        )
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not dirs:
-        raise ValueError(f"{root} has no class sub-folders; expected {root}/<class name>/<image files>")
-    names = [d.name for d in dirs]
-    synsets, readable = imagenet_classes()
-    if all(_SYNSET.match(n) for n in names) and set(names) <= set(synsets):
-        classes, index = readable, {s: i for i, s in enumerate(synsets)}
-    elif class_names is not None:
-        classes, index = list(class_names), {c: i for i, c in enumerate(class_names)}
-        unknown = [n for n in names if n not in index]
-        if unknown:
-            raise ValueError(
-                f"{root}: folders {unknown[:5]} are not among the {len(classes)} classes stored with the weights "
-                f"({', '.join(classes[:5])}, ...); rename the folders or use weights trained on these classes"
-            )
-    else:
-        classes, index = names, {c: i for i, c in enumerate(names)}
-    samples = [(f, index[d.name]) for d in dirs for f in sorted(d.rglob("*")) if f.is_file() and is_image_file(f)]
-    if not samples:
-        raise ValueError(f"{root} holds no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in its class folders")
-    return Folder(samples, classes, root)
-
-
-def eval_transform(
-    resolution: int = 224,
-    crop_pct: float = 0.875,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
-) -> Callable[[Image.Image], torch.Tensor]:
-    """The authors' test transform: shorter side to resolution/crop_pct (256 for 224), bilinear, center crop."""
-    return T.Compose(
-        [
-            T.Resize(int(resolution / crop_pct), interpolation=T.InterpolationMode.BILINEAR),
-            T.CenterCrop(resolution),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
 
 
 class ImageDataset(Dataset):

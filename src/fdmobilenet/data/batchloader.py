@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from .._utils import mix
 from .augment import center_boxes, crop_resize, normalize, random_flip, rrc_boxes
-from .data import BadImageError, Folder, load_image
-from .datasets import _mix
+from .folders import Folder
+from .images import BadImageError, load_image
 from .packed import PackedFolder
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -165,7 +166,7 @@ class BatchDecodeLoader:
             if not images:
                 yield None, None, None, bad
                 continue
-            gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, self.first_batch + k))
+            gen = torch.Generator().manual_seed(mix(self.seed, self.epoch, self.first_batch + k))
             kept = torch.tensor([idx[j] for j in keep], dtype=torch.long)
             yield self.transform(images, gen), labels[keep].to(self.device, non_blocking=True), kept, bad
 

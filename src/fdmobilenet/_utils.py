@@ -1,0 +1,114 @@
+"""Small helpers every layer uses; nothing here imports from the rest of the package.
+
+Atomic writes (a crash never leaves half a file), optional-dependency errors that name the
+extra to install, seed mixing (reproducible per-process/per-epoch streams), figure saving, and
+the machine description that every benchmark result carries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DEPLOY_HINT = 'pip install "fdmobilenet[deploy]"'
+OPENVINO_HINT = 'pip install "fdmobilenet[openvino]"'
+TRAIN_HINT = 'pip install "fdmobilenet[train]"'
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An optional package is missing; the message names the extra that provides it."""
+
+
+def require(module: str, purpose: str, hint: str = DEPLOY_HINT) -> Any:
+    """Import an optional dependency or raise a MissingDependencyError saying which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"{purpose} needs the '{module.split('.')[0]}' package, which is not installed ({e}). "
+            f"Install it with: {hint}"
+        ) from e
+
+
+def mix(*xs: int) -> int:
+    """A 63-bit seed from several integers (order matters), stable across processes and runs."""
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Render a matplotlib figure to PNG, write it atomically and free it."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, SIMD flags that decide which kernels run, core count and library versions."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_flags": [f for f in wanted if f in flags],
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
+    for mod in ("torch", "onnxruntime", "openvino", "onnx"):
+        try:
+            info[mod] = importlib.import_module(mod).__version__
+        except ImportError:
+            info[mod] = None
+    return info

@@ -1,0 +1,45 @@
+"""``compare``: the paper's experiment (budget-matched families, same recipe) on your data."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..compare import compare
+from ..models import FAMILIES
+from ._args import csv_floats
+
+
+def compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="DIR with train/ and val/, or class folders (see --val-split)")
+    p.add_argument("--budgets", type=csv_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets, e.g. 12,40,140")
+    p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
+    p.add_argument("--groups", type=int, default=3, help="ShuffleNet V1 group count")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=1, help="runs per cell (seeds 0..N-1)")
+    p.add_argument("--recipe", default="modern", help="paper | modern | FILE.yaml (same for every run)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    p.add_argument("--val-split", type=float, help="validation fraction for DIRs without val/")
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--in-memory", action="store_true", help="decode the dataset once into memory (small datasets)")
+    p.add_argument("--loader", choices=("auto", "pil", "gpu"), help="input pipeline (see `train --loader`)")
+    p.add_argument("--train-resolution", help="training crop size by epoch, e.g. 160,224@9 (see `train`)")
+    p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
+    p.add_argument("--out", default="runs/compare")
+
+
+def compare_run(a: argparse.Namespace) -> int:
+    overrides = {
+        k: getattr(a, k)
+        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution")
+        if getattr(a, k, None) is not None
+    }
+    if a.in_memory:
+        overrides["in_memory"] = True
+    families = [f.strip() for f in a.families.split(",") if f.strip()]
+    compare(
+        a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
+        a.pretrained_from, overrides,
+    )  # fmt: skip
+    return 0

@@ -1,0 +1,141 @@
+"""``export`` and ``bench``: deployment files checked against PyTorch, and their latency on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import bench
+from .._utils import machine_info, require
+from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, export_weights
+from ..models import list_models
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="a .safetensors file from `convert` or `train`")
+    p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
+    p.add_argument("-o", "--output", required=True, help="output file (.onnx, .pt for torchscript, .pt2)")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--resolution", type=int, help="input size (default: the weights')")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    p.add_argument("--int8", action="store_true", help="also quantize: static INT8, QDQ, per-channel weights")
+    p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")
+    p.add_argument("--calibration-size", type=int, default=200, help="images sampled from --calibration")
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="percentile",
+        help="activation ranges: percentile (default; clips rare outliers), minmax, entropy",
+    )
+    p.add_argument("--calibration-percentile", type=float, default=99.99, help="for --calibration-method percentile")
+    p.add_argument(
+        "--keep-float",
+        default="classifier",
+        help="layers left in float by --int8: classifier (default), stem,classifier, or none. A float stem "
+        "made OpenVINO INT8 1.36x slower on FD-MobileNet 0.5x; better on ONNX Runtime (docs/deployment.md)",
+    )
+    p.add_argument("--verify-data", help="photos to compare outputs on (default: --calibration)")
+    p.add_argument("--verify-size", type=int, default=32, help="how many --verify-data photos to compare on")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def export_run(a: argparse.Namespace) -> int:
+    keep_float = [] if a.keep_float.strip().lower() == "none" else [s.strip() for s in a.keep_float.split(",") if s]
+    reports = export_weights(
+        a.weights,
+        a.output,
+        model_name=a.model,
+        fmt=a.format,
+        resolution=a.resolution,
+        opset=a.opset,
+        int8=a.int8,
+        calibration=a.calibration,
+        calibration_size=a.calibration_size,
+        calibration_method=a.calibration_method,
+        calibration_percentile=a.calibration_percentile,
+        keep_float=keep_float,
+        verify_data=a.verify_data,
+        verify_size=a.verify_size,
+    )
+    if a.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=1))
+    else:
+        for r in reports:
+            print(r)
+    return 0
+
+
+# --- bench ----------------------------------------------------------------------------------------
+
+
+def bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models", help=f"comma-separated names, name@R for another resolution (default: {bench.DEFAULT_MODELS})"
+    )
+    p.add_argument(
+        "--backends",
+        help=f"comma-separated subset of {', '.join(bench.BACKENDS)} (default: {','.join(bench.DEFAULT_BACKENDS)}; "
+        "OpenVINO ones are dropped when it is not installed; ort-raw is plain InferenceSession.run, the baseline "
+        "the ort wrapper must match)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of every runtime")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--resolution", type=int, default=224, help="input size for models without @R")
+    p.add_argument("--runs", type=int, default=200, help="timed runs per model and backend (after warm-up)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed runs first")
+    p.add_argument("--calibration", help="photos to calibrate the int8 models with (default: random tensors)")
+    p.add_argument("--workdir", help="keep the exported .onnx files here (default: a temporary folder)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.add_argument("--plot", help="write latency vs MMACs to this PNG file")
+
+
+def _bench_specs(a: argparse.Namespace) -> list[tuple[str, int]]:
+    for flag, v, lo in (("--threads", a.threads, 1), ("--batch", a.batch, 1), ("--runs", a.runs, 1)):
+        if v < lo:
+            raise ValueError(f"{flag} must be >= {lo}, got {v}")
+    if a.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {a.warmup}")
+    models = a.models or ",".join(bench.DEFAULT_MODELS)
+    specs = [bench.parse_model_spec(s.strip(), a.resolution) for s in models.split(",") if s]
+    known = set(list_models())
+    for name, _ in specs:
+        if name not in known:
+            raise ValueError(f"--models: unknown model {name!r}; `fdmobilenet models` lists them")
+    return specs
+
+
+def bench_run(a: argparse.Namespace) -> int:
+    specs = _bench_specs(a)
+    backends = bench.select_backends(a.backends)
+    if any(b != "torch" and b != "torch-compile" for b in backends):
+        require("onnx", "exporting models for ONNX Runtime / OpenVINO")
+    if a.calibration and not Path(a.calibration).is_dir():
+        raise FileNotFoundError(f"--calibration folder {a.calibration} does not exist")
+    rows = bench.benchmark(specs, backends, a.threads, a.batch, a.runs, a.warmup, a.calibration, a.workdir)
+    info = machine_info()
+    if a.plot:
+        bench.plot(rows, a.plot, f"{info['cpu']}, {a.threads} thread(s), batch {a.batch}")
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(
+        f"# {info['cpu']} ({', '.join(info['cpu_flags'])}), {a.threads} thread(s), batch {a.batch}; "
+        f"torch {info['torch']}, onnxruntime {info['onnxruntime']}, openvino {info['openvino']}; {info['date']}"
+    )
+    print(
+        f"{'model':<22} {'res':>4} {'backend':<14} {'MMACs':>7} {'median ms':>10} {'p10':>8} {'p90':>8} "
+        f"{'img/s':>8} {'GMAC/s':>7} {'FD faster':>10}  vs FD"
+    )
+    for r in rows:
+        if r["median_ms"] is None:
+            print(f"{r['model']:<22} {r['resolution']:>4} {r['backend']:<14} {'-':>7} error: {r['error']}")
+            continue
+        print(
+            f"{r['model']:<22} {r['resolution']:>4} {r['backend']:<14} {r['macs'] / 1e6:>7.1f} {r['median_ms']:>10.3f} "
+            f"{r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['throughput_ips']:>8.0f} {r['gmacs_per_s']:>7.2f} "
+            f"{r.get('fd_speedup', float('nan')):>9.2f}x  {r.get('fd_reference', '')}"
+        )
+    return 0

@@ -1,0 +1,97 @@
+"""``models``, ``profile`` and ``convert``: what the registry holds, what each model costs, the authors' weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..complexity import profile
+from ..models import FAMILIES, convert, create_model, family_kwargs, list_models, solve_width
+from ._args import csv, csv_floats
+
+
+def models_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'fd_*'")
+    p.add_argument("--json", action="store_true", help="print JSON rows")
+
+
+def models_run(a: argparse.Namespace) -> int:
+    rows = []
+    for name in list_models(a.pattern):
+        if name in FAMILIES:
+            rows.append({"model": name, "macs": None, "params": None})
+            continue
+        p = profile(create_model(name), 224)
+        rows.append({"model": name, "macs": p.macs, "params": p.params})
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'model':<24} {'MMACs@224':>10} {'params':>11}")
+    for r in rows:
+        if r["macs"] is None:
+            print(f"{r['model']:<24} {'(width=)':>10} {'':>11}")
+        else:
+            print(f"{r['model']:<24} {r['macs'] / 1e6:>10.2f} {r['params']:>11,}")
+    return 0
+
+
+def profile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME", help="registered model names")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
+    p.add_argument("--layers", action="store_true", help="add a per-layer table")
+    p.add_argument("--mflops", type=csv_floats, help="budgets in M multiply-adds, e.g. 12,40,140: match each family")
+    p.add_argument("--families", type=csv, default=["fd_mobilenet", "mobilenet_v1", "shufflenet_v1"])
+    p.add_argument("--groups", type=int, default=3, help="ShuffleNet group count for --mflops")
+
+
+def profile_run(a: argparse.Namespace) -> int:
+    todo: list[tuple[str, dict]] = [(n, {}) for n in a.names]
+    if a.mflops:
+        for budget in a.mflops:
+            for fam in a.families:
+                extra = family_kwargs(fam, a.groups)
+                w = solve_width(fam, budget, resolution=a.resolution, **extra)
+                todo.append((fam, {"width": w, **extra, "budget": budget}))
+    if not todo:
+        raise ValueError("name at least one model (see `fdmobilenet models`) or give --mflops")
+    results = []
+    for name, kw in todo:
+        budget = kw.pop("budget", None)
+        p = profile(create_model(name, resolution=a.resolution, **kw), a.resolution, name=name)
+        d = p.as_dict(layers=a.layers)
+        d.update(kw)
+        if budget is not None:
+            d["budget_mflops"] = budget
+        results.append(d)
+    if a.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print(f"{'model':<24} {'width':>6} {'res':>4} {'MMACs':>9} {'params':>11} {'peak act':>10}")
+    for d in results:
+        width = f"{d['width']:.4g}" if "width" in d else ""
+        print(
+            f"{d['model']:<24} {width:>6} {d['resolution']:>4} {d['macs'] / 1e6:>9.2f} {d['params']:>11,} "
+            f"{d['peak_activation_bytes'] / 2**20:>8.2f}MiB"
+        )
+        if a.layers:
+            print(f"    {'layer':<34} {'type':<12} {'output':<18} {'MMACs':>8} {'params':>9}")
+            for layer in d["layers"]:
+                shape = "x".join(str(s) for s in layer["out_shape"][1:])
+                print(
+                    f"    {layer['name']:<34} {layer['kind']:<12} {shape:<18} "
+                    f"{layer['macs'] / 1e6:>8.3f} {layer['params']:>9,}"
+                )
+    return 0
+
+
+def convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="the authors' .pth.tar checkpoint (or any state_dict file)")
+    p.add_argument("dst", help="output .safetensors file")
+    p.add_argument("--model", help="registered model name (inferred from the weights if omitted)")
+
+
+def convert_run(a: argparse.Namespace) -> int:
+    meta = convert(a.src, a.dst, a.model)
+    print(f"wrote {a.dst}: {meta['model']}, {meta['num_classes']} classes, source {meta['source']}")
+    return 0

@@ -1,0 +1,68 @@
+"""``fdmobilenet train``: one flag per ``TrainConfig`` field, generated from the dataclass, so the
+command line, recipes and YAML files share one list of settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..models import read_pretrained
+from ..train import RECIPES, TrainConfig, load_recipe, make_config, train
+from ..train.config import FIELDS
+
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (only flags given on the command line override the recipe)."""
+    p.add_argument(
+        "--recipe",
+        help=f"{' | '.join(RECIPES)} | FILE.yaml (default: paper with --data, digits without)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    hints = typing.get_type_hints(TrainConfig)
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        default = "" if f.default is None else f" [default: {shown}]"
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f.metadata["help"] + default, "dest": name}
+        tp = hints[name]
+        if tp in (bool, bool | None):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is tuple:
+            kw.update(type=float, nargs=len(typing.get_args(tp)), metavar="X")
+        else:
+            kw["type"] = next(t for t in typing.get_args(tp) or (tp,) if t is not type(None))
+            if "choices" in f.metadata:
+                kw["choices"] = f.metadata["choices"]
+        p.add_argument(flag, **kw)
+    p.description = (
+        f"{p.description or ''}. Defaults shown are the paper's ImageNet recipe; --recipe replaces some of them, "
+        "and every flag given overrides both. The effective configuration is written to OUT/config.json."
+    )
+    p.epilog = "Many GPUs or nodes: torchrun --nproc_per_node N -m fdmobilenet.cli train ... (see docs/training.md)"
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
+    """(config, recipe name): defaults, then the recipe, then the flags given; on --resume the run's
+    saved config replaces defaults and recipe. ``--pretrained`` alone also picks the weights' model."""
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    recipe_name = "digits" if args.recipe is None and "data" not in given else args.recipe or "paper"
+    recipe = load_recipe(recipe_name)
+    saved = Path(given.get("out") or recipe.get("out") or TrainConfig.out) / "config.json"
+    if args.resume and saved.is_file():
+        base = json.loads(saved.read_text())
+        return make_config(given, make_config({k: v for k, v in base.items() if k != "recipe"})), base["recipe"]
+    if given.get("pretrained") and "model" not in given:
+        _, meta, model = read_pretrained(given["pretrained"])
+        given["model"] = model
+        for k, v in meta.get("model_kwargs", {}).items():
+            given.setdefault(k, v)
+    return make_config(given, make_config(recipe)), recipe_name
+
+
+def train_run(args: argparse.Namespace) -> int:
+    """Train; the exit code is the run's (0, 128 + signal after a checkpointed stop, 3 on divergence)."""
+    cfg, recipe = config_from_args(args)
+    return train(cfg, resume=args.resume, recipe=recipe).exit_code

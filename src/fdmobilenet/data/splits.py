@@ -1,0 +1,116 @@
+"""Train/val splits of ``--data``: DIR/train + DIR/val, or DIR/<class>/<images> split here with a
+seeded stratified split (recorded in split.json so a resumed run keeps it), or the output of
+``fdmobilenet prepare``; every layout ends in one ``FolderSplit``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .._utils import mix
+from .folders import Folder, scan_folder
+from .packed import PackedFolder, is_packed
+
+LAYOUT_HELP = (
+    "expected DIR/train/<class>/<images> and DIR/val/<class>/<images> (the ImageNet layout), "
+    "or DIR/<class>/<images> (a seeded validation split is then made with --val-split); "
+    "DIR, DIR/train or DIR/val may also be the output of `fdmobilenet prepare`"
+)
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, val): each class gives round(fraction * n) samples (at least one when it has two or more)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    train, val = [], []
+    for y in sorted(by_class):
+        idx = by_class[y]
+        order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(mix(seed, y))).tolist()
+        n_val = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
+        val += [idx[j] for j in order[:n_val]]
+        train += [idx[j] for j in order[n_val:]]
+    return sorted(train), sorted(val)
+
+
+@dataclass
+class FolderSplit:
+    train: Folder | PackedFolder
+    val: Folder | PackedFolder
+    description: str
+    record: dict | None  # the generated split (written to split.json), None for a train/val layout
+
+
+def _open(path: Path, classes: Sequence[str] | None = None) -> Folder | PackedFolder:
+    """An image folder, or shards written by ``fdmobilenet prepare`` (recognised by their meta.json)."""
+    if not is_packed(path):
+        return scan_folder(path, classes)
+    packed = PackedFolder.open(path)
+    if classes is not None and packed.classes != list(classes):
+        raise ValueError(
+            f"{path} was prepared with classes {packed.classes[:5]}... but the training data has {list(classes)[:5]}..."
+            "; prepare train/ and val/ from folders with the same class sub-folders"
+        )
+    return packed
+
+
+def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict | None = None) -> FolderSplit:
+    """The train and val image lists of ``data``; a folder of classes is split (stratified, seeded).
+
+    Any of ``data``, ``data/train`` and ``data/val`` may be a prepared (``fdmobilenet prepare``) folder.
+    ``recorded`` is a previous ``split.json`` (on resume): its validation files are used as they are.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root} does not exist; {LAYOUT_HELP}")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train = _open(root / "train")
+        try:
+            val = _open(root / "val", train.classes)
+        except ValueError as e:
+            raise ValueError(f"{root}/val does not match {root}/train: {e}") from None
+        return FolderSplit(train, val, f"{root}/train and {root}/val", None)
+    base = root / "train" if (root / "train").is_dir() else root
+    try:
+        folder = _open(base)
+    except ValueError as e:
+        raise ValueError(f"{e}; {LAYOUT_HELP}") from None
+    if isinstance(folder, PackedFolder):  # prepared data never changes: its row numbers name its images
+        rel, labels = [f"#{i}" for i in range(len(folder))], folder.labels.tolist()
+    else:
+        rel, labels = [str(p.relative_to(base)) for p, _ in folder.samples], [y for _, y in folder.samples]
+    if recorded is not None:
+        val_set = set(recorded["val"])
+        missing = val_set - set(rel)
+        if missing:
+            raise ValueError(
+                f"split.json lists {len(missing)} validation files no longer in {base}, e.g. {min(missing)}; "
+                "restore them or start a new run in another --out"
+            )
+        val_idx = [i for i, r in enumerate(rel) if r in val_set]
+        train_idx = [i for i, r in enumerate(rel) if r not in val_set]
+        val_split, seed = recorded["val_split"], recorded["seed"]
+    else:
+        train_idx, val_idx = stratified_split(labels, val_split, seed)
+    if not val_idx:
+        raise ValueError(f"{base} has too few images for a validation split; add images or a {root}/val folder")
+    record = {"root": str(base), "val_split": val_split, "seed": seed, "val": [rel[i] for i in val_idx]}
+
+    def pick(idx: list[int]) -> Folder | PackedFolder:
+        if isinstance(folder, PackedFolder):
+            return folder.subset(idx)
+        return Folder([folder.samples[i] for i in idx], folder.classes, base)
+
+    desc = f"{base} with a seeded stratified {val_split:.0%} validation split ({len(val_idx)} images)"
+    return FolderSplit(pick(train_idx), pick(val_idx), desc, record)
+
+
+def read_split(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,58 @@
+"""Deployment: BatchNorm-folded exports (ONNX fp32 / INT8 QDQ, TorchScript, pt2) with their metadata,
+the check of every export against PyTorch, and ``OnnxClassifier`` to run ONNX files on ONNX Runtime
+or OpenVINO. ``export_weights`` is what the ``export`` command runs. Re-exports only.
+
+Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, runtime -> pipeline.
+"""
+
+from .fold import fold_batchnorm
+from .metadata import complete_metadata, decode_metadata, encode_metadata, export_metadata, read_onnx_metadata
+from .onnx import (
+    CALIBRATION_METHODS,
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    ArrayCalibrationReader,
+    ImageCalibrationReader,
+    check_keep_float,
+    export_onnx,
+    float_node_names,
+    quantize_onnx,
+)
+from .pipeline import FORMATS, ExportReport, export_weights
+from .runtime import BACKENDS, OnnxClassifier
+from .samples import image_paths, load_batch
+from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
+from .verify import Agreement, check_float_agreement, float_tolerance, measure_agreement
+
+__all__ = [
+    "BACKENDS",
+    "CALIBRATION_METHODS",
+    "DEFAULT_OPSET",
+    "FORMATS",
+    "MIN_OPSET",
+    "Agreement",
+    "ArrayCalibrationReader",
+    "ExportReport",
+    "ImageCalibrationReader",
+    "OnnxClassifier",
+    "check_float_agreement",
+    "check_keep_float",
+    "complete_metadata",
+    "decode_metadata",
+    "encode_metadata",
+    "export_metadata",
+    "export_onnx",
+    "export_pt2",
+    "export_torchscript",
+    "export_weights",
+    "float_node_names",
+    "float_tolerance",
+    "fold_batchnorm",
+    "image_paths",
+    "load_batch",
+    "load_pt2",
+    "load_torchscript",
+    "measure_agreement",
+    "quantize_onnx",
+    "read_onnx_metadata",
+]

@@ -1,0 +1,210 @@
+"""Checkpoints: the weights (``TAG.safetensors``, with metadata, loadable on their own) plus everything
+else a run needs to continue exactly (``TAG.state.pt``: counters, optimizer, scaler, RNG states).
+
+The data order and the learning rate are pure functions of (seed, epoch, step), so the counters in
+``TrainState`` are all the position a resumed run needs. The two files are written so that a crash
+at any point leaves a matching pair (``write_checkpoint``, ``recover``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._utils import atomic_write_bytes
+from ..preprocess import Preprocess
+from ..weights import read_weights, save_weights
+from .config import TrainConfig
+from .distributed import Dist
+from .optim import Parts, lr_at, model_kwargs
+
+STATE_VERSION = 1  # of the state file's layout; a run written by another version is not resumed
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: the position to continue from and the running sums of the current epoch."""
+
+    epoch: int = 0  # 0-based epoch being trained (== epochs done)
+    step_in_epoch: int = 0  # optimizer steps done in that epoch
+    step: int = 0  # optimizer steps done in the run
+    steps_per_epoch: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    loss_sum: float = 0.0  # of this epoch's steps, so far
+    loss_n: float = 0.0
+    bad_count: float = 0.0
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch, NumPy, Python (and CUDA) generators, as tensors and tuples ``weights_only`` loads."""
+    np_state = np.random.get_state()
+    st: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` saved."""
+    torch.set_rng_state(st["torch"])
+    n = st["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def recover(out: Path, tag: str) -> None:
+    """Finish or discard a checkpoint interrupted between its two files (see ``write_checkpoint``)."""
+    pending, state_path = out / f"{tag}.safetensors.next", out / f"{tag}.state.pt"
+    if not pending.exists():
+        return
+    try:
+        step = read_weights(pending)[1].get("step")
+        done = state_path.is_file() and torch.load(state_path, weights_only=True)["step"] == step
+    except (ValueError, OSError, RuntimeError, KeyError):
+        done = False
+    if done:
+        os.replace(pending, out / f"{tag}.safetensors")
+    else:
+        pending.unlink()
+
+
+def write_checkpoint(out: Path, tag: str, weights: dict[str, torch.Tensor], meta: dict, state: dict) -> None:
+    """Weights to ``TAG.safetensors.next``, then the state file (the commit), then the rename.
+
+    Each file is written atomically (temporary file, fsync, rename); a crash at any point leaves a
+    matching weights/state pair, repaired by ``recover`` on resume.
+    """
+    save_weights(weights, out / f"{tag}.safetensors.next", meta)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(out / f"{tag}.state.pt", buf.getvalue())
+    os.replace(out / f"{tag}.safetensors.next", out / f"{tag}.safetensors")
+    with contextlib.suppress(OSError):  # make the rename durable where directories can be fsynced
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def weights_meta(
+    cfg: TrainConfig, recipe: str, classes: list[str], state: TrainState, ema: bool, val_top1: float | None = None
+) -> dict[str, Any]:
+    """The metadata of a checkpoint's weights: enough to rebuild, preprocess for and label the model."""
+    pre = Preprocess(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std).to_meta()
+    meta = {
+        "model": cfg.model,
+        "num_classes": len(classes),
+        "model_kwargs": model_kwargs(cfg),
+        "resolution": pre.pop("resolution"),
+        "class_names": classes,
+        **pre,  # mean, std, crop_pct, interpolation
+        "source": f"fdmobilenet train ({recipe})",
+        "epoch": state.epoch,
+        "step": state.step,
+        "ema": ema,
+    }
+    if val_top1 is not None:
+        meta["val_top1"] = round(val_top1, 4)
+    return meta
+
+
+def save_checkpoint(
+    out: Path,
+    tag: str,
+    cfg: TrainConfig,
+    recipe: str,
+    classes: list[str],
+    state: TrainState,
+    parts: Parts,
+    val_top1: float | None = None,
+) -> None:
+    """Write checkpoint ``tag`` (``last`` or ``best``): the EMA weights when there is an EMA, with the
+    raw model in the state file so training continues from it."""
+    meta = weights_meta(cfg, recipe, classes, state, parts.ema is not None, val_top1)
+    st = {
+        "version": STATE_VERSION,
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "step": state.step,
+        "steps_per_epoch": state.steps_per_epoch,
+        "best_top1": state.best_top1,
+        "best_epoch": state.best_epoch,
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": {"step": state.step, "lr": lr_at(cfg, state.step, state.steps_per_epoch)},
+        "scaler": parts.scaler.state_dict(),
+        "rng": rng_state(),
+        "epoch_loss_sum": state.loss_sum,
+        "epoch_loss_n": state.loss_n,
+        "epoch_bad": state.bad_count,
+    }
+    if parts.ema is not None:
+        st["model"] = {k: v.detach().cpu() for k, v in parts.model.state_dict().items()}
+        st["ema_n"] = int(parts.ema.n_averaged)
+    src = parts.ema.module if parts.ema is not None else parts.model
+    write_checkpoint(out, tag, src.state_dict(), meta, st)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A state file, refused when another version of the layout wrote it."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("version") != STATE_VERSION:
+        raise ValueError(f"{path} was written by an incompatible version; start a new run in another --out")
+    return ckpt
+
+
+def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int) -> TrainState:
+    """Load the ``last`` checkpoint of ``out`` into ``parts`` and the global RNGs; return its position."""
+    weights = read_weights(out / "last.safetensors")[0]
+    parts.model.load_state_dict(ckpt["model"] if parts.ema is not None else weights)
+    if parts.ema is not None:
+        parts.ema.module.load_state_dict(weights)
+        parts.ema.n_averaged.fill_(int(ckpt["ema_n"]))
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    parts.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    if steps_per_epoch != ckpt["steps_per_epoch"]:
+        raise ValueError(
+            f"the checkpoint has {ckpt['steps_per_epoch']} steps per epoch but this run has {steps_per_epoch} "
+            "(was --batch-size or the data changed?); resume with the original settings"
+        )
+    return TrainState(
+        ckpt["epoch"], ckpt["step_in_epoch"], ckpt["step"], steps_per_epoch, ckpt["best_top1"], ckpt["best_epoch"],
+        ckpt["epoch_loss_sum"], ckpt["epoch_loss_n"], ckpt["epoch_bad"],
+    )  # fmt: skip
+
+
+def open_out(out: Path, resume: bool, dist: Dist, log: Callable[..., None]) -> dict[str, Any] | None:
+    """Create ``out`` (finishing any half-written checkpoint); its last state when resuming.
+
+    A folder that already holds a run is never trained over without ``resume``.
+    """
+    state_path = out / "last.state.pt"
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        for tag in ("last", "best"):
+            recover(out, tag)
+    dist.barrier()
+    if state_path.is_file():
+        if not resume:
+            raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        return load_state(state_path)
+    if resume:
+        log(f"no checkpoint in {out}: starting a new run")
+    return None

@@ -1,0 +1,396 @@
+"""The training loop of one process: ``train(cfg)`` sets a run up (from scratch or from its last
+checkpoint), then alternates ``train_one_epoch`` (optimizer steps, signal and NaN checks, step
+checkpoints) and ``end_epoch`` (bad-file accounting, validation, metrics, checkpoints).
+
+A run ends in one of four ways: all epochs done (exit 0), a SIGTERM/SIGINT (checkpoint at the next
+step boundary, exit 128 + signal), a NaN/inf loss or weights (``Diverged``, exit ``EXIT_DIVERGED``,
+the last good checkpoint kept), or an error. The global RNGs are used in a fixed order (seeding,
+model init, EMA, loaders, steps), which is what lets a resumed run end with the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .._utils import atomic_write_bytes
+from ..evaluate import evaluate_loader
+from .checkpoint import TrainState, open_out, restore, save_checkpoint
+from .config import EXIT_DIVERGED, TrainConfig, train_resolution_at
+from .distributed import Dist, init_distributed
+from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
+from .optim import Parts, build_parts, lr_at, peak_lr, set_train_mode
+from .outputs import TB_SCALARS, append_metrics, plot_curves, tensorboard, truncate_metrics
+
+
+class Diverged(RuntimeError):
+    """The loss or the weights became NaN/inf."""
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: 0 (done), 128 + signal (stopped, resumable) or ``EXIT_DIVERGED``."""
+
+    exit_code: int
+    best_top1: float | None = None
+    best_epoch: int | None = None
+    out: Path | None = None
+    epochs_done: int = 0
+
+
+class Stop:
+    """Remembers SIGTERM/SIGINT so the loop can checkpoint at the next step boundary, then exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Stop:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Run:
+    """Everything one process of a run holds; ``TrainState`` holds where it stands."""
+
+    cfg: TrainConfig
+    recipe: str
+    dist: Dist
+    stop: Stop
+    log: Callable[..., None]
+    out: Path
+    data: Data
+    loaders: Loaders
+    parts: Parts  # raw model, EMA, optimizer, scaler: what checkpoints save
+    model: nn.Module  # what a step calls: the raw model, DDP-wrapped and/or compiled
+    ddp_model: nn.Module  # the raw model or its DDP wrapper (for no_sync)
+    trainable: list[nn.Parameter]
+    criterion: nn.Module
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    micro: int  # images per forward pass in this process
+    start_epoch: int  # the epoch this process started (or resumed) in
+    tb: Any  # TensorBoard writer (main process, when installed) or None
+
+
+@dataclass
+class EpochStats:
+    """What ``end_epoch`` needs from the training half of an epoch."""
+
+    t0: float  # when the epoch started
+    img_s: float  # training throughput of this process
+    bad: list[tuple[str, str]]  # (file, reason) skipped by this process
+
+
+def train(cfg: TrainConfig, resume: bool = False, recipe: str = "paper") -> TrainResult:
+    """Train ``cfg``; on ``resume`` continue the run in ``cfg.out``. Returns the exit code and best top-1."""
+    dist = init_distributed(cfg)
+    was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        with Stop() as stop:
+            run, state = _setup(cfg, resume, recipe, dist, stop)
+            return _fit(run, state)
+    except Diverged as e:
+        if dist.main:
+            print(f"fdmobilenet train: error: {e}", file=sys.stderr)
+        return TrainResult(EXIT_DIVERGED, out=Path(cfg.out))
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _seed_everything(cfg: TrainConfig, dist: Dist) -> None:
+    """Kernel determinism as asked, then the global seeds the model initialisation draws from."""
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+
+
+def _batch_layout(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, images per forward pass in one process)."""
+    steps_per_epoch = n_train // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{n_train} training images make less than one global batch of {cfg.batch_size}; lower --batch-size"
+        )
+    per_rank = cfg.batch_size // world
+    if cfg.batch_size % world or per_rank % cfg.accum_steps:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} must divide into {world} process(es) x {cfg.accum_steps} accumulation steps"
+        )
+    return steps_per_epoch, per_rank // cfg.accum_steps
+
+
+def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) -> tuple[Run, TrainState]:
+    """Everything before the first step, in the order the exact-resume guarantee depends on."""
+    log = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
+    out = Path(cfg.out)
+    ckpt = open_out(out, resume, dist, log)
+    _seed_everything(cfg, dist)
+    data = build_data(cfg, out, dist, log)
+    kind = loader_kind(cfg, data, dist)
+    steps_per_epoch, micro = _batch_layout(cfg, data.n_train, dist.world)
+    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
+    lr0 = lr_at(cfg, 0, steps_per_epoch)
+    parts = build_parts(cfg, data.classes, log, dist.device, channels_last, lr0, amp, pretrained=ckpt is None)
+    state = TrainState(steps_per_epoch=steps_per_epoch)
+    if ckpt is not None:
+        state = restore(ckpt, out, parts, steps_per_epoch)
+        truncate_metrics(out / "metrics.jsonl", state.epoch)
+        at = f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch} (global step {state.step})"
+        log(f"resumed {out} at {at}")
+    model = ddp_model = parts.model
+    if dist.world > 1:
+        ddp_model = model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
+    if cfg.compile:  # after DDP, as PyTorch recommends, so compiled graphs break at gradient buckets
+        model = torch.compile(model)
+    if dist.main:
+        atomic_write_bytes(out / "config.json", json.dumps({"recipe": recipe, **asdict(cfg)}, indent=1).encode())
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    log(
+        f"training {cfg.model} ({n_params / 1e6:.2f}M parameters, {len(data.classes)} classes) on {data.description}\n"
+        f"  recipe {recipe}; {cfg.epochs} epochs x {steps_per_epoch} steps; global batch {cfg.batch_size} "
+        f"({dist.world} process(es) x {cfg.accum_steps} x {micro}); peak lr {peak_lr(cfg):.4g}; "
+        f"{dist.device.type}{', ' + amp if amp_dtype else ''}; {kind} input pipeline; output in {out}"
+    )
+    tb = tensorboard(out) if dist.main else None
+    loaders = make_loaders(cfg, data, dist, kind, micro)
+    trainable = [p for p in parts.model.parameters() if p.requires_grad]
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    run = Run(
+        cfg=cfg, recipe=recipe, dist=dist, stop=stop, log=log, out=out, data=data, loaders=loaders, parts=parts,
+        model=model, ddp_model=ddp_model, trainable=trainable, criterion=criterion, amp_dtype=amp_dtype,
+        channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
+    )  # fmt: skip
+    return run, state
+
+
+def _fit(run: Run, state: TrainState) -> TrainResult:
+    """The epochs from where ``state`` stands to the end, or to a signal."""
+    cfg = run.cfg
+    for epoch in range(run.start_epoch, cfg.epochs):
+        stats = train_one_epoch(run, state, epoch)
+        if stats is None:
+            return _interrupted(run, state)
+        end_epoch(run, state, epoch, stats)
+        if run.dist.all_reduce([float(run.stop.signum is not None)], "max")[0] and epoch + 1 < cfg.epochs:
+            return _interrupted(run, state, written=True)
+    if run.tb is not None:
+        run.tb.close()
+    if run.dist.main:
+        plot_curves(run.out)
+        if run.start_epoch >= cfg.epochs:
+            run.log(f"{run.out} had already finished its {cfg.epochs} epochs")
+        run.log(
+            f"done: best val top-1 {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
+            f"checkpoint {run.out / 'best.safetensors'}"
+        )
+    return TrainResult(0, state.best_top1, state.best_epoch, run.out, cfg.epochs)
+
+
+def train_one_epoch(run: Run, state: TrainState, epoch: int) -> EpochStats | None:
+    """The optimizer steps of ``epoch`` from ``state.step_in_epoch`` on; None when a signal stopped it."""
+    cfg, dist = run.cfg, run.dist
+    t0 = time.time()
+    res = train_resolution_at(cfg, epoch)
+    if res != train_resolution_at(cfg, max(epoch - 1, 0)) or (epoch == run.start_epoch and res != cfg.resolution):
+        run.log(f"epoch {epoch + 1}: training at {res} px (evaluation at {cfg.resolution} px)")
+    loader = run.loaders.train(epoch, state.step_in_epoch)
+    set_train_mode(run.parts.model, cfg.freeze_backbone)
+    bad: list[tuple[str, str]] = []
+    bar = tqdm(
+        total=state.steps_per_epoch,
+        initial=state.step_in_epoch,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="step",
+        disable=None if dist.main else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    seen, t_imgs = 0.0, time.time()
+    with contextlib.closing(bar):
+        for s in range(state.step_in_epoch, state.steps_per_epoch):
+            batches = [next(loader) for _ in range(cfg.accum_steps)]
+            for _, _, _, skipped in batches:
+                bad += [(run.data.train_name(i), r) for i, r in skipped]
+            empty = any(b[0] is None for b in batches)
+            empty_any, stop_any = dist.all_reduce([float(empty), float(run.stop.signum is not None)], "max")
+            if stop_any:
+                return None
+            if not empty_any:
+                g_loss, g_n, lr = _optimizer_step(run, state, batches, epoch)
+                state.loss_sum += g_loss
+                state.loss_n += g_n
+                seen += g_n
+                bar.set_postfix(
+                    loss=f"{g_loss / max(g_n, 1):.3f}", img_s=f"{seen / (time.time() - t_imgs):.0f}", lr=f"{lr:.3g}"
+                )
+            state.step += 1
+            state.step_in_epoch += 1
+            bar.update(1)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and s + 1 < state.steps_per_epoch:
+                checkpoint(run, state, "last")
+    return EpochStats(t0, seen / max(time.time() - t_imgs, 1e-9), bad)
+
+
+def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int) -> tuple[float, float, float]:
+    """One optimizer step over ``accum_steps`` micro-batches; (global loss sum, global images, lr)."""
+    cfg, dist, parts = run.cfg, run.dist, run.parts
+    lr = lr_at(cfg, state.step, state.steps_per_epoch)
+    for g in parts.optimizer.param_groups:
+        g["lr"] = lr
+    parts.optimizer.zero_grad(set_to_none=True)
+    step_loss = step_n = 0.0
+    for j, (x, y, _, _) in enumerate(batches):
+        x = x.to(dist.device, non_blocking=True)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(dist.device, non_blocking=True)
+        sync = dist.world == 1 or j == cfg.accum_steps - 1
+        with (
+            contextlib.nullcontext() if sync else run.ddp_model.no_sync(),
+            torch.autocast(dist.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None),
+        ):
+            loss = run.criterion(run.model(x), y)
+            parts.scaler.scale(loss / cfg.accum_steps).backward()
+        step_loss += float(loss.detach()) * len(y)
+        step_n += len(y)
+    parts.scaler.unscale_(parts.optimizer)
+    gnorm = float(nn.utils.clip_grad_norm_(run.trainable, cfg.clip_grad or float("inf")))
+    g_loss, g_n, nonfinite = dist.all_reduce(
+        [step_loss, step_n, float(not (math.isfinite(step_loss) and math.isfinite(gnorm)))]
+    )
+    if nonfinite:
+        raise Diverged(
+            f"loss {g_loss / max(g_n, 1):.4g} / gradient norm {gnorm:.4g} is not finite at epoch "
+            f"{epoch + 1}, global step {state.step} (lr {lr:.4g}); stopped. The last good checkpoint "
+            f"{run.out / 'last.safetensors'} was kept. Lower --lr (or use --clip-grad), check the data, "
+            "and --resume."
+        )
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    if parts.ema is not None:
+        parts.ema.update_parameters(parts.model)
+    return g_loss, g_n, lr
+
+
+def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> None:
+    """Count bad files over processes, validate, log a metrics row, write ``last`` (and ``best``)."""
+    cfg, dist, out = run.cfg, run.dist, run.out
+    _record_bad(run, state, epoch, stats.bad)
+    eval_model = run.parts.ema.module if run.parts.ema is not None else run.parts.model
+    r = evaluate_loader(eval_model, run.loaders.val, run.data.val_source, dist.device)
+    c1, c5, nv, nbad = dist.all_reduce([r.top1 * r.n / 100, r.top5 * r.n / 100, r.n, len(r.bad)])
+    top1, top5 = 100 * c1 / nv, 100 * c5 / nv
+    train_loss = state.loss_sum / max(state.loss_n, 1)
+    lr_now = lr_at(cfg, max(state.step - 1, 0), state.steps_per_epoch)
+    is_best = top1 > state.best_top1
+    if is_best:
+        state.best_top1, state.best_epoch = top1, epoch
+    row = {
+        "epoch": epoch + 1,
+        "step": state.step,
+        "train_loss": round(train_loss, 5),
+        "val_top1": round(top1, 4),
+        "val_top5": round(top5, 4),
+        "lr": lr_now,
+        "time_s": round(time.time() - stats.t0, 2),
+        "img_s": round(stats.img_s, 1),
+        "images": int(state.loss_n),  # trained on in this epoch (unreadable ones excluded)
+        "bad_skipped": int(state.bad_count),
+        "val_bad": int(nbad),
+    }
+    if dist.main:
+        append_metrics(out, row)
+        if run.tb is not None:
+            for k in TB_SCALARS:
+                run.tb.add_scalar(k, row[k], epoch + 1)
+    extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
+    extra = (extra if state.bad_count else "") + (f"  ({int(nbad)} unreadable val image(s))" if nbad else "")
+    run.log(
+        f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  val top-1 {top1:6.2f}%  "
+        f"top-5 {top5:6.2f}%  lr {lr_now:.4g}  {row['time_s']:.1f}s  {row['img_s']:.0f} img/s{extra}"
+    )
+    state.loss_sum = state.loss_n = state.bad_count = 0.0
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    checkpoint(run, state, "last", top1)
+    if is_best:
+        checkpoint(run, state, "best", top1)
+
+
+def _record_bad(run: Run, state: TrainState, epoch: int, bad: list[tuple[str, str]]) -> None:
+    """Add every process's skipped training files to the count and to ``bad_images.txt``."""
+    if run.dist.world > 1:
+        gathered: list[Any] = [None] * run.dist.world
+        torch.distributed.all_gather_object(gathered, bad)
+        bad = [b for part in gathered for b in part]
+    state.bad_count += len(bad)
+    if bad and run.dist.main:
+        with open(run.out / "bad_images.txt", "a") as f:
+            f.writelines(f"epoch {epoch + 1}\t{p}\t{r}\n" for p, r in bad)
+
+
+def checkpoint(run: Run, state: TrainState, tag: str, val_top1: float | None = None) -> None:
+    """Write checkpoint ``tag`` at ``state`` (main process), unless the weights are no longer finite."""
+    # every rank checks (the weights are identical), so all stop together on a NaN
+    if not all(torch.isfinite(p).all() for p in run.parts.model.parameters()):
+        raise Diverged(
+            f"the weights became NaN/inf at epoch {state.epoch + 1}, global step {state.step}; the last good "
+            f"checkpoint {run.out / 'last.safetensors'} was kept. Lower --lr (or use --clip-grad) and --resume."
+        )
+    if run.dist.main:
+        save_checkpoint(run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1)
+
+
+def _interrupted(run: Run, state: TrainState, written: bool = False) -> TrainResult:
+    """A signal arrived: make sure ``last`` holds this position, then exit 128 + signal."""
+    if not written:
+        checkpoint(run, state, "last")
+    signum = run.stop.signum or signal.SIGTERM
+    run.log(
+        f"caught {signal.Signals(signum).name}: checkpoint written at epoch {state.epoch + 1}, "
+        f"step {state.step_in_epoch}; continue with --resume"
+    )
+    return TrainResult(128 + int(signum), state.best_top1, state.best_epoch, run.out, state.epoch)

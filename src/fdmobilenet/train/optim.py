@@ -1,0 +1,123 @@
+"""The network being trained, its optimizer and its learning-rate schedule.
+
+The learning rate is a pure function of the optimizer step (``lr_at``), so a checkpoint only needs
+the step to continue the schedule exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..models import create_model
+from ..weights import load_weights, read_weights
+from .config import TrainConfig
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The architecture settings beyond the name (written to the weights, so they rebuild the model)."""
+    return {k: v for k, v in (("width", cfg.width), ("groups", cfg.groups)) if v is not None}
+
+
+def build_model(
+    cfg: TrainConfig, classes: list[str], log: Callable[..., None], load_pretrained: bool = True
+) -> nn.Module:
+    """``cfg.model`` for ``classes``, from ``--pretrained`` weights unless a checkpoint will replace them.
+
+    The pretrained classifier is kept only when it was trained on the same classes.
+    """
+    kw = model_kwargs(cfg)
+    if cfg.dropout:
+        kw["dropout"] = cfg.dropout
+    model = create_model(cfg.model, num_classes=len(classes), resolution=cfg.resolution, **kw)
+    if cfg.pretrained and load_pretrained:
+        sd, meta = read_weights(cfg.pretrained)  # the classifier's key is the same in the authors' files
+        same_head = sd.get("classifier.weight", torch.empty(0)).shape[:1] == (len(classes),)
+        same_names = meta.get("class_names") in (None, classes)
+        load_weights(model, cfg.pretrained, strict_classifier=False)
+        if same_head and same_names:
+            log(f"loaded {cfg.pretrained} (classifier included)")
+        else:
+            model.reset_classifier(len(classes))
+            log(f"loaded {cfg.pretrained}; classifier re-initialised for {len(classes)} classes")
+    if cfg.freeze_backbone:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("classifier."))
+    return model
+
+
+@dataclass
+class Parts:
+    """What training updates, and what a checkpoint saves besides the counters."""
+
+    model: nn.Module  # the raw model (not DDP-wrapped or compiled)
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+def build_parts(
+    cfg: TrainConfig,
+    classes: list[str],
+    log: Callable[..., None],
+    device: torch.device,
+    channels_last: bool,
+    lr: float,
+    amp: str,
+    pretrained: bool = True,
+) -> Parts:
+    """The model on ``device`` (initialised from the global RNG), its EMA, the optimizer and the scaler."""
+    model = build_model(cfg, classes, log, load_pretrained=pretrained)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    optimizer = build_optimizer(cfg, model, lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    return Parts(model, ema, optimizer, scaler)
+
+
+def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
+    """``model.train()``, except that a frozen backbone's BatchNorm keeps its (pretrained) statistics."""
+    model.train()
+    if freeze_backbone:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """SGD over the trainable parameters; without --wd-bn-bias, 1-d tensors get no weight decay."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not cfg.wd_bn_bias:
+        groups = [
+            {"params": [p for _, p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+            {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    else:
+        groups = [{"params": [p for _, p in params], "weight_decay": cfg.weight_decay}]
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def peak_lr(cfg: TrainConfig) -> float:
+    """--lr scaled linearly from --lr-base-batch to the global batch (Goyal et al., 2017)."""
+    return cfg.lr * cfg.batch_size / cfg.lr_base_batch
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then step or cosine decay."""
+    peak = peak_lr(cfg)
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return peak * (step + 1) / warm
+    if cfg.schedule == "step":
+        return peak * cfg.lr_gamma ** (step // (cfg.lr_step_epochs * steps_per_epoch))
+    total = cfg.epochs * steps_per_epoch
+    t = (step - warm) / max(1, total - warm)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))

@@ -1,0 +1,59 @@
+"""What a run leaves for people besides checkpoints: ``metrics.jsonl`` (one row per epoch), TensorBoard
+scalars (when TensorBoard is installed) and ``curves.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .._utils import atomic_write_bytes, pyplot, save_figure
+
+TB_SCALARS = ("train_loss", "val_top1", "val_top5", "lr", "img_s")
+
+
+def append_metrics(out: Path, row: dict[str, Any]) -> None:
+    """Add one epoch's row to ``metrics.jsonl``."""
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop metric rows of epochs a resumed run is about to redo."""
+    if not path.is_file():
+        return
+    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
+    atomic_write_bytes(path, "".join(r + "\n" for r in rows).encode())
+
+
+def tensorboard(out: Path) -> Any:
+    """A SummaryWriter on ``out/tensorboard``, or None when TensorBoard is not installed (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def plot_curves(out: Path) -> None:
+    """``curves.png``: training loss and validation top-1/top-5 per epoch."""
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return
+    plt = pyplot()
+    if plt is None:
+        print("(matplotlib is not installed: no curves.png; pip install 'fdmobilenet[train]')")
+        return
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["train_loss"] for r in rows], marker=".")
+    a.set(xlabel="epoch", ylabel="train loss", title="loss")
+    b.plot(ep, [r["val_top1"] for r in rows], marker=".", label="top-1")
+    b.plot(ep, [r["val_top5"] for r in rows], marker=".", label="top-5")
+    b.set(xlabel="epoch", ylabel="val accuracy (%)", title="validation accuracy")
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, out / "curves.png", dpi=100)
