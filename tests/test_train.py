@@ -20,6 +20,7 @@ import torch
 from fdmobilenet.cli import build_parser, main
 from fdmobilenet.cli.train import config_from_args
 from fdmobilenet.train import lr_at, make_config, peak_lr
+from fdmobilenet.train.config import for_data
 from fdmobilenet.weights import read_weights
 from helpers import (
     RESUME_ARGS,
@@ -41,8 +42,10 @@ from helpers import shared_path as shared
 def test_recipes_and_overrides(tmp_path: Path) -> None:
     """The paper recipe's numbers, the flag > recipe > default order, YAML recipes and their errors."""
     parse = lambda *a: config_from_args(build_parser("train").parse_args(["train", *a]))
-    paper, name = parse("--data", "x")
-    assert name == "paper"
+    paper, name = parse("--data", "x", "--recipe", "paper")
+    assert name == "paper" and paper.batch_size is None  # chosen from the data: ImageNet gets the paper's 256
+    paper, note = for_data(paper, 1_281_167)
+    assert note is None or "256" in note
     assert (paper.epochs, paper.batch_size, paper.lr, paper.momentum, paper.nesterov, paper.weight_decay) == (
         120, 256, 0.1, 0.9, True, 4e-5,
     )  # fmt: skip
@@ -55,7 +58,9 @@ def test_recipes_and_overrides(tmp_path: Path) -> None:
     modern, _ = parse("--data", "x", "--recipe", "modern", "--epochs", "7", "--batch-size", "512")
     assert modern.schedule == "cosine" and modern.label_smoothing == 0.1 and modern.ema_decay > 0
     assert modern.epochs == 7 and peak_lr(modern) == pytest.approx(0.2)  # lr scaled with the global batch
-    assert lr_at(modern, 0, 100) < lr_at(modern, 499, 100) == pytest.approx(0.2)  # warm-up
+    # 5 warm-up epochs, capped at a tenth of this 7-epoch run: 70 steps
+    assert lr_at(modern, 0, 100) < lr_at(modern, 69, 100) == pytest.approx(0.2)
+    assert lr_at(modern, 71, 100) < 0.2  # cosine from step 70 on
     assert lr_at(modern, 7 * 100 - 1, 100) < 1e-3  # cosine to ~0
 
     digits, name = parse()
@@ -95,7 +100,7 @@ def test_cifar_subset_learns_and_checkpoints_serve_eval_and_predict(tmp_path: Pa
     per_class = {c: sum(v.startswith(c + "/") for v in split["val"]) for c in os.listdir(data)}
     assert set(per_class.values()) == {50}  # stratified: 25% of each class
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["recipe"] == "paper" and cfg["epochs"] == 5 and cfg["momentum"] == 0.9
+    assert cfg["recipe"] == "small" and cfg["epochs"] == 5 and cfg["momentum"] == 0.9  # auto: 600 images
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = read_weights(out / "best.safetensors")[1]
     assert meta["class_names"] == sorted(os.listdir(data)) and meta["val_top1"] == best

@@ -67,7 +67,8 @@ class Case:
 
 
 def parse_model_spec(spec: str, default_resolution: int) -> tuple[str, int]:
-    """``name`` or ``name@R`` (e.g. ``mobilenet_v1_025@160``)."""
+    """``name`` or ``name@R`` (e.g. ``mobilenet_v1_025@160``); ``family:MFLOPS`` is a bare family at the width
+    that meets the budget (e.g. ``mobilenet_v3_small:40``)."""
     name, _, res = spec.partition("@")
     if res and not res.isdigit():
         raise ValueError(f"--models entry {spec!r}: the part after @ must be a resolution in pixels, e.g. {name}@160")
@@ -92,11 +93,13 @@ def build_cases(
     cases = []
     for name, res in specs:
         torch.manual_seed(0)
-        model = create_model(name, resolution=res).eval()
+        family, _, budget = name.partition(":")
+        model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
         prof = profile(model, res)
         tag = f"{name}@{res}"
-        fp32 = workdir / f"{name}_{res}.onnx"
-        int8 = workdir / f"{name}_{res}.int8.onnx"
+        stem = name.replace(":", "-")
+        fp32 = workdir / f"{stem}_{res}.onnx"
+        int8 = workdir / f"{stem}_{res}.int8.onnx"
         if any(b.startswith(("ort", "openvino")) for b in backends):
             export_onnx(model, fp32, {"model": name}, res)
         if any(b.endswith("int8") for b in backends):
@@ -165,7 +168,7 @@ def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, ba
     for i, c in enumerate(cases):
         row: dict[str, Any] = {
             "model": c.model,
-            "family": model_family(c.model),
+            "family": model_family(c.model.partition(":")[0]),
             "backend": c.backend,
             "threads": threads,
             "batch": batch,

@@ -188,7 +188,7 @@ def compare(
     resolution: int = 224,
     epochs: int = 10,
     seeds: int = 1,
-    recipe: str = "modern",
+    recipe: str = "auto",
     groups: int = 3,
     pretrained_from: str | None = None,
     overrides: dict[str, Any] | None = None,
@@ -197,6 +197,9 @@ def compare(
     """Train every (family, budget, seed) and write the reports; returns the summary rows."""
     out = Path(out)
     jobs = plan(budgets, families, resolution, seeds, groups, pretrained_from)
+    if recipe == "auto":
+        recipe, why = training.choose_recipe(data, (overrides or {}).get("val_split", training.TrainConfig.val_split))
+        log(f"[compare] recipe {recipe} (auto: {why})")
     base = {"data": data, "resolution": resolution, "epochs": epochs, **(overrides or {})}
     log(f"[compare] {len(jobs)} runs: {', '.join(j.name for j in jobs)}")
     rows = [_run_one(j, base, recipe, out, groups, log) for j in jobs]

@@ -63,7 +63,7 @@ def evaluate_loader(
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(loader, desc="eval", unit="batch", leave=False)
+        it = tqdm(loader, desc="eval", unit="batch", leave=False, disable=None)
     for imgs, labels, _, bad_items in it:
         bad += [(folder.name(i) if folder is not None else f"#{i}", reason) for i, reason in bad_items]
         if imgs is None:

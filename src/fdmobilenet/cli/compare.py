@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 
 from ..compare import compare
-from ..models import FAMILIES
+from ..models import PAPER_FAMILIES
 from ._args import csv_floats
 
 
 def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="DIR with train/ and val/, or class folders (see --val-split)")
     p.add_argument("--budgets", type=csv_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets, e.g. 12,40,140")
-    p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
+    p.add_argument("--families", default=",".join(PAPER_FAMILIES), help="comma-separated families")
     p.add_argument("--groups", type=int, default=3, help="ShuffleNet V1 group count")
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, default=1, help="runs per cell (seeds 0..N-1)")
-    p.add_argument("--recipe", default="modern", help="paper | modern | FILE.yaml (same for every run)")
-    p.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    p.add_argument("--recipe", default="auto", help="auto | paper | small | modern | FILE.yaml (see `train`)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: chosen from the data)")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     p.add_argument("--val-split", type=float, help="validation fraction for DIRs without val/")
     p.add_argument("--workers", type=int, help="data-loading processes")

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import bench
 from .._utils import machine_info, require
 from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, export_weights
-from ..models import list_models
+from ..models import FAMILIES, list_models
 
 # --- export ---------------------------------------------------------------------------------------
 
@@ -73,7 +73,9 @@ def export_run(a: argparse.Namespace) -> int:
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--models", help=f"comma-separated names, name@R for another resolution (default: {bench.DEFAULT_MODELS})"
+        "--models",
+        help="comma-separated names, name@R for another resolution, FAMILY:MFLOPS for a bare family at the width "
+        f"meeting a budget, e.g. mobilenet_v3_small:40 (default: {bench.DEFAULT_MODELS})",
     )
     p.add_argument(
         "--backends",
@@ -102,8 +104,12 @@ def _bench_specs(a: argparse.Namespace) -> list[tuple[str, int]]:
     specs = [bench.parse_model_spec(s.strip(), a.resolution) for s in models.split(",") if s]
     known = set(list_models())
     for name, _ in specs:
-        if name not in known:
-            raise ValueError(f"--models: unknown model {name!r}; `fdmobilenet models` lists them")
+        family, _, budget = name.partition(":")
+        if family not in known:
+            raise ValueError(f"--models: unknown model {family!r}; `fdmobilenet models` lists them")
+        if budget and (family not in FAMILIES or not budget.replace(".", "", 1).isdigit()):
+            raise ValueError(f"--models {name!r}: FAMILY:MFLOPS takes a bare family name and a number, e.g. "
+                             "mobilenet_v3_small:40")  # fmt: skip
     return specs
 
 

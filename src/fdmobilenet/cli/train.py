@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import typing
 from pathlib import Path
 from typing import Any
 
 from ..models import read_pretrained
-from ..train import RECIPES, TrainConfig, load_recipe, make_config, train
+from ..train import RECIPES, TrainConfig, choose_recipe, load_recipe, make_config, train
 from ..train.config import FIELDS
 
 
@@ -18,7 +19,8 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (only flags given on the command line override the recipe)."""
     p.add_argument(
         "--recipe",
-        help=f"{' | '.join(RECIPES)} | FILE.yaml (default: paper with --data, digits without)",
+        help=f"auto | {' | '.join(RECIPES)} | FILE.yaml (default: auto with --data: paper for 25,600 or more "
+        "training images, else small; digits without --data)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     hints = typing.get_type_hints(TrainConfig)
@@ -31,14 +33,16 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
         if tp in (bool, bool | None):
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) is tuple:
-            kw.update(type=float, nargs=len(typing.get_args(tp)), metavar="X")
+            args = typing.get_args(tp)
+            kw.update(type=float, nargs="+" if Ellipsis in args else len(args), metavar="X")
         else:
             kw["type"] = next(t for t in typing.get_args(tp) or (tp,) if t is not type(None))
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
         p.add_argument(flag, **kw)
     p.description = (
-        f"{p.description or ''}. Defaults shown are the paper's ImageNet recipe; --recipe replaces some of them, "
+        f"{p.description or ''}. Defaults shown are the paper's ImageNet recipe; --recipe (auto by default) "
+        "replaces some of them, "
         "and every flag given overrides both. The effective configuration is written to OUT/config.json."
     )
     p.epilog = "Many GPUs or nodes: torchrun --nproc_per_node N -m fdmobilenet.cli train ... (see docs/training.md)"
@@ -48,18 +52,31 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     """(config, recipe name): defaults, then the recipe, then the flags given; on --resume the run's
     saved config replaces defaults and recipe. ``--pretrained`` alone also picks the weights' model."""
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
-    recipe_name = "digits" if args.recipe is None and "data" not in given else args.recipe or "paper"
-    recipe = load_recipe(recipe_name)
+    recipe_name = args.recipe or ("auto" if "data" in given else "digits")
+    recipe = {} if recipe_name == "auto" else load_recipe(recipe_name)
     saved = Path(given.get("out") or recipe.get("out") or TrainConfig.out) / "config.json"
     if args.resume and saved.is_file():
         base = json.loads(saved.read_text())
         return make_config(given, make_config({k: v for k, v in base.items() if k != "recipe"})), base["recipe"]
+    if recipe_name == "auto":
+        recipe_name = _auto_recipe(given)
+        recipe = load_recipe(recipe_name)
     if given.get("pretrained") and "model" not in given:
         _, meta, model = read_pretrained(given["pretrained"])
         given["model"] = model
         for k, v in meta.get("model_kwargs", {}).items():
             given.setdefault(k, v)
     return make_config(given, make_config(recipe)), recipe_name
+
+
+def _auto_recipe(given: dict[str, Any]) -> str:
+    """``--recipe auto``: paper or small, from the number of training images (printed with the reason)."""
+    if "data" not in given:
+        raise ValueError("--recipe auto chooses from the size of --data; pass --data DIR or another --recipe")
+    name, why = choose_recipe(given["data"], given.get("val_split", TrainConfig.val_split))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"recipe {name} (auto: {why})", flush=True)
+    return name
 
 
 def train_run(args: argparse.Namespace) -> int:

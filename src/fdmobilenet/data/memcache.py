@@ -113,7 +113,7 @@ def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bo
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=f"decoding {folder.root.name} into memory", unit="img", leave=False)
+        it = tqdm(it, desc=f"decoding {folder.root.name} into memory", unit="img", leave=False, disable=None)
     for path, label in it:
         try:
             images[n] = fit_square(load_image(path, draft_size=size), size)

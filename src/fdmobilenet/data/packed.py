@@ -101,7 +101,7 @@ def prepare(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(v) for v in jobs.values()), desc="prepare", unit="img")
+        bar = tqdm(total=sum(len(v) for v in jobs.values()), desc="prepare", unit="img", disable=None)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -3,6 +3,7 @@ settings tables, and building from weights files. Re-exports only."""
 
 from ._registry import (
     FAMILIES,
+    PAPER_FAMILIES,
     RELEASED_WIDTHS,
     WIDTHS,
     create_model,
@@ -18,6 +19,7 @@ from .shufflenet import ShuffleNetV1
 
 __all__ = [
     "FAMILIES",
+    "PAPER_FAMILIES",
     "RELEASED_WIDTHS",
     "WIDTHS",
     "DepthwiseSeparableNet",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,10 @@ from ..preprocess import Preprocess
 from ..weights import load_weights
 from .mobilenet import TABLES, DepthwiseSeparableNet, DSConfig
 from .shufflenet import SHUFFLENET_STAGE_CHANNELS, ShuffleConfig, ShuffleNetV1
+from .torchvision_nets import TORCHVISION_FAMILIES, build_torchvision
 
-FAMILIES = ("fd_mobilenet", "mobilenet_v1", "shufflenet_v1")
+PAPER_FAMILIES = ("fd_mobilenet", "mobilenet_v1", "shufflenet_v1")  # the paper's comparison: the defaults
+FAMILIES = (*PAPER_FAMILIES, *TORCHVISION_FAMILIES)
 WIDTHS = {"025": 0.25, "050": 0.5, "075": 0.75, "100": 1.0, "150": 1.5, "200": 2.0}
 # The authors released ImageNet weights for these two widths (github.com/clavichord93/FD-MobileNet).
 RELEASED_WIDTHS = {"fd_mobilenet_025": 0.25, "fd_mobilenet_050": 0.5}
@@ -63,6 +66,7 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "fd_mobilenet": (_fd_mobilenet, {}),
     "mobilenet_v1": (_mobilenet_v1, {}),
     "shufflenet_v1": (_shufflenet_v1, {}),
+    **{fam: (functools.partial(build_torchvision, fam), {}) for fam in TORCHVISION_FAMILIES},
 }
 for _tag in ("025", "050", "075", "100"):
     _REGISTRY[f"fd_mobilenet_{_tag}"] = (_fd_mobilenet, {"width": WIDTHS[_tag]})

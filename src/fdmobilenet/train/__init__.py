@@ -21,6 +21,7 @@ from .config import (
     train_resolution_at,
 )
 from .engine import Diverged, TrainResult, train
+from .inputs import choose_recipe
 from .optim import lr_at, peak_lr
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Diverged",
     "TrainConfig",
     "TrainResult",
+    "choose_recipe",
     "load_recipe",
     "lr_at",
     "make_config",

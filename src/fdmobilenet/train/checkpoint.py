@@ -134,10 +134,13 @@ def save_checkpoint(
     state: TrainState,
     parts: Parts,
     val_top1: float | None = None,
+    use_ema: bool | None = None,
 ) -> None:
-    """Write checkpoint ``tag`` (``last`` or ``best``): the EMA weights when there is an EMA, with the
-    raw model in the state file so training continues from it."""
-    meta = weights_meta(cfg, recipe, classes, state, parts.ema is not None, val_top1)
+    """Write checkpoint ``tag`` (``last`` or ``best``): the EMA weights when there is an EMA (unless
+    ``use_ema`` is False: a ``best`` whose raw weights validated better), with the raw model in the state
+    file so training continues from it."""
+    use_ema = parts.ema is not None if use_ema is None else use_ema and parts.ema is not None
+    meta = weights_meta(cfg, recipe, classes, state, use_ema, val_top1)
     st = {
         "version": STATE_VERSION,
         "epoch": state.epoch,
@@ -157,7 +160,7 @@ def save_checkpoint(
     if parts.ema is not None:
         st["model"] = {k: v.detach().cpu() for k, v in parts.model.state_dict().items()}
         st["ema_n"] = int(parts.ema.n_averaged)
-    src = parts.ema.module if parts.ema is not None else parts.model
+    src = parts.ema.module if use_ema else parts.model
     write_checkpoint(out, tag, src.state_dict(), meta, st)
 
 

@@ -8,6 +8,7 @@ dataclass (``cli/train.py``) and cannot drift from it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any
 from ..preprocess import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
+PAPER_BATCH = 256
+MIN_AUTO_BATCH = 64
+MIN_STEPS_PER_EPOCH = 100  # below this the automatic batch size halves (small datasets)
+WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -35,7 +40,8 @@ class TrainConfig:
     crop_pct: float = _f(DEFAULT_CROP_PCT, "evaluation center-crop fraction (224/256)")
     mean: tuple[float, float, float] = _f(IMAGENET_MEAN, "normalisation mean (RGB)")
     std: tuple[float, float, float] = _f(IMAGENET_STD, "normalisation std (RGB)")
-    workers: int = _f(4, "data-loading processes per training process")
+    workers: int | None = _f(None, "data-loading processes per training process (default: 4, at most the CPU "
+                             "cores: more only compete with the training step)")  # fmt: skip
     loader: str = _f("auto", "input pipeline: pil (workers decode and augment each image), gpu (workers read bytes; "
                      "each batch is decoded and augmented on the training device, nvJPEG on CUDA, one step ahead), "
                      "auto (gpu on CUDA with --data, else pil)", choices=("auto", "pil", "gpu"))  # fmt: skip
@@ -55,20 +61,28 @@ class TrainConfig:
     freeze_backbone: bool = _f(False, "train the classifier only (backbone and its BatchNorm statistics frozen)")
     # optimisation
     epochs: int = _f(120, "training epochs")
-    batch_size: int = _f(256, "global batch size (over all processes and accumulation steps)")
+    batch_size: int | None = _f(None, "global batch size over all processes and accumulation steps (default: "
+                                "the paper's 256, halved down to 64 while an epoch would have fewer than "
+                                f"{MIN_STEPS_PER_EPOCH} steps; the log says which)")  # fmt: skip
     accum_steps: int = _f(1, "gradient accumulation steps per optimizer step")
     lr: float = _f(0.1, "learning rate at a global batch of --lr-base-batch (scaled linearly with the batch)")
     lr_base_batch: int = _f(256, "global batch at which --lr applies")
     schedule: str = _f("step", "learning-rate schedule", choices=("step", "cosine"))
-    lr_step_epochs: int = _f(30, "step schedule: divide the lr by 1/lr_gamma every this many epochs")
+    lr_milestones: tuple[float, ...] = _f((0.25, 0.5, 0.75), "step schedule: multiply the lr by --lr-gamma "
+                                          "at these fractions of the run (paper: 30/60/90 of 120 epochs)")  # fmt: skip
+    lr_step_epochs: int | None = _f(None, "step schedule: a fixed step every this many epochs instead of "
+                                    "--lr-milestones")  # fmt: skip
     lr_gamma: float = _f(0.1, "step schedule: lr factor at each step")
-    warmup_epochs: float = _f(0.0, "linear warm-up from 0, in epochs")
+    warmup_epochs: float = _f(0.0, "linear warm-up from 0, in epochs (at most a tenth of the run)")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(True, "Nesterov momentum")
     weight_decay: float = _f(4e-5, "L2 weight decay")
     wd_bn_bias: bool = _f(True, "weight decay also on BatchNorm parameters and biases")
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing")
-    ema_decay: float = _f(0.0, "per-step decay of an exponential moving average of the weights (0: off)")
+    ema_decay: float = _f(0.0, "per-step decay of an exponential moving average of the weights (0: off); "
+                          "`best` is whichever of the average and the raw weights validates better")  # fmt: skip
+    ema_warmup: bool = _f(True, "EMA decay ramps up as min(decay, (1+n)/(10+n)) over the first n updates (as "
+                          "timm's EMA), so a short run's average is not mostly the initialisation")  # fmt: skip
     clip_grad: float = _f(0.0, "clip the gradient norm to this value (0: off)")
     # run
     out: str = _f("runs/train", "output folder: checkpoints, config.json, metrics.jsonl, curves.png")
@@ -92,6 +106,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.1,
         "wd_bn_bias": False,
         "ema_decay": 0.9998,
+    },
+    "small": {  # ours, for 1k-25k images and 5-50 epochs: `modern` at the lr a batch of 64 wants there
+        "schedule": "cosine",
+        "warmup_epochs": 5,
+        "label_smoothing": 0.1,
+        "wd_bn_bias": False,
+        "ema_decay": 0.9998,
+        "lr": 0.1,
+        "lr_base_batch": 64,
     },
     "digits": {  # the built-in dataset: under a minute on a 2-core CPU, ~98% val top-1
         "model": "fd_mobilenet_050",
@@ -154,14 +177,17 @@ def make_config(overrides: dict[str, Any], base: TrainConfig | dict | None = Non
 def check_config(c: TrainConfig) -> None:
     """Reject settings no run could use, naming the flag, before anything is read or written."""
     for name in ("epochs", "batch_size", "accum_steps", "lr_base_batch", "lr_step_epochs"):
-        if getattr(c, name) < 1:
+        if getattr(c, name) is not None and getattr(c, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
     if c.resolution < 32:
         raise ValueError(f"--resolution must be >= 32 (the networks downsample 32x), got {c.resolution}")
-    if c.lr <= 0 or c.workers < 0 or c.checkpoint_every < 0 or c.threads < 0:
+    if c.lr <= 0 or (c.workers or 0) < 0 or c.checkpoint_every < 0 or c.threads < 0:
         raise ValueError("--lr must be > 0 and --workers, --checkpoint-every, --threads >= 0")
     if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
         raise ValueError(f"--crop-scale must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
+    m = c.lr_milestones
+    if not m or not all(a < b for a, b in zip((0.0, *m), m)) or m[-1] >= 1:
+        raise ValueError(f"--lr-milestones must be increasing fractions of the run between 0 and 1, got {m}")
     resolution_schedule(c)  # raises on a malformed --train-resolution
     if c.in_memory and c.loader == "gpu":
         raise ValueError("--in-memory and --loader gpu are two different input pipelines; choose one")
@@ -169,6 +195,48 @@ def check_config(c: TrainConfig) -> None:
         choices = FIELDS[name].metadata["choices"]
         if getattr(c, name) not in choices:
             raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
+
+
+def auto_recipe(n_train: int) -> tuple[str, str]:
+    """``paper`` for an ImageNet-sized training set, ``small`` below it; and why, for the log.
+
+    The paper's recipe (lr 0.1 at batch 256, ÷10 at 25/50/75 % of the run) needs thousands of steps:
+    on 2,000 images for 5 epochs it scores half of what a one-cycle plain loop reaches.
+    """
+    threshold = PAPER_BATCH * MIN_STEPS_PER_EPOCH
+    if n_train >= threshold:
+        return "paper", f"{n_train} training images >= {threshold}"
+    return "small", f"{n_train} training images < {threshold}, too few steps for the paper's schedule"
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The paper's 256, halved (not below 64) until an epoch of ``n_train`` images has enough steps.
+
+    ImageNet keeps 256 (5,000 steps an epoch); 2,000 photos get 64 (31 steps instead of 7), which is
+    what lets a 5-30 epoch run on a small dataset take enough optimizer steps to learn.
+    """
+    batch = PAPER_BATCH
+    while batch > MIN_AUTO_BATCH and n_train // batch < MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    return batch
+
+
+def for_machine(c: TrainConfig) -> TrainConfig:
+    """``c`` with the settings that depend on this machine filled in (loader workers: 4, at most the cores)."""
+    return c if c.workers is not None else dataclasses.replace(c, workers=min(4, os.cpu_count() or 1))
+
+
+def for_data(c: TrainConfig, n_train: int) -> tuple[TrainConfig, str | None]:
+    """``c`` with the settings that depend on the training set filled in, and a log line saying why."""
+    if c.batch_size is not None:
+        return c, None
+    batch = auto_batch_size(n_train)
+    why = (
+        f"{n_train // PAPER_BATCH} steps an epoch at {PAPER_BATCH} < {MIN_STEPS_PER_EPOCH}"
+        if batch < PAPER_BATCH
+        else f"at least {MIN_STEPS_PER_EPOCH} steps an epoch"
+    )
+    return dataclasses.replace(c, batch_size=batch), f"batch size {batch} ({n_train} training images: {why})"
 
 
 def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .._utils import atomic_write_bytes
 from ..evaluate import evaluate_loader
 from .checkpoint import TrainState, open_out, restore, save_checkpoint
-from .config import EXIT_DIVERGED, TrainConfig, train_resolution_at
+from .config import EXIT_DIVERGED, TrainConfig, for_data, for_machine, train_resolution_at
 from .distributed import Dist, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
 from .optim import Parts, build_parts, lr_at, peak_lr, set_train_mode
@@ -164,8 +164,12 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     log = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
     out = Path(cfg.out)
     ckpt = open_out(out, resume, dist, log)
+    cfg = for_machine(cfg)
     _seed_everything(cfg, dist)
     data = build_data(cfg, out, dist, log)
+    cfg, note = for_data(cfg, data.n_train)
+    if note:
+        log(note)
     kind = loader_kind(cfg, data, dist)
     steps_per_epoch, micro = _batch_layout(cfg, data.n_train, dist.world)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
@@ -320,15 +324,19 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
     """Count bad files over processes, validate, log a metrics row, write ``last`` (and ``best``)."""
     cfg, dist, out = run.cfg, run.dist, run.out
     _record_bad(run, state, epoch, stats.bad)
-    eval_model = run.parts.ema.module if run.parts.ema is not None else run.parts.model
-    r = evaluate_loader(eval_model, run.loaders.val, run.data.val_source, dist.device)
-    c1, c5, nv, nbad = dist.all_reduce([r.top1 * r.n / 100, r.top5 * r.n / 100, r.n, len(r.bad)])
-    top1, top5 = 100 * c1 / nv, 100 * c5 / nv
+    scores = {name: _validate(run, m) for name, m in _candidates(run.parts).items()}
+    chosen = max(scores, key=lambda k: scores[k][0])  # the EMA wins ties: it is what `last` holds
+    top1, top5, nbad = scores[chosen]
     train_loss = state.loss_sum / max(state.loss_n, 1)
     lr_now = lr_at(cfg, max(state.step - 1, 0), state.steps_per_epoch)
     is_best = top1 > state.best_top1
     if is_best:
         state.best_top1, state.best_epoch = top1, epoch
+    if len(scores) > 1:  # the EMA's and the raw weights' accuracy, and which one this epoch's best is
+        row_ema = {"val_top1_ema": round(scores["ema"][0], 4), "val_top1_raw": round(scores["raw"][0], 4)}
+        shown = f" ({chosen}; ema {scores['ema'][0]:.2f}%, raw {scores['raw'][0]:.2f}%)"
+    else:
+        row_ema, shown = {}, ""
     row = {
         "epoch": epoch + 1,
         "step": state.step,
@@ -341,6 +349,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
         "images": int(state.loss_n),  # trained on in this epoch (unreadable ones excluded)
         "bad_skipped": int(state.bad_count),
         "val_bad": int(nbad),
+        **row_ema,
     }
     if dist.main:
         append_metrics(out, row)
@@ -350,14 +359,26 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
     extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
     extra = (extra if state.bad_count else "") + (f"  ({int(nbad)} unreadable val image(s))" if nbad else "")
     run.log(
-        f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  val top-1 {top1:6.2f}%  "
+        f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  val top-1 {top1:6.2f}%{shown}  "
         f"top-5 {top5:6.2f}%  lr {lr_now:.4g}  {row['time_s']:.1f}s  {row['img_s']:.0f} img/s{extra}"
     )
     state.loss_sum = state.loss_n = state.bad_count = 0.0
     state.epoch, state.step_in_epoch = epoch + 1, 0
-    checkpoint(run, state, "last", top1)
+    checkpoint(run, state, "last", scores[next(iter(scores))][0])
     if is_best:
-        checkpoint(run, state, "best", top1)
+        checkpoint(run, state, "best", top1, use_ema=chosen == "ema")
+
+
+def _candidates(parts: Parts) -> dict[str, nn.Module]:
+    """The weights to validate: the EMA first (what ``last`` holds), then the raw model; or the model alone."""
+    return {"ema": parts.ema.module, "raw": parts.model} if parts.ema is not None else {"model": parts.model}
+
+
+def _validate(run: Run, model: nn.Module) -> tuple[float, float, float]:
+    """(top-1 %, top-5 %, unreadable files) of ``model`` on the validation split, over all processes."""
+    r = evaluate_loader(model, run.loaders.val, run.data.val_source, run.dist.device)
+    c1, c5, nv, nbad = run.dist.all_reduce([r.top1 * r.n / 100, r.top5 * r.n / 100, r.n, len(r.bad)])
+    return 100 * c1 / nv, 100 * c5 / nv, nbad
 
 
 def _record_bad(run: Run, state: TrainState, epoch: int, bad: list[tuple[str, str]]) -> None:
@@ -372,7 +393,9 @@ def _record_bad(run: Run, state: TrainState, epoch: int, bad: list[tuple[str, st
             f.writelines(f"epoch {epoch + 1}\t{p}\t{r}\n" for p, r in bad)
 
 
-def checkpoint(run: Run, state: TrainState, tag: str, val_top1: float | None = None) -> None:
+def checkpoint(
+    run: Run, state: TrainState, tag: str, val_top1: float | None = None, use_ema: bool | None = None
+) -> None:
     """Write checkpoint ``tag`` at ``state`` (main process), unless the weights are no longer finite."""
     # every rank checks (the weights are identical), so all stop together on a NaN
     if not all(torch.isfinite(p).all() for p in run.parts.model.parameters()):
@@ -381,7 +404,7 @@ def checkpoint(run: Run, state: TrainState, tag: str, val_top1: float | None = N
             f"checkpoint {run.out / 'last.safetensors'} was kept. Lower --lr (or use --clip-grad) and --resume."
         )
     if run.dist.main:
-        save_checkpoint(run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1)
+        save_checkpoint(run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1, use_ema)
 
 
 def _interrupted(run: Run, state: TrainState, written: bool = False) -> TrainResult:

@@ -37,7 +37,7 @@ from ..data.order import EpochOrder, SeededView
 from ..data.packed import PackedFolder, PackedImageDataset
 from ..data.splits import FolderSplit, load_folders, read_split
 from ..preprocess import Preprocess
-from .config import TrainConfig, resolution_schedule, train_resolution_at
+from .config import TrainConfig, auto_recipe, resolution_schedule, train_resolution_at
 from .distributed import Dist
 
 Log = Callable[..., None]
@@ -74,6 +74,14 @@ def train_transform(cfg: TrainConfig, resolution: int | None = None) -> Callable
     if cfg.hflip:
         tf.append(T.RandomHorizontalFlip())
     return T.Compose([*tf, T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+
+
+def choose_recipe(data: str, val_split: float, seed: int = 0) -> tuple[str, str]:
+    """The recipe ``--recipe auto`` means for ``data`` (see ``config.auto_recipe``), and why.
+
+    It counts the images the run will train on: the same split ``build_data`` makes, without decoding.
+    """
+    return auto_recipe(len(load_folders(data, val_split, seed).train))
 
 
 def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:

@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..models import create_model
 from ..weights import load_weights, read_weights
-from .config import TrainConfig
+from .config import WARMUP_MAX_FRACTION, TrainConfig
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -77,10 +77,28 @@ def build_parts(
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     ema = None
     if cfg.ema_decay > 0:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        avg = ema_warmup_avg_fn(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
     optimizer = build_optimizer(cfg, model, lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     return Parts(model, ema, optimizer, scaler)
+
+
+def ema_warmup_avg_fn(decay: float) -> Callable[..., None]:
+    """EMA update whose decay ramps as min(decay, (1 + n) / (10 + n)) with the update count n (timm's
+    warm-up): at 0.9998 a fixed decay leaves a 200-step run's average ~96 % initialisation."""
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_params[0]):  # one call per dtype group; lerp takes floats only
+            torch._foreach_lerp_(ema_params, params, 1 - d)
+        else:  # integer buffers (BatchNorm's step counter), as torch's own EMA does
+            for e, p in zip(ema_params, params):
+                e.copy_(e * d + p * (1 - d))
+
+    return update
 
 
 def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
@@ -107,17 +125,29 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.opti
 
 def peak_lr(cfg: TrainConfig) -> float:
     """--lr scaled linearly from --lr-base-batch to the global batch (Goyal et al., 2017)."""
+    if cfg.batch_size is None:
+        raise ValueError("the batch size is chosen from the data (config.for_data) before the lr is known")
     return cfg.lr * cfg.batch_size / cfg.lr_base_batch
 
 
+def warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """--warmup-epochs in steps, capped at a tenth of the run: 5 warm-up epochs suit 300, not 10."""
+    return round(min(cfg.warmup_epochs, WARMUP_MAX_FRACTION * cfg.epochs) * steps_per_epoch)
+
+
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then step or cosine decay."""
+    """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then step or cosine decay.
+
+    Step milestones are fractions of the run, so the paper's 30/60/90 of 120 epochs also decay a 5-epoch run.
+    """
     peak = peak_lr(cfg)
-    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    warm = warmup_steps(cfg, steps_per_epoch)
     if step < warm:
         return peak * (step + 1) / warm
-    if cfg.schedule == "step":
-        return peak * cfg.lr_gamma ** (step // (cfg.lr_step_epochs * steps_per_epoch))
     total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "step":
+        if cfg.lr_step_epochs:
+            return peak * cfg.lr_gamma ** (step // (cfg.lr_step_epochs * steps_per_epoch))
+        return peak * cfg.lr_gamma ** sum(step >= round(m * total) for m in cfg.lr_milestones)
     t = (step - warm) / max(1, total - warm)
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))

@@ -1,0 +1,137 @@
+"""The engine (``fdmobilenet train``) against the plain loop, side by side: same split, same model,
+same epochs, several seeds, one after the other on one machine. Rows go to ``--results`` (JSON lines,
+appended; a finished (case, runner, seed) is skipped on a re-run), and ``--report`` renders them.
+
+    python benchmarks/reference/engine_vs_plain.py --case cifar2k --seeds 0 1 2
+    python benchmarks/reference/engine_vs_plain.py --report
+
+Cases (splits are made by ``split.py`` under ``--work``; see CASES):
+  cifar2k    2,000 CIFAR-10 training images (200 a class), 1,000 others held out; FD 0.25x at 64 px, 5 epochs
+  flowers    flowers-256, 20 % held out; FD 0.25x at 224 px, 20 epochs, defaults / --in-memory / README recipe
+  finetune   flowers, the authors' 0.5x weights, 5 epochs (the README's fine-tuning command)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SHARED = Path(os.environ.get("FDM_SHARED", REPO.parent / "shared"))
+FDM = [sys.executable, "-m", "fdmobilenet.cli"]
+
+# case -> (split source and options, {runner: arguments}); {split} and {work} are filled in.
+CASES: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "cifar2k": (
+        ["datasets/cifar10/train", "--per-class", "200", "--val-per-class", "100"],
+        {
+            "plain": ["--model", "fd_mobilenet_025", "--resolution", "64", "--short-side", "64", "--epochs", "5"],
+            "engine (defaults)": ["--model", "fd_mobilenet_025", "--resolution", "64", "--epochs", "5"],
+        },
+    ),
+    "flowers": (
+        ["datasets/flowers-256/train", "--val-fraction", "0.2"],
+        {
+            "plain": ["--model", "fd_mobilenet_025", "--epochs", "20"],
+            "engine (defaults)": ["--model", "fd_mobilenet_025", "--epochs", "20", "--workers", "2"],
+            "engine --in-memory": ["--model", "fd_mobilenet_025", "--epochs", "20", "--in-memory"],
+        },
+    ),
+    "finetune": (
+        ["datasets/flowers-256/train", "--val-fraction", "0.2"],
+        {
+            "plain": ["--model", "fd_mobilenet_050", "--pretrained", "{work}/fd_mobilenet_050.safetensors",
+                      "--lr", "0.02", "--epochs", "5"],
+            "engine (README)": ["--pretrained", "{work}/fd_mobilenet_050.safetensors", "--model", "fd_mobilenet_050",
+                                "--epochs", "5", "--lr", "0.01", "--workers", "2"],
+        },
+    ),
+}  # fmt: skip
+
+
+def prepare(case: str, work: Path) -> Path:
+    src, opts = CASES[case][0][0], CASES[case][0][1:]
+    split = work / f"split-{Path(src).parent.name}-{'-'.join(opts).replace('--', '')}"
+    subprocess.run([sys.executable, str(HERE / "split.py"), str(SHARED / src), str(split), *opts], check=True)
+    weights = work / "fd_mobilenet_050.safetensors"
+    if case == "finetune" and not weights.is_file():
+        src_w = SHARED / "weights/official/0.5x-FDMobileNet-224.pth.tar"
+        subprocess.run([*FDM, "convert", str(src_w), str(weights)], check=True)
+    return split
+
+
+def run_one(case: str, runner: str, seed: int, split: Path, work: Path) -> dict:
+    args = [a.format(work=work, split=split) for a in CASES[case][1][runner]]
+    t0 = time.perf_counter()
+    if runner == "plain":
+        out = work / f"plain-{case}-{seed}.json"
+        cmd = [sys.executable, str(HERE / "plain_loop.py"), "--train", str(split / "train"), "--val"]
+        subprocess.run([*cmd, str(split / "val"), *args, "--seed", str(seed), "--json", str(out)], check=True)
+        r = json.loads(out.read_text())
+        return {"top1": r["val_top1"], "img_s": r["img_s"], "wall_s": round(time.perf_counter() - t0, 1)}
+    out = work / "runs" / f"{case}-{runner.split()[1].strip('()-')}-{seed}"
+    cmd = [*FDM, "train", "--data", str(split), *args, "--seed", str(seed), "--out", str(out)]
+    subprocess.run([*cmd, "--resume"], check=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "top1": rows[-1]["val_top1"],  # the last epoch, as the plain loop reports
+        "best_top1": max(r["val_top1"] for r in rows),
+        "img_s": round(statistics.mean(r["img_s"] for r in rows), 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "recipe": json.loads((out / "config.json").read_text())["recipe"],
+    }
+
+
+def report(results: Path) -> str:
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    lines = ["| case | runner | seeds | val top-1 % (last epoch) mean ± sd | best epoch | train img/s | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for case in dict.fromkeys(r["case"] for r in rows):
+        for runner in dict.fromkeys(r["runner"] for r in rows if r["case"] == case):
+            rs = [r for r in rows if r["case"] == case and r["runner"] == runner]
+            top = [r["top1"] for r in rs]
+            sd = statistics.stdev(top) if len(top) > 1 else 0.0
+            best = statistics.mean(r.get("best_top1", r["top1"]) for r in rs)
+            lines.append(
+                f"| {case} | {runner} | {len(rs)} | {statistics.mean(top):.2f} ± {sd:.2f} | {best:.2f} | "
+                f"{statistics.mean(r['img_s'] for r in rs):.0f} | {statistics.mean(r['wall_s'] for r in rs):.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--case", choices=list(CASES))
+    p.add_argument("--runners", nargs="*", help="subset of the case's runners (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "reference" / "work")
+    p.add_argument("--results", type=Path, default=HERE / "results.jsonl")
+    p.add_argument("--report", action="store_true", help="print the markdown table of --results")
+    a = p.parse_args()
+    if a.report:
+        print(report(a.results))
+        return
+    a.work.mkdir(parents=True, exist_ok=True)
+    split = prepare(a.case, a.work)
+    done = set()
+    if a.results.is_file():
+        done = {(r["case"], r["runner"], r["seed"]) for r in map(json.loads, a.results.read_text().splitlines())}
+    for seed in a.seeds:  # seed-major: the runners alternate, so machine drift hits them alike
+        for runner in a.runners or CASES[a.case][1]:
+            if (a.case, runner, seed) in done:
+                continue
+            row = {"case": a.case, "runner": runner, "seed": seed, **run_one(a.case, runner, seed, split, a.work)}
+            with open(a.results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Training defaults that scale with the run: fractional milestones, a capped warm-up, a batch size and a
+recipe chosen from the data, an EMA that warms up, and a `best` picked between the EMA and the raw
+weights -- each exact under SIGTERM and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from fdmobilenet.cli import main
+from fdmobilenet.train import lr_at, make_config, peak_lr
+from fdmobilenet.train.config import auto_batch_size, auto_recipe, for_data
+from fdmobilenet.train.optim import ema_warmup_avg_fn, warmup_steps
+from fdmobilenet.weights import read_weights
+from helpers import assert_same_weights, cifar_subset, metrics, train_until_sigterm
+
+
+def test_paper_milestones_are_fractions_of_the_run() -> None:
+    imagenet = make_config({"batch_size": 256})  # the paper: 120 epochs, /10 at 30, 60, 90
+    spe = 5000
+    for epoch, lr in ((0, 0.1), (29, 0.1), (30, 0.01), (59, 0.01), (60, 1e-3), (90, 1e-4), (119, 1e-4)):
+        assert lr_at(imagenet, epoch * spe + (spe - 1 if epoch % 30 == 29 else 0), spe) == pytest.approx(lr)
+    short = make_config({"batch_size": 64, "epochs": 5})  # 155 steps: decays at steps 39, 78, 116
+    peak = peak_lr(short)
+    assert [lr_at(short, s, 31) / peak for s in (38, 39, 77, 78, 115, 116, 154)] == pytest.approx(
+        [1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    fixed = make_config({"batch_size": 64, "epochs": 5, "lr_step_epochs": 30})  # the old rule: never decays
+    assert lr_at(fixed, 154, 31) == pytest.approx(peak)
+    with pytest.raises(ValueError, match="lr-milestones"):
+        make_config({"lr_milestones": (0.5, 0.25)})
+
+
+def test_warmup_is_capped_at_a_tenth_of_the_run() -> None:
+    assert warmup_steps(make_config({"warmup_epochs": 5, "epochs": 120}), 100) == 500
+    assert warmup_steps(make_config({"warmup_epochs": 5, "epochs": 20}), 100) == 200
+    assert warmup_steps(make_config({"warmup_epochs": 0.5, "epochs": 20}), 100) == 50
+
+
+def test_batch_size_and_recipe_follow_the_size_of_the_data() -> None:
+    sizes = {1_281_167: 256, 25_600: 256, 25_599: 128, 12_800: 128, 12_799: 64, 9_000: 64, 2_000: 64, 100: 64}
+    assert {n: auto_batch_size(n) for n in sizes} == sizes
+    assert auto_recipe(1_281_167)[0] == "paper" and auto_recipe(25_600)[0] == "paper"
+    assert auto_recipe(25_599)[0] == "small" and "too few steps" in auto_recipe(2_000)[1]
+    cfg, note = for_data(make_config({}), 2_000)
+    assert cfg.batch_size == 64 and "batch size 64" in note and "7 steps an epoch at 256" in note
+    explicit, note = for_data(make_config({"batch_size": 32}), 2_000)
+    assert explicit.batch_size == 32 and note is None  # an explicit --batch-size always wins
+
+
+def test_ema_warmup_follows_the_update_count() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    warm = AveragedModel(model, multi_avg_fn=ema_warmup_avg_fn(0.9998), use_buffers=True)
+    fixed = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9998), use_buffers=True)
+    expected = 1.0
+    for step in range(4):  # the first update copies; the n-th after it keeps min(d, (1+n)/(10+n)) of the average
+        with torch.no_grad():
+            model.weight.fill_(1.0 if step == 0 else 0.0)
+        warm.update_parameters(model)
+        fixed.update_parameters(model)
+        if step:
+            expected *= (1 + step) / (10 + step)
+    assert warm.module.weight.item() == pytest.approx(expected)  # 2/11 * 3/12 * 4/13: tracks the model
+    assert fixed.module.weight.item() > 0.999  # still the first weights after 4 steps
+
+
+def test_default_recipe_picks_best_of_ema_and_raw_and_resumes_exactly(tmp_path: Path, capsys) -> None:
+    data = cifar_subset(tmp_path / "data", per_class=40)  # 320 train / 80 val: auto -> small, batch 64
+    args = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "4"]
+    args += ["--val-split", "0.2", "--deterministic", "--threads", "1", "--workers", "0"]
+    straight = tmp_path / "straight"
+    assert main(["train", *args, "--out", str(straight)]) == 0
+    log = capsys.readouterr().out
+    assert "recipe small (auto: 320 training images" in log and "batch size 64 (320 training images" in log
+    rows = metrics(straight)
+    assert all(r["val_top1"] == max(r["val_top1_ema"], r["val_top1_raw"]) for r in rows)
+    best_row = max(rows, key=lambda r: r["val_top1"])
+    meta = read_weights(straight / "best.safetensors")[1]
+    assert meta["val_top1"] == best_row["val_top1"]
+    assert meta["ema"] == (best_row["val_top1_ema"] >= best_row["val_top1_raw"])  # the log's choice is the file's
+
+    stopped = tmp_path / "stopped"
+    state = train_until_sigterm(args, stopped, step=7)  # 5 steps an epoch: stops inside epoch 2
+    assert 7 <= state["step"] < 10  # stopped inside epoch 2, after a mid-epoch checkpoint
+    assert main(["train", *args, "--out", str(stopped), "--resume"]) == 0
+    for tag in ("last", "best"):
+        assert_same_weights(stopped / f"{tag}.safetensors", straight / f"{tag}.safetensors")
+    assert [r["val_top1"] for r in metrics(stopped)] == [r["val_top1"] for r in rows]
