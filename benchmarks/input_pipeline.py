@@ -132,7 +132,7 @@ def main() -> None:
                 perm = torch.randperm(len(mem.labels), device=dev)
                 for k in range(0, len(perm) - a.batch + 1, a.batch):
                     sel = perm[k : k + a.batch]
-                    yield aug(mem.images[sel]), mem.labels[sel]
+                    yield aug(mem.images[sel], sizes=mem.sizes[sel.cpu()]), mem.labels[sel]
 
         def regular():
             return DataLoader(

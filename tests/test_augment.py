@@ -128,19 +128,40 @@ def test_memcache_builds_reuses_and_invalidates(tmp_path):
     assert load_or_build(scan_folder(root), 32, cache, progress=False).rebuilt
 
 
-def test_memcache_resizes_photos_like_the_eval_transform(tmp_path):
+def test_memcache_keeps_whole_photos_and_evaluates_like_the_eval_transform(tmp_path):
+    """The cache holds each photo's whole frame (longer side up to 4/3 of the shorter), so training crops see
+    what the PIL pipeline sees; its evaluation crop (centre box of the real size) equals the eval transform."""
     from fdmobilenet.data.images import load_image
-    from fdmobilenet.data.memcache import fit_square
+    from fdmobilenet.data.memcache import fit
 
     img = shared_path("datasets/imagenet-sample-50")
     f = scan_folder(img)
-    sub = Folder(f.samples[:3], f.classes, f.root)
+    sizes = [Image.open(p).size for p, _ in f.samples]
+    portrait = next(i for i, (w, h) in enumerate(sizes) if h > w)
+    sub = Folder([f.samples[0], f.samples[2], f.samples[portrait]], f.classes, f.root)  # landscape x2, portrait
+    photos = [load_image(p) for p, _ in sub.samples]
     ref = Preprocess(64, crop_pct=1.0, mean=(0, 0, 0), std=(1 / 255,) * 3).transform()
-    direct = torch.stack([ref(load_image(p)) for p, _ in sub.samples])
-    # same geometry and filter as Resize(64) + CenterCrop(64) on a full decode
-    fitted = torch.stack([torch.from_numpy(fit_square(load_image(p), 64).copy()) for p, _ in sub.samples]).float()
-    assert (fitted - direct).abs().max() <= 1
+    direct = torch.stack([ref(p) for p in photos])  # Resize(64) + CenterCrop(64), 0-255
+    for p in photos:  # shorter side 64, longer side cut to at most 85 (4/3), centred
+        a = fit(p, 64)
+        w, h = p.size
+        long = min(85, int(max(w, h) * 64 / min(w, h)))
+        assert sorted(a.shape[1:]) == [64, long]
     # the cache decodes JPEGs in draft mode (1/2..1/8 scale): same size, nearly the same pixels
     ds = load_or_build(sub, 64, tmp_path, progress=False)
-    assert ds.images.shape == (3, 3, 64, 64)
-    assert (ds.images.float() - direct).abs().mean() < 12
+    assert ds.images.shape[:2] == (3, 3) and ds.sizes.min().item() == 64 and ds.sizes.max().item() > 64
+    aug = BatchAugment(64, "rrc", crop_pct=1.0, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    evaluated = aug(ds.images, train=False, sizes=ds.sizes)
+    assert (evaluated - direct).abs().mean() < 12
+    # a crop from the shared canvas equals the same crop from the photo alone (the canvas beyond a photo
+    # replicates its edge, so boxes touching the border never blend in other pixels)
+    hs, ws = ds.sizes[:, 0].double(), ds.sizes[:, 1].double()
+    boxes = rrc_boxes(hs, ws, (0.36, 1.0), generator=torch.Generator().manual_seed(0))
+    # small crops in the bottom-right corner (upsampled: their last samples fall between the edge and beyond)
+    boxes[1:] = torch.stack([ws[1:] - 30, hs[1:] - 30, ws[1:], hs[1:]], 1)
+    assert (ds.sizes[1:] < torch.tensor(ds.images.shape[2:])).any()  # and they do not fill the canvas
+    for canvas in (ds.images, ds.images.float()):  # the CPU uint8 path and roi_align (the GPU path)
+        batched = crop_resize(canvas, boxes, 64)
+        for i, (h, w) in enumerate(ds.sizes.tolist()):
+            alone = crop_resize(canvas[i : i + 1, :, :h, :w], boxes[i : i + 1], 64)
+            assert torch.allclose(batched[i : i + 1], alone, atol=1e-3)

@@ -79,12 +79,14 @@ def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups
         log(f"[compare] {job.name}: done before, kept")
         return json.loads(done.read_text())
     cfg_overrides = {**overrides, "out": str(run_dir), "seed": job.seed}
+    recipe_cfg = training.load_recipe(recipe)
     if job.pretrained:
         cfg_overrides["model"] = next(n for n, w in RELEASED_WIDTHS.items() if w == job.width)
         cfg_overrides["pretrained"] = job.pretrained
+        cfg_overrides.setdefault("lr", training.finetune_lr(recipe_cfg))
     else:
         cfg_overrides.update(model=job.family, width=job.width, **family_kwargs(job.family, groups))
-    cfg = training.make_config(cfg_overrides, training.make_config(training.load_recipe(recipe)))
+    cfg = training.make_config(cfg_overrides, training.make_config(recipe_cfg))
     resume = (run_dir / "config.json").is_file()
     log(f"[compare] {job.name}: {'resuming' if resume else 'training'} ({job.macs / 1e6:.1f} MMACs)")
     t0 = time.perf_counter()

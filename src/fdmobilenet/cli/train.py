@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import read_pretrained
-from ..train import RECIPES, TrainConfig, choose_recipe, load_recipe, make_config, train
+from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
 from ..train.config import FIELDS
 
 
@@ -61,6 +61,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     if recipe_name == "auto":
         recipe_name = _auto_recipe(given)
         recipe = load_recipe(recipe_name)
+    if given.get("pretrained") and "lr" not in given and args.recipe is None:
+        given["lr"] = finetune_lr(recipe)
+        _say(f"fine-tuning --pretrained weights: lr {given['lr']:.4g} (a tenth of the recipe's; --lr sets it)")
     if given.get("pretrained") and "model" not in given:
         _, meta, model = read_pretrained(given["pretrained"])
         given["model"] = model
@@ -74,9 +77,14 @@ def _auto_recipe(given: dict[str, Any]) -> str:
     if "data" not in given:
         raise ValueError("--recipe auto chooses from the size of --data; pass --data DIR or another --recipe")
     name, why = choose_recipe(given["data"], given.get("val_split", TrainConfig.val_split))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"recipe {name} (auto: {why})", flush=True)
+    _say(f"recipe {name} (auto: {why})")
     return name
+
+
+def _say(message: str) -> None:
+    """Print once per run (rank 0 under torchrun), before the engine's own log starts."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, flush=True)
 
 
 def train_run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 _ATTEMPTS = 10
@@ -66,15 +67,42 @@ def center_boxes(heights: torch.Tensor, widths: torch.Tensor, crop_pct: float = 
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop every box of a uint8/float (N, C, H, W) batch and resize it to ``size``², in one call.
+    """Crop every box of a uint8/float (N, C, H, W) batch and resize it to ``size``². Returns float in [0, 255].
 
-    ``roi_align`` averages an adaptive grid of bilinear samples per output pixel, which also
-    antialiases when shrinking. Returns float in [0, 255].
+    uint8 on the CPU: each box rounded to whole pixels (as torchvision's RandomResizedCrop) and resized
+    by the antialiased uint8 bilinear kernel, channels-last -- measured ~8x faster than ``roi_align`` on a
+    float copy of the batch, which made the in-memory pipeline slower than the model on 2 cores. Elsewhere
+    (GPU, float): one ``roi_align`` call, whose adaptive grid of bilinear samples antialiases when shrinking.
     """
+    if images.dtype == torch.uint8 and images.device.type == "cpu":
+        return _crop_resize_uint8(images, boxes, size)
     n = images.shape[0]
     index = torch.arange(n, device=images.device, dtype=torch.float32).view(n, 1)
     rois = torch.cat([index, boxes.to(images.device, torch.float32)], 1)
     return roi_align(images.float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def _crop_resize_uint8(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+    index: list[int] | None = None,
+    flips: list[bool] | None = None,
+) -> torch.Tensor:
+    """Box ``i`` of ``images[index[i]]`` (default: ``images[i]``), whole pixels, resized (and flipped where
+    ``flips[i]``) in uint8; one float tensor at the end. Channels-last, the layout the fast kernel wants."""
+    h, w = images.shape[-2:]
+    b = boxes.round().long().tolist()
+    out = torch.empty((len(b), images.shape[1], size, size), dtype=torch.uint8)
+    out = out.contiguous(memory_format=torch.channels_last)
+    for i, (x1, y1, x2, y2) in enumerate(b):
+        x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+        src = index[i] if index is not None else i
+        crop = images[src : src + 1, :, y1 : max(y1 + 1, min(y2, h)), x1 : max(x1 + 1, min(x2, w))]
+        crop = F.interpolate(crop.contiguous(memory_format=torch.channels_last), size=(size, size),
+                             mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+        out[i : i + 1] = crop.flip(-1) if flips is not None and flips[i] else crop
+    return out.float()
 
 
 def random_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -128,10 +156,30 @@ class BatchAugment:
         self.crop_pct, self.mean, self.std = crop_pct, tuple(mean), tuple(std)
         self.flip_p = 0.5 if hflip else 0.0
 
-    def __call__(self, x: torch.Tensor, train: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-        n, _, h, w = x.shape
-        hs = torch.full((n,), h, dtype=torch.float64)
-        ws = torch.full((n,), w, dtype=torch.float64)
+    def __call__(
+        self,
+        x: torch.Tensor,
+        train: bool = True,
+        generator: torch.Generator | None = None,
+        sizes: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``sizes`` (N, 2): each image's (h, w) at the top left of the batch's canvas (default: all of it).
+        ``index``: the batch is ``x[index]`` (a whole in-memory dataset); the CPU path then crops straight
+        from ``x`` instead of copying the selected canvases first."""
+        if index is not None and not (self.mode == "rrc" and x.dtype == torch.uint8 and x.device.type == "cpu"):
+            x, index = x[index.to(x.device)], None
+        n, _, h, w = (len(index), *x.shape[1:]) if index is not None else x.shape
+        if sizes is None:
+            hs = torch.full((n,), h, dtype=torch.float64)
+            ws = torch.full((n,), w, dtype=torch.float64)
+        else:
+            hs, ws = sizes[:, 0].double().cpu(), sizes[:, 1].double().cpu()
+        if index is not None:  # uint8 on the CPU: crop, resize and flip per image in uint8, then one float pass
+            boxes = rrc_boxes(hs, ws, self.scale, generator=generator) if train else center_boxes(hs, ws, self.crop_pct)
+            flips = (torch.rand(n, generator=generator) < self.flip_p).tolist() if train else None
+            out = _crop_resize_uint8(x, boxes, self.size, index.tolist(), flips)
+            return out.sub_(self._stat(self.mean, out)).div_(self._stat(self.std, out))
         if not train:
             boxes = center_boxes(hs, ws, self.crop_pct if self.mode == "rrc" else 1.0)
             out = crop_resize(x, boxes, self.size)
@@ -143,3 +191,7 @@ class BatchAugment:
             if (h, w) != (self.size, self.size):
                 out = crop_resize(out, center_boxes(hs, ws, 1.0), self.size)
         return normalize(out, self.mean, self.std)
+
+    @staticmethod
+    def _stat(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1) * 255

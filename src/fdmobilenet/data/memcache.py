@@ -24,10 +24,14 @@ from .._utils import atomic_write_bytes
 from .folders import Folder
 from .images import BadImageError, load_image
 
+MAX_ASPECT = 4 / 3  # longer sides are cut to 4/3 of the shorter: 4:3 photos stay whole, panoramas lose the ends
+
 
 @dataclass
 class MemoryDataset:
-    """Images (N, 3, S, S) uint8 and labels (N,) int64, plus what was skipped and why."""
+    """Images in a uint8 canvas (N, 3, H, W), each at the top left with its own (h, w) in ``sizes`` (N, 2),
+    labels (N,) int64, plus what was skipped and why. Keeping each photo's whole frame (not a centre
+    square) gives RandomResizedCrop the same picture to crop from as the per-image PIL pipeline."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -35,6 +39,12 @@ class MemoryDataset:
     bad: list[tuple[str, str]]
     cache_file: Path | None = None
     rebuilt: bool = False
+    sizes: torch.Tensor | None = None  # (N, 2) int64 (h, w); None: every image fills the canvas
+
+    def __post_init__(self) -> None:
+        if self.sizes is None:
+            n, _, h, w = self.images.shape
+            self.sizes = torch.tensor([[h, w]], dtype=torch.long).expand(n, 2).clone()
 
     def to(self, device: torch.device | str) -> MemoryDataset:
         self.images, self.labels = self.images.to(device), self.labels.to(device)
@@ -42,12 +52,14 @@ class MemoryDataset:
 
     def subset(self, index: torch.Tensor | list[int]) -> MemoryDataset:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.images.device)
-        return MemoryDataset(self.images[idx], self.labels[idx], self.classes, [], self.cache_file, self.rebuilt)
+        return MemoryDataset(
+            self.images[idx], self.labels[idx], self.classes, [], self.cache_file, self.rebuilt, self.sizes[idx.cpu()]
+        )
 
 
 def fingerprint(folder: Folder, size: int) -> str:
     """Hash of every sample's relative path, label, byte size and mtime, and the stored size."""
-    h = hashlib.sha256(f"v1 size={size}\n".encode())
+    h = hashlib.sha256(f"v2 size={size} aspect={MAX_ASPECT:.4f}\n".encode())
     for path, label in folder.samples:
         st = os.stat(path)
         h.update(f"{path.relative_to(folder.root)}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
@@ -70,16 +82,18 @@ def cache_size(folder: Folder, resolution: int, crop_pct: float = 0.875, probe: 
     return min(target, int(np.median(sides))) if sides else target
 
 
-def fit_square(img: Image.Image, size: int) -> np.ndarray:
-    """Shorter side to ``size`` (bilinear, antialiased), centre square: every image the same shape."""
+def fit(img: Image.Image, size: int, max_aspect: float = MAX_ASPECT) -> np.ndarray:
+    """Shorter side to ``size`` (bilinear, antialiased, the long side truncated as torchvision's Resize
+    does), the longer side centre-cut to at most ``max_aspect`` x ``size``: a (3, h, w) uint8 array."""
     w, h = img.size
-    if (w, h) != (size, size):
+    if min(w, h) != size:
         s = size / min(w, h)
-        # truncate the long side as torchvision's Resize does, so the crop matches the eval transform
         img = img.resize((max(size, int(w * s)), max(size, int(h * s))), Image.BILINEAR)
         w, h = img.size
-        left, top = int(round((w - size) / 2)), int(round((h - size) / 2))  # as torchvision CenterCrop
-        img = img.crop((left, top, left + size, top + size))
+    cw, ch = min(w, int(size * max_aspect)), min(h, int(size * max_aspect))
+    if (cw, ch) != (w, h):
+        left, top = int(round((w - cw) / 2)), int(round((h - ch) / 2))  # as torchvision CenterCrop
+        img = img.crop((left, top, left + cw, top + ch))
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
@@ -104,11 +118,11 @@ def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bo
                         [tuple(b) for b in json.loads(meta["bad"])],
                         cache_file,
                         rebuilt=False,
+                        sizes=f.get_tensor("sizes"),
                     )
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             pass
-    images = np.empty((len(folder.samples), 3, size, size), dtype=np.uint8)
-    labels, bad, n = [], [], 0
+    arrays, labels, bad = [], [], []
     it = folder.samples
     if progress:
         from tqdm import tqdm
@@ -116,17 +130,22 @@ def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bo
         it = tqdm(it, desc=f"decoding {folder.root.name} into memory", unit="img", leave=False, disable=None)
     for path, label in it:
         try:
-            images[n] = fit_square(load_image(path, draft_size=size), size)
+            arrays.append(fit(load_image(path, draft_size=size), size))
         except BadImageError as e:
             bad.append((str(path), e.reason))
             continue
         labels.append(label)
-        n += 1
-    if n == 0:
+    if not arrays:
         raise ValueError(f"{folder.root}: none of the {len(folder.samples)} images could be decoded")
-    ds = MemoryDataset(
-        torch.from_numpy(images[:n]), torch.tensor(labels, dtype=torch.long), folder.classes, bad, cache_file, True
-    )
+    sizes = torch.tensor([a.shape[1:] for a in arrays], dtype=torch.long)
+    images = torch.zeros((len(arrays), 3, *sizes.max(0).values.tolist()), dtype=torch.uint8)
+    for i, a in enumerate(arrays):  # edge-replicated beyond the photo: crops at its border never blend in black
+        h, w = a.shape[1:]
+        images[i, :, :h, :w] = torch.from_numpy(a.copy())
+        images[i, :, :h, w:] = images[i, :, :h, w - 1 : w]
+        images[i, :, h:, :] = images[i, :, h - 1 : h, :]
+    ds = MemoryDataset(images, torch.tensor(labels, dtype=torch.long), folder.classes, bad, cache_file, True, sizes)
     meta = {"fingerprint": fp, "classes": json.dumps(folder.classes), "bad": json.dumps(bad), "size": str(size)}
-    atomic_write_bytes(cache_file, st_save({"images": ds.images, "labels": ds.labels}, metadata=meta))
+    tensors = {"images": ds.images, "labels": ds.labels, "sizes": sizes}
+    atomic_write_bytes(cache_file, st_save(tensors, metadata=meta))
     return ds

@@ -20,6 +20,7 @@ EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
 PAPER_BATCH = 256
 MIN_AUTO_BATCH = 64
 MIN_STEPS_PER_EPOCH = 100  # below this the automatic batch size halves (small datasets)
+FINETUNE_LR_FACTOR = 10  # fine-tuning (--pretrained without --lr) runs at the recipe's lr / 10
 WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
 
 
@@ -207,6 +208,12 @@ def auto_recipe(n_train: int) -> tuple[str, str]:
     if n_train >= threshold:
         return "paper", f"{n_train} training images >= {threshold}"
     return "small", f"{n_train} training images < {threshold}, too few steps for the paper's schedule"
+
+
+def finetune_lr(recipe: dict[str, Any]) -> float:
+    """The learning rate for starting from pretrained weights: a tenth of the recipe's from-scratch rate,
+    so the first steps do not wash out what the weights learned on ImageNet."""
+    return recipe.get("lr", TrainConfig.lr) / FINETUNE_LR_FACTOR
 
 
 def auto_batch_size(n_train: int) -> int:

@@ -201,7 +201,9 @@ class MemoryBatches:
         for k in range(0, len(idx), self.batch):
             sel = torch.tensor(idx[k : k + self.batch], device=self.mem.images.device)
             gen = torch.Generator().manual_seed(mix(self.seed, self.epoch, self.start + k // self.batch))
-            x = self.augment(self.mem.images[sel], train=self.train, generator=gen)
+            x = self.augment(
+                self.mem.images, train=self.train, generator=gen, sizes=self.mem.sizes[sel.cpu()], index=sel
+            )
             yield x, self.mem.labels[sel], sel.cpu(), []
 
 
