@@ -96,3 +96,17 @@ def test_openvino_backend_without_openvino_names_the_extra(capsys, monkeypatch):
 def test_model_spec():
     assert parse_model_spec("mobilenet_v1_025@160", 224) == ("mobilenet_v1_025", 160)
     assert parse_model_spec("fd_mobilenet_050", 192) == ("fd_mobilenet_050", 192)
+
+
+def test_family_at_a_budget_spec(tmp_path):
+    """``FAMILY:MFLOPS`` benchmarks the width of a bare family that meets the budget (torchvision ones too)."""
+    from fdmobilenet.bench import build_cases
+
+    assert parse_model_spec("mobilenet_v3_small:40@160", 224) == ("mobilenet_v3_small:40", 160)
+    cases = build_cases([("mobilenet_v3_small:40", 224), ("fd_mobilenet:12", 224)], ["torch"], 1, 1, tmp_path)
+    assert [round(c.macs / 1e6) for c in cases] == [39, 12]
+    rows = summarise(cases, {0: [2.0, 2.0], 1: [1.0, 1.0]}, threads=1, batch=1)
+    assert [r["family"] for r in rows] == ["mobilenet_v3_small", "fd_mobilenet"]
+    assert rows[0]["fd_speedup"] == 2.0  # measured against the FD-MobileNet of nearest complexity
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--models", "fd_mobilenet_025:12", "--runs", "1"])

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import fdmobilenet as fdm
 from fdmobilenet import create_model, list_models
 from fdmobilenet.models.mobilenet import FD_MOBILENET_TABLE, MOBILENET_V1_TABLE, DepthwiseSeparableNet
 
@@ -153,3 +154,23 @@ def test_torch_hub_entry_points():
     repo = Path(__file__).resolve().parents[1]
     m = torch.hub.load(str(repo), "fd_mobilenet_025", source="local", num_classes=4)
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+
+
+# --- the alternatives people weigh (torchvision's networks at any width) -----------------------------
+
+
+@pytest.mark.parametrize("family", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2"])
+def test_torchvision_families_build_at_any_width_and_meet_a_budget(family):
+    w = fdm.solve_width(family, 60)
+    model = fdm.create_model(family, width=w, num_classes=7).eval()
+    assert model(torch.randn(2, 3, 224, 224)).shape == (2, 7)
+    macs = fdm.profile(model, 224).macs / 1e6
+    assert abs(macs - 60) / 60 < 0.1  # channel rounding makes MACs a step function of the width
+    assert fdm.profile(fdm.create_model(family, width=2 * w), 224).macs / 1e6 > 1.5 * macs
+    with pytest.raises(ValueError, match="features_only"):
+        fdm.create_model(family, features_only=True)
+
+
+def test_budget_below_a_family_floor_says_so():
+    with pytest.raises(ValueError, match="outside what mobilenet_v2 reaches"):  # its 1280-channel head alone
+        fdm.solve_width("mobilenet_v2", 12)

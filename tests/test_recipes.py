@@ -68,10 +68,11 @@ def test_ema_warmup_follows_the_update_count() -> None:
     assert fixed.module.weight.item() > 0.999  # still the first weights after 4 steps
 
 
-def test_default_recipe_picks_best_of_ema_and_raw_and_resumes_exactly(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("pipeline", [[], ["--in-memory"]], ids=["pil", "in-memory"])
+def test_default_recipe_picks_best_of_ema_and_raw_and_resumes_exactly(pipeline, tmp_path: Path, capsys) -> None:
     data = cifar_subset(tmp_path / "data", per_class=40)  # 320 train / 80 val: auto -> small, batch 64
     args = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "4"]
-    args += ["--val-split", "0.2", "--deterministic", "--threads", "1", "--workers", "0"]
+    args += ["--val-split", "0.2", "--deterministic", "--threads", "1", "--workers", "0", *pipeline]
     straight = tmp_path / "straight"
     assert main(["train", *args, "--out", str(straight)]) == 0
     log = capsys.readouterr().out
@@ -90,3 +91,16 @@ def test_default_recipe_picks_best_of_ema_and_raw_and_resumes_exactly(tmp_path: 
     for tag in ("last", "best"):
         assert_same_weights(stopped / f"{tag}.safetensors", straight / f"{tag}.safetensors")
     assert [r["val_top1"] for r in metrics(stopped)] == [r["val_top1"] for r in rows]
+
+
+def test_finetuning_defaults_to_a_tenth_of_the_recipe_lr(official_weights, tmp_path: Path, capsys) -> None:
+    from fdmobilenet.cli import build_parser
+    from fdmobilenet.cli.train import config_from_args
+
+    data = cifar_subset(tmp_path / "data", per_class=5)
+    parse = lambda *a: config_from_args(build_parser("train").parse_args(["train", "--data", str(data), *a]))
+    cfg, recipe = parse("--pretrained", str(official_weights["025"]))
+    assert recipe == "small" and cfg.model == "fd_mobilenet_025" and cfg.lr == pytest.approx(0.01)
+    assert "lr 0.01 (a tenth of the recipe's" in capsys.readouterr().out
+    assert parse("--pretrained", str(official_weights["025"]), "--lr", "0.05")[0].lr == 0.05  # --lr wins
+    assert parse("--pretrained", str(official_weights["025"]), "--recipe", "paper")[0].lr == 0.1  # as named

@@ -3,7 +3,7 @@ same epochs, several seeds, one after the other on one machine. Rows go to ``--r
 appended; a finished (case, runner, seed) is skipped on a re-run), and ``--report`` renders them.
 
     python benchmarks/reference/engine_vs_plain.py --case cifar2k --seeds 0 1 2
-    python benchmarks/reference/engine_vs_plain.py --report
+    python benchmarks/reference/engine_vs_plain.py --report benchmarks/reference/results.md
 
 Cases (splits are made by ``split.py`` under ``--work``; see CASES):
   cifar2k    2,000 CIFAR-10 training images (200 a class), 1,000 others held out; FD 0.25x at 64 px, 5 epochs
@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fdmobilenet._utils import machine_info
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -49,8 +51,10 @@ CASES: dict[str, tuple[list[str], dict[str, list[str]]]] = {
         {
             "plain": ["--model", "fd_mobilenet_050", "--pretrained", "{work}/fd_mobilenet_050.safetensors",
                       "--lr", "0.02", "--epochs", "5"],
+            "engine (PIL, --lr 0.01)": ["--pretrained", "{work}/fd_mobilenet_050.safetensors", "--model",
+                                        "fd_mobilenet_050", "--epochs", "5", "--lr", "0.01", "--workers", "2"],
             "engine (README)": ["--pretrained", "{work}/fd_mobilenet_050.safetensors", "--model", "fd_mobilenet_050",
-                                "--epochs", "5", "--lr", "0.01", "--workers", "2"],
+                                "--epochs", "5", "--in-memory"],
         },
     ),
 }  # fmt: skip
@@ -76,7 +80,7 @@ def run_one(case: str, runner: str, seed: int, split: Path, work: Path) -> dict:
         subprocess.run([*cmd, str(split / "val"), *args, "--seed", str(seed), "--json", str(out)], check=True)
         r = json.loads(out.read_text())
         return {"top1": r["val_top1"], "img_s": r["img_s"], "wall_s": round(time.perf_counter() - t0, 1)}
-    out = work / "runs" / f"{case}-{runner.split()[1].strip('()-')}-{seed}"
+    out = work / "runs" / f"{case}-{'-'.join(runner.split()[1:]).strip('()-').replace(',', '')}-{seed}"
     cmd = [*FDM, "train", "--data", str(split), *args, "--seed", str(seed), "--out", str(out)]
     subprocess.run([*cmd, "--resume"], check=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -113,10 +117,20 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "reference" / "work")
     p.add_argument("--results", type=Path, default=HERE / "results.jsonl")
-    p.add_argument("--report", action="store_true", help="print the markdown table of --results")
+    p.add_argument("--report", type=Path, help="write the markdown report of --results to this file")
     a = p.parse_args()
     if a.report:
-        print(report(a.results))
+        info = machine_info()
+        head = [
+            "# The engine against a plain PyTorch loop", "",
+            f"- written {info['date']}; {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
+            f"torch {info['torch']}; runs one after another, runners alternating per seed",
+            "- `python benchmarks/reference/engine_vs_plain.py --case CASE --seeds ...` (cases in its docstring); "
+            "val top-1 of the last epoch (as the plain loop reports), and the engine's best epoch",
+            "",
+        ]  # fmt: skip
+        a.report.write_text("\n".join(head) + report(a.results) + "\n")
+        print(a.report.read_text())
         return
     a.work.mkdir(parents=True, exist_ok=True)
     split = prepare(a.case, a.work)

@@ -61,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     if recipe_name == "auto":
         recipe_name = _auto_recipe(given)
         recipe = load_recipe(recipe_name)
-    if given.get("pretrained") and "lr" not in given and args.recipe is None:
+    if given.get("pretrained") and "lr" not in given and args.recipe in (None, "auto"):
         given["lr"] = finetune_lr(recipe)
         _say(f"fine-tuning --pretrained weights: lr {given['lr']:.4g} (a tenth of the recipe's; --lr sets it)")
     if given.get("pretrained") and "model" not in given:

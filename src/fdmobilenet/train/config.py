@@ -269,3 +269,18 @@ def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:
 def train_resolution_at(c: TrainConfig, epoch: int) -> int:
     """The training crop size of 0-based ``epoch``: a pure function of the epoch, so resume needs nothing saved."""
     return [res for start, res in resolution_schedule(c) if start <= epoch + 1][-1]
+
+
+def batch_layout(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, images per forward pass in one process)."""
+    steps_per_epoch = n_train // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{n_train} training images make less than one global batch of {cfg.batch_size}; lower --batch-size"
+        )
+    per_rank = cfg.batch_size // world
+    if cfg.batch_size % world or per_rank % cfg.accum_steps:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} must divide into {world} process(es) x {cfg.accum_steps} accumulation steps"
+        )
+    return steps_per_epoch, per_rank // cfg.accum_steps

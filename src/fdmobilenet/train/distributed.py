@@ -1,4 +1,4 @@
-"""One training process's place in a run: its rank, the world size and its device.
+"""One training process's place in a run: its rank, the world size, its device, and the signals it obeys.
 
 ``torchrun`` starts one process per device and sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; a plain
 ``fdmobilenet train`` is a world of one, where every collective below is a no-op.
@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -57,3 +60,26 @@ def init_distributed(cfg: TrainConfig) -> Dist:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     return Dist(rank, world, local, device)
+
+
+class Stop:
+    """Remembers SIGTERM/SIGINT so the loop can checkpoint at the next step boundary, then exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Stop:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)

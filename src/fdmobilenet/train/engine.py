@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,8 +31,8 @@ from tqdm import tqdm
 from .._utils import atomic_write_bytes
 from ..evaluate import evaluate_loader
 from .checkpoint import TrainState, open_out, restore, save_checkpoint
-from .config import EXIT_DIVERGED, TrainConfig, for_data, for_machine, train_resolution_at
-from .distributed import Dist, init_distributed
+from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
+from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
 from .optim import Parts, build_parts, lr_at, peak_lr, set_train_mode
 from .outputs import TB_SCALARS, append_metrics, plot_curves, tensorboard, truncate_metrics
@@ -52,29 +51,6 @@ class TrainResult:
     best_epoch: int | None = None
     out: Path | None = None
     epochs_done: int = 0
-
-
-class Stop:
-    """Remembers SIGTERM/SIGINT so the loop can checkpoint at the next step boundary, then exit."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> Stop:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -144,21 +120,6 @@ def _seed_everything(cfg: TrainConfig, dist: Dist) -> None:
     torch.manual_seed(cfg.seed)
 
 
-def _batch_layout(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int]:
-    """(optimizer steps per epoch, images per forward pass in one process)."""
-    steps_per_epoch = n_train // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{n_train} training images make less than one global batch of {cfg.batch_size}; lower --batch-size"
-        )
-    per_rank = cfg.batch_size // world
-    if cfg.batch_size % world or per_rank % cfg.accum_steps:
-        raise ValueError(
-            f"--batch-size {cfg.batch_size} must divide into {world} process(es) x {cfg.accum_steps} accumulation steps"
-        )
-    return steps_per_epoch, per_rank // cfg.accum_steps
-
-
 def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) -> tuple[Run, TrainState]:
     """Everything before the first step, in the order the exact-resume guarantee depends on."""
     log = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
@@ -171,7 +132,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     if note:
         log(note)
     kind = loader_kind(cfg, data, dist)
-    steps_per_epoch, micro = _batch_layout(cfg, data.n_train, dist.world)
+    steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
