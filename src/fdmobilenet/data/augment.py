@@ -2,8 +2,8 @@
 
 Tiny networks train so fast that per-image PIL transforms become the bottleneck. Here a whole
 batch of uint8 images gets its RandomResizedCrop boxes sampled at once (same distribution as
-torchvision's ``RandomResizedCrop.get_params``), is cropped and resized by a single
-``torchvision.ops.roi_align`` call, flipped and normalised with tensor ops.
+torchvision's ``RandomResizedCrop.get_params``), is cropped and resized (one ``roi_align`` call on a
+GPU; per image with the uint8 antialiased kernel on the CPU, see ``crop_resize``), flipped and normalised.
 """
 
 from __future__ import annotations
@@ -124,11 +124,11 @@ def pad_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = 
     return padded.gather(3, cols)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """[0, 255] floats to the network's normalised input."""
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], inplace: bool = False) -> torch.Tensor:
+    """[0, 255] floats to the network's normalised input (``inplace``: into ``x``, saving a batch-sized copy)."""
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) * 255
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) * 255
-    return (x - m) / s
+    return x.sub_(m).div_(s) if inplace else (x - m) / s
 
 
 class BatchAugment:
@@ -179,7 +179,7 @@ class BatchAugment:
             boxes = rrc_boxes(hs, ws, self.scale, generator=generator) if train else center_boxes(hs, ws, self.crop_pct)
             flips = (torch.rand(n, generator=generator) < self.flip_p).tolist() if train else None
             out = _crop_resize_uint8(x, boxes, self.size, index.tolist(), flips)
-            return out.sub_(self._stat(self.mean, out)).div_(self._stat(self.std, out))
+            return normalize(out, self.mean, self.std, inplace=True)
         if not train:
             boxes = center_boxes(hs, ws, self.crop_pct if self.mode == "rrc" else 1.0)
             out = crop_resize(x, boxes, self.size)
@@ -191,7 +191,3 @@ class BatchAugment:
             if (h, w) != (self.size, self.size):
                 out = crop_resize(out, center_boxes(hs, ws, 1.0), self.size)
         return normalize(out, self.mean, self.std)
-
-    @staticmethod
-    def _stat(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1) * 255
