@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib
+import importlib.metadata
 import os
 import platform
 import tempfile
@@ -106,9 +107,11 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
     }
-    for mod in ("torch", "onnxruntime", "openvino", "onnx"):
+    for mod in ("torch", "onnxruntime", "openvino", "onnx", "executorch", "nncf"):
         try:
             info[mod] = importlib.import_module(mod).__version__
         except ImportError:
             info[mod] = None
+        except AttributeError:  # executorch has no __version__
+            info[mod] = importlib.metadata.version(mod)
     return info

@@ -25,7 +25,7 @@ from .metadata import export_metadata, read_onnx_metadata, set_onnx_metadata
 from .samples import image_paths, load_batch
 
 DEFAULT_OPSET = 18  # what torch.onnx's dynamo exporter (torch 2.14) emits
-MIN_OPSET = 18  # onnx's version converter turns the 18->17 ReduceMean into an invalid node, so no down-conversion
+MIN_OPSET = 13  # older TensorRT / RKNN / Hailo / onnx2tf read 13-17; ReduceMean is rewritten for them
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 KEEP_FLOAT_CHOICES = ("stem", "classifier")
@@ -44,24 +44,30 @@ def export_onnx(
     """
     onnx = require("onnx", "ONNX export")
     require("onnxscript", "ONNX export (torch.onnx's exporter)")
-    if opset < MIN_OPSET:
-        raise ValueError(
-            f"--opset {opset}: this exporter writes opset {MIN_OPSET} or newer (onnx's converter cannot take "
-            f"this graph down to {opset} correctly)"
-        )
-    folded = fold_batchnorm(model)
+    check_opset(opset)
+    proto = _to_onnx(fold_batchnorm(model), resolution, opset)
+    full_meta = export_metadata(meta, resolution, model)
+    full_meta["opset"] = _opset_of(proto)
+    set_onnx_metadata(proto, full_meta)
+    onnx.checker.check_model(proto)
+    atomic_write_bytes(path, proto.SerializeToString())
+    return full_meta
+
+
+def _to_onnx(module: nn.Module, resolution: int, opset: int) -> Any:
+    """torch.onnx's dynamo export of ``module`` with a dynamic batch axis, at ``opset``: a ModelProto."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     example = torch.randn(2, 3, resolution, resolution)
     log = io.StringIO()  # the exporter's progress log; shown only if it fails
     try:
         with contextlib.redirect_stdout(log):
             prog = torch.onnx.export(
-                folded,
+                module,
                 (example,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                opset_version=opset,
+                opset_version=max(opset, DEFAULT_OPSET),
                 dynamic_shapes={"x": {0: batch}},
                 external_data=False,
                 optimize=True,
@@ -69,20 +75,104 @@ def export_onnx(
     except Exception:
         sys.stderr.write(log.getvalue())
         raise
-    proto = prog.model_proto
-    if opset != _opset_of(proto):
-        from onnx import version_converter
+    return lower_opset(prog.model_proto, opset)
 
-        try:
-            proto = version_converter.convert_version(proto, opset)
-        except Exception as e:  # the converter raises bare RuntimeErrors
-            raise ValueError(f"cannot convert the exported graph to opset {opset} ({e}); use --opset 18") from e
-    full_meta = export_metadata(meta, resolution, model)
-    full_meta["opset"] = _opset_of(proto)
-    set_onnx_metadata(proto, full_meta)
+
+def export_quantized_onnx(
+    quantized: nn.Module, path: str | os.PathLike, meta: dict[str, Any], opset: int = DEFAULT_OPSET
+) -> dict[str, Any]:
+    """Write a PT2E INT8 graph (``deploy.quantize``) as QDQ ONNX; ``meta`` is the fp32 export's metadata."""
+    onnx = require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export (torch.onnx's exporter)")
+    check_opset(opset)
+    proto = _to_onnx(quantized, int(meta["resolution"]), opset)
+    meta = {**meta, "opset": _opset_of(proto), "precision": "int8"}
+    set_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
     atomic_write_bytes(path, proto.SerializeToString())
-    return full_meta
+    return meta
+
+
+def check_opset(opset: int) -> None:
+    """Opsets 13 (what older TensorRT, RKNN, Hailo and onnx2tf toolchains read) to the exporter's own."""
+    if not MIN_OPSET <= opset <= DEFAULT_OPSET:
+        raise ValueError(f"--opset {opset}: choose {MIN_OPSET} to {DEFAULT_OPSET} (13 is QuantizeLinear's per-channel "
+                         f"minimum; {DEFAULT_OPSET} is what this torch exports)")  # fmt: skip
+
+
+def _constants(proto: Any) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs by name (the shape/axes inputs the rewrites read)."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return consts
+
+
+def _drop_allowzero(proto: Any, opset: int) -> None:
+    """Reshape-14's allowzero only matters for a 0 in the target shape: drop it where the shape has none."""
+    consts = _constants(proto)
+    for n in proto.graph.node:
+        keep = [a for a in n.attribute if not (a.name == "allowzero" and a.i)]
+        if n.op_type != "Reshape" or len(keep) == len(n.attribute):
+            continue
+        if n.input[1] not in consts or (consts[n.input[1]] == 0).any():
+            raise ValueError(f"--opset {opset}: a Reshape needs allowzero (opset 14+); use --opset {DEFAULT_OPSET}")
+        del n.attribute[:]
+        n.attribute.extend(keep)
+
+
+def _global_pool_nodes(proto: Any) -> None:
+    """ReduceMean over H and W (keepdims) -> GlobalAveragePool, which is the same in every opset.
+
+    Opset 18 moved ReduceMean's axes from an attribute to an input, and onnx's version converter
+    writes an invalid node going back; the classifiers here only average over the full feature map.
+    """
+    from onnx import helper
+
+    consts = _constants(proto)
+    for i, n in enumerate(proto.graph.node):
+        if n.op_type != "ReduceMean" or len(n.input) != 2 or n.input[1] not in consts:
+            continue
+        axes = sorted(int(a) % 4 for a in consts[n.input[1]].ravel())
+        keep = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
+        if axes != [2, 3] or not keep:
+            raise ValueError(f"cannot lower ReduceMean over axes {axes} (keepdims={keep}) below opset 18")
+        proto.graph.node[i].CopyFrom(helper.make_node("GlobalAveragePool", [n.input[0]], list(n.output), n.name))
+    used = {i for n in proto.graph.node for i in n.input}
+    unused = [t for t in proto.graph.initializer if t.name not in used]
+    for t in unused:
+        proto.graph.initializer.remove(t)
+
+
+# Ops whose definition is the same in opsets 13-18 for the graphs exported here (later versions only
+# widened type lists, e.g. bfloat16; Reshape-14's allowzero defaults to the opset-13 behaviour).
+_STABLE_13_TO_18 = {
+    "Add", "AveragePool", "Concat", "Constant", "Conv", "DequantizeLinear", "Flatten", "Gemm",
+    "GlobalAveragePool", "MatMul", "MaxPool", "Mul", "QuantizeLinear", "Relu", "Reshape", "Transpose",
+}  # fmt: skip
+
+
+def lower_opset(proto: Any, opset: int) -> Any:
+    """The graph at ``opset`` (13-17 for older toolchains), or unchanged at the exporter's own.
+
+    onnx's version converter has no downgrade adapters for most ops (Relu 14 -> 13 fails), so the
+    graph is relabelled instead, after checking that every op it uses means the same at ``opset``.
+    """
+    if opset >= _opset_of(proto):
+        return proto
+    _global_pool_nodes(proto)
+    ops = {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx")}
+    if unknown := ops - _STABLE_13_TO_18:
+        raise ValueError(f"--opset {opset}: the graph uses {', '.join(sorted(unknown))}, which changed after "
+                         f"opset {opset}; use --opset {DEFAULT_OPSET}")  # fmt: skip
+    _drop_allowzero(proto, opset)
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset
+    return proto
 
 
 def _opset_of(proto: Any) -> int:
