@@ -23,17 +23,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import photos
 import torch
 
 from fdmobilenet._utils import machine_info
 from fdmobilenet.deploy.executorch import PteClassifier, export_pte, lower_to_pte, set_threads
-from fdmobilenet.deploy.metadata import export_metadata, set_onnx_metadata
+from fdmobilenet.deploy.metadata import set_onnx_metadata
 from fdmobilenet.deploy.onnx import export_onnx, export_quantized_onnx, quantize_onnx
 from fdmobilenet.deploy.quantize import QatConfig, calibrate, convert, qat_distill, tuned_float
 from fdmobilenet.deploy.runtime import OnnxClassifier
-from fdmobilenet.models import build_from_weights, convert as convert_weights
+from fdmobilenet.models import build_from_weights
+from fdmobilenet.models import convert as convert_weights
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
