@@ -22,6 +22,16 @@ from fdmobilenet.weights import read_weights
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 SHARED = Path(os.environ.get("FDM_SHARED", REPO.parent / "shared"))
+# 60 real flower photos (5 classes, shorter side 96 px) shipped with the repository: see its README.md.
+FLOWERS_MINI = REPO / "tests" / "data" / "flowers-mini"
+
+
+def mini_photos(n: int | None = None) -> list[Path]:
+    """The in-repository photos (sorted, spread over the classes): real JPEGs for tests that need no
+    particular data set, so a clone without ``../shared`` runs them."""
+    by_class = [sorted(d.glob("*.jpg")) for d in sorted(FLOWERS_MINI.iterdir()) if d.is_dir()]
+    interleaved = [p for group in zip(*by_class) for p in group]
+    return interleaved[:n]
 
 
 def require(p: Path) -> Path:

@@ -10,7 +10,7 @@ from fdmobilenet.data.folders import scan_folder
 from fdmobilenet.data.packed import PackedFolder, prepare
 from fdmobilenet.evaluate import evaluate, evaluate_loader
 from fdmobilenet.preprocess import Preprocess
-from helpers import shared_path
+from helpers import FLOWERS_MINI, mini_photos
 
 
 def test_batched_eval_path_agrees_with_the_regular_loader(official_weights, imagenet_sample):
@@ -44,7 +44,7 @@ def test_ragged_batch_is_cropped_as_if_each_image_were_alone(imagenet_sample):
 @pytest.fixture
 def mixed(tmp_path):
     """4 real JPEGs, a PNG (PIL fallback), an empty and a truncated JPEG, in one class folder."""
-    src = sorted(shared_path("datasets/imagenet-sample-50").rglob("*.JPEG"))[:4]
+    src = mini_photos(4)
     d = tmp_path / "a"
     d.mkdir()
     for p in src:
@@ -108,7 +108,7 @@ def test_prefetcher_gives_the_same_batches_raises_errors_and_stops_early():
 
 
 def test_packed_source_and_fixed_order(tmp_path):
-    photos = shared_path("datasets/imagenet-sample-50")
+    photos = FLOWERS_MINI
     prepare(photos, tmp_path / "p", 96, shards=2, workers=1, progress=False)
     pf = PackedFolder.open(tmp_path / "p")
     order = list(range(len(pf)))[::-1]

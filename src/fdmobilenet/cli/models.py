@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..complexity import profile
 from ..models import FAMILIES, convert, create_model, family_kwargs, list_models, solve_width
 from ._args import csv, csv_floats
@@ -21,7 +23,9 @@ def models_run(a: argparse.Namespace) -> int:
         if name in FAMILIES:
             rows.append({"model": name, "macs": None, "params": None})
             continue
-        p = profile(create_model(name), 224)
+        with torch.device("meta"):  # shapes only: no weights allocated, nothing run (seconds, not a minute)
+            model = create_model(name)
+        p = profile(model, 224)
         rows.append({"model": name, "macs": p.macs, "params": p.params})
     if a.json:
         print(json.dumps(rows, indent=1))
