@@ -155,3 +155,27 @@ def test_train_resolution_reaches_the_network_and_evaluation_stays_put(
     assert [s for s in shapes if s[0] == "train"] == [("train", 32)] * per_epoch + [("train", 48)] * per_epoch
     assert {s for s in shapes if s[0] == "eval"} == {("eval", 40)}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train_resolution"] == "32,48@2"
+
+
+# --- logs for people who are not watching a terminal -----------------------------------------------------
+
+
+def test_logs_without_a_terminal_are_plain_lines_and_csv(tmp_path, monkeypatch, capfd):
+    """nohup/SLURM/CI: per-step progress still shows, as plain lines (no carriage returns); --logger csv."""
+    from fdmobilenet.cli import main
+    from helpers import FLOWERS_MINI
+
+    monkeypatch.setenv("FDM_PROGRESS_EVERY", "0")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(FLOWERS_MINI), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "2"]
+    args += ["--batch-size", "16", "--threads", "1", "--workers", "0", "--logger", "csv", "--out", str(out)]
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err and "epoch 1/2: 1/3 step (33%)" in err and "epoch 2/2: 3/3 step (100%)" in err
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 3
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        rc = main([*args[:-2], "--out", str(tmp_path / "tb"), "--logger", "tensorboard"])
+        assert rc == 2 and "fdmobilenet[train]" in capfd.readouterr().err

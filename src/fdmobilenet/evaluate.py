@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ._progress import Progress
 from .data.folders import Folder, scan_folder
 from .data.images import ImageDataset, collate_skip_bad
 from .data.packed import PackedFolder, PackedImageDataset, is_packed
@@ -120,12 +121,9 @@ def evaluate_loader(
     model.eval().to(device)
     correct1 = correct5 = n = 0
     bad: list[tuple[str, str]] = []
-    it = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc="eval", unit="batch", leave=False, disable=None)
-    for imgs, labels, _, bad_items in it:
+    bar = Progress(_len(loader), "eval", "batch", enabled=progress)
+    for imgs, labels, _, bad_items in loader:
+        bar.update()
         bad += [(folder.name(i) if folder is not None else f"#{i}", reason) for i, reason in bad_items]
         if imgs is None:
             continue
@@ -136,9 +134,17 @@ def evaluate_loader(
         correct1 += hit[:, 0].sum().item()
         correct5 += hit.any(dim=1).sum().item()
         n += len(labels)
+    bar.close()
     if n == 0:
         raise ValueError("no readable images to evaluate" + (f" ({len(bad)} unreadable)" if bad else ""))
     return EvalResult(100.0 * correct1 / n, 100.0 * correct5 / n, n, bad)
+
+
+def _len(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import urllib.error
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ def _download(url: str, dst: Path, release: Release, converted: Path, progress: 
     os.close(fd)
     try:
         try:
-            torch.hub.download_url_to_file(url, tmp, progress=progress)
+            print(f"downloading {url} to {dst}", file=sys.stderr, flush=True)
+            # tqdm's bar only on a terminal: in a log file its carriage returns make one endless line
+            torch.hub.download_url_to_file(url, tmp, progress=progress and sys.stderr.isatty())
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise WeightsUnavailable(
                 f"could not download {url} ({type(e).__name__}: {e}).\n"
