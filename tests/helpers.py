@@ -65,6 +65,16 @@ def cifar_subset(dst: Path, per_class: int, offset: int = 0) -> Path:
     return dst
 
 
+def mini_subset(dst: Path, per_class: int) -> Path:
+    """``dst/<class>/`` with symlinks to ``per_class`` (at most 40) in-repository flower photos per class:
+    ``cifar_subset`` for tests of mechanics (resume, processes) rather than of accuracy."""
+    for d in sorted(p for p in FLOWERS_MINI.iterdir() if p.is_dir()):
+        (dst / d.name).mkdir(parents=True)
+        for f in sorted(d.glob("*.jpg"))[:per_class]:
+            (dst / d.name / f.name).symlink_to(f)
+    return dst
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 

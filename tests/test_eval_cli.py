@@ -150,7 +150,7 @@ def test_predict_a_folder_writes_a_csv(flower_weights, tmp_path, capsys):
     args = ["predict", "--weights", str(flower_weights), "--topk", "2", "--batch-size", "7", "--device", "cpu"]
     assert main([*args, str(FLOWERS_MINI), "-o", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 60 and rows[0].keys() == {
+    assert len(rows) == 200 and rows[0].keys() == {
         "path",
         "class1",
         "index1",
@@ -165,7 +165,7 @@ def test_predict_a_folder_writes_a_csv(flower_weights, tmp_path, capsys):
     assert all(float(r["prob1"]) >= float(r["prob2"]) for r in rows)
     assert main([*args, str(FLOWERS_MINI / "roses")]) == 0  # a folder alone: CSV on stdout
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("path,class1") and len(lines) == 13
+    assert lines[0].startswith("path,class1") and len(lines) == 41
 
 
 def test_eval_reads_prepared_data_and_a_runs_validation_split(flower_weights, tmp_path, capsys):
@@ -177,14 +177,14 @@ def test_eval_reads_prepared_data_and_a_runs_validation_split(flower_weights, tm
     assert main(["prepare", str(FLOWERS_MINI), str(tmp_path / "packed"), "--short-side", "80", "--workers", "1"]) == 0
     capsys.readouterr()
     assert main([*base, "--data", str(tmp_path / "packed")]) == 0
-    assert json.loads(capsys.readouterr().out)["n"] == plain["n"] == 60
+    assert json.loads(capsys.readouterr().out)["n"] == plain["n"] == 200
     # a run folder's split.json, as `train` writes it: only its validation images are scored
     run = tmp_path / "run"
     run.mkdir()
     record = load_folders(FLOWERS_MINI, 0.25, 0).record
     (run / "split.json").write_text(json.dumps(record))
     assert main([*base, "--split", str(run)]) == 0
-    assert json.loads(capsys.readouterr().out)["n"] == len(record["val"]) == 15
+    assert json.loads(capsys.readouterr().out)["n"] == len(record["val"]) == 50
     assert (
         main([*base, "--device", "cuda:99", "--data", str(FLOWERS_MINI)]) == 2
         or __import__("torch").cuda.is_available()

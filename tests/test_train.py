@@ -29,6 +29,7 @@ from helpers import (
     cifar_subset,
     env,
     metrics,
+    mini_subset,
     params,
     torchrun_cmd,
     train_cmd,
@@ -122,9 +123,10 @@ def test_cifar_subset_learns_and_checkpoints_serve_eval_and_predict(tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def resume_setup(tmp_path_factory) -> tuple[Path, Path]:
-    """A 160/40-image CIFAR subset and an uninterrupted deterministic run on it (4 epochs x 10 steps)."""
+    """A 160/40-image subset of the in-repository photos and an uninterrupted deterministic run on it
+    (4 epochs x 10 steps)."""
     tmp = tmp_path_factory.mktemp("resume")
-    data = cifar_subset(tmp / "cifar", per_class=20)
+    data = mini_subset(tmp / "flowers", per_class=40)
     out = tmp / "straight"
     assert main(["train", "--data", str(data), *RESUME_ARGS, "--workers", "0", "--out", str(out)]) == 0
     return data, out

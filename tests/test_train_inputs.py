@@ -168,10 +168,11 @@ def test_logs_without_a_terminal_are_plain_lines_and_csv(tmp_path, monkeypatch, 
     monkeypatch.setenv("FDM_PROGRESS_EVERY", "0")
     out = tmp_path / "run"
     args = ["train", "--data", str(FLOWERS_MINI), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "2"]
-    args += ["--batch-size", "16", "--threads", "1", "--workers", "0", "--logger", "csv", "--out", str(out)]
+    args += ["--batch-size", "32", "--val-split", "0.2", "--threads", "1", "--workers", "0", "--logger", "csv"]
+    args += ["--out", str(out)]
     assert main(args) == 0
     err = capfd.readouterr().err
-    assert "\r" not in err and "epoch 1/2: 1/3 step (33%)" in err and "epoch 2/2: 3/3 step (100%)" in err
+    assert "\r" not in err and "epoch 1/2: 1/5 step (20%)" in err and "epoch 2/2: 5/5 step (100%)" in err
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,") and len(lines) == 3
     try:
