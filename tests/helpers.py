@@ -65,12 +65,13 @@ def cifar_subset(dst: Path, per_class: int, offset: int = 0) -> Path:
     return dst
 
 
-def mini_subset(dst: Path, per_class: int) -> Path:
-    """``dst/<class>/`` with symlinks to ``per_class`` (at most 40) in-repository flower photos per class:
-    ``cifar_subset`` for tests of mechanics (resume, processes) rather than of accuracy."""
-    for d in sorted(p for p in FLOWERS_MINI.iterdir() if p.is_dir()):
+def mini_subset(dst: Path, per_class: int, offset: int = 0, classes: int = 5) -> Path:
+    """``dst/<class>/`` with symlinks to ``per_class`` in-repository flower photos (40 per class in all) of
+    the first ``classes`` classes: ``cifar_subset`` for tests of mechanics (resume, processes, file formats)
+    rather than of accuracy."""
+    for d in sorted(p for p in FLOWERS_MINI.iterdir() if p.is_dir())[:classes]:
         (dst / d.name).mkdir(parents=True)
-        for f in sorted(d.glob("*.jpg"))[:per_class]:
+        for f in sorted(d.glob("*.jpg"))[offset : offset + per_class]:
             (dst / d.name / f.name).symlink_to(f)
     return dst
 

@@ -189,3 +189,15 @@ def test_eval_reads_prepared_data_and_a_runs_validation_split(flower_weights, tm
         main([*base, "--device", "cuda:99", "--data", str(FLOWERS_MINI)]) == 2
         or __import__("torch").cuda.is_available()
     )
+
+
+@pytest.mark.parametrize(
+    "command, shown", [("eval", "(default: 64)"), ("bench", "(default: 200)"), ("train", "[default:")]
+)
+def test_help_shows_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert shown in text
+    if command == "train":
+        assert "without --data, digits" in " ".join(text.split())
