@@ -7,7 +7,6 @@ match them to a budget like the paper's families. Architecture and initialisatio
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models as tvm
 
 TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2")
 # ShuffleNetV2 stage 2-4 channels at 1.0x; other widths scale them (multiples of 4, so each unit can split
@@ -41,6 +40,8 @@ def build_torchvision(
 
 
 def _build(family: str, width: float, num_classes: int, dropout: float) -> nn.Module:
+    from torchvision import models as tvm  # here, not at import: torchvision takes seconds to import
+
     if family == "mobilenet_v2":
         model: nn.Module = tvm.mobilenet_v2(num_classes=num_classes, width_mult=width, dropout=dropout)
     elif family in ("mobilenet_v3_small", "mobilenet_v3_large"):
