@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ._progress import Progress
-from ._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, pyplot, require, save_figure
+from ._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, plain_log_axis, pyplot, require, save_figure
 from .complexity import profile
 from .deploy.fold import fold_batchnorm
 from .deploy.onnx import export_onnx, quantize_onnx
@@ -258,8 +258,8 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -
     for ax in axes.flat[len(backends) :]:
         ax.set_visible(False)
     first = axes.flat[0]
-    _plain_log_axis(first, "x", [r["macs"] / 1e6 for r in done])
-    _plain_log_axis(first, "y", [r["median_ms"] for r in done])
+    plain_log_axis(first, "x", [r["macs"] / 1e6 for r in done])
+    plain_log_axis(first, "y", [r["median_ms"] for r in done])
     for ax in axes[-1]:
         ax.set_xlabel("MMACs")
     for ax in axes[:, 0]:
@@ -269,23 +269,6 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -
     fig.suptitle(title or "latency vs complexity", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1 - 1.9 / fig.get_figwidth(), 1))
     save_figure(fig, path)
-
-
-def _plain_log_axis(ax: Any, which: str, values: list[float]) -> None:
-    """A log axis labelled with plain numbers at 1-2-5 steps (linear steps when the range is narrow)."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
-    lo, hi = min(values) / 1.15, max(values) * 1.15
-    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-    ticks = [m * 10.0**e for e in decades for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
-    if len(ticks) < 3:
-        ticks = [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    getattr(ax, f"set_{which}scale")("log")
-    getattr(ax, f"set_{which}lim")(lo, hi)
-    axis.set_ticks(ticks)
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
 
 
 def select_backends(requested: str | None) -> list[str]:
