@@ -34,7 +34,7 @@ def test_release_table_is_pinned():
     assert set(hub.RELEASES) >= {"fd_mobilenet_025", "fd_mobilenet_050"}
 
 
-def test_fetch_over_http_converts_once_and_matches_the_local_conversion(served, tmp_path, monkeypatch):
+def test_fetch_over_http_converts_once_and_matches_the_local_conversion(served, tmp_path, monkeypatch, capfd):
     root, url = served
     src = shared_path("weights/official/0.25x-FDMobileNet-224.pth.tar")
     (root / src.name).write_bytes(src.read_bytes())
@@ -42,6 +42,8 @@ def test_fetch_over_http_converts_once_and_matches_the_local_conversion(served, 
     monkeypatch.delenv("FDM_WEIGHTS", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     m = create_model("fd_mobilenet_025", pretrained=True).eval()
+    err = capfd.readouterr().err
+    assert f"downloading {url}{src.name}" in err and "\r" not in err  # a plain line in a log, no bar
     cached = list((tmp_path / "torch" / "hub" / "fdmobilenet").glob("*.safetensors"))
     assert len(cached) == 1 and (tmp_path / "torch" / "hub" / "checkpoints" / src.name).is_file()
     ref = create_model("fd_mobilenet_025", pretrained=src).eval()  # the authors' file, read directly
