@@ -9,9 +9,10 @@ OUT ?= demo-out
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The exact tested versions (constraints.txt) within pyproject's supported ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $@
 
 lint: install

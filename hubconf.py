@@ -1,6 +1,7 @@
 """torch.hub entry points: ``torch.hub.load('<repo>', 'fd_mobilenet_050', source='local', ...)``.
 
-Weights are never downloaded: pass ``pretrained='path/to/converted.safetensors'``.
+``pretrained=True`` fetches the authors' released file (pinned commit, checksum-checked) into
+torch.hub's cache and converts it once; ``pretrained='path/to/weights.safetensors'`` needs no network.
 """
 
 import os

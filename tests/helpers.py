@@ -22,6 +22,16 @@ from fdmobilenet.weights import read_weights
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 SHARED = Path(os.environ.get("FDM_SHARED", REPO.parent / "shared"))
+# 60 real flower photos (5 classes, shorter side 96 px) shipped with the repository: see its README.md.
+FLOWERS_MINI = REPO / "tests" / "data" / "flowers-mini"
+
+
+def mini_photos(n: int | None = None) -> list[Path]:
+    """The in-repository photos (sorted, spread over the classes): real JPEGs for tests that need no
+    particular data set, so a clone without ``../shared`` runs them."""
+    by_class = [sorted(d.glob("*.jpg")) for d in sorted(FLOWERS_MINI.iterdir()) if d.is_dir()]
+    interleaved = [p for group in zip(*by_class) for p in group]
+    return interleaved[:n]
 
 
 def require(p: Path) -> Path:
@@ -52,6 +62,17 @@ def cifar_subset(dst: Path, per_class: int, offset: int = 0) -> Path:
         (dst / d.name).mkdir(parents=True)
         for f in sorted(os.listdir(d))[offset : offset + per_class]:
             (dst / d.name / f).symlink_to(d / f)
+    return dst
+
+
+def mini_subset(dst: Path, per_class: int, offset: int = 0, classes: int = 5) -> Path:
+    """``dst/<class>/`` with symlinks to ``per_class`` in-repository flower photos (40 per class in all) of
+    the first ``classes`` classes: ``cifar_subset`` for tests of mechanics (resume, processes, file formats)
+    rather than of accuracy."""
+    for d in sorted(p for p in FLOWERS_MINI.iterdir() if p.is_dir())[:classes]:
+        (dst / d.name).mkdir(parents=True)
+        for f in sorted(d.glob("*.jpg"))[offset : offset + per_class]:
+            (dst / d.name / f.name).symlink_to(f)
     return dst
 
 

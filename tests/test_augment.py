@@ -11,7 +11,7 @@ from fdmobilenet.data.augment import BatchAugment, center_boxes, crop_resize, pa
 from fdmobilenet.data.folders import Folder, scan_folder
 from fdmobilenet.data.memcache import load_or_build
 from fdmobilenet.preprocess import Preprocess
-from helpers import shared_path
+from helpers import FLOWERS_MINI, shared_path
 
 
 def _torchvision_boxes(h, w, scale, n, seed=0):
@@ -134,11 +134,11 @@ def test_memcache_keeps_whole_photos_and_evaluates_like_the_eval_transform(tmp_p
     from fdmobilenet.data.images import load_image
     from fdmobilenet.data.memcache import fit
 
-    img = shared_path("datasets/imagenet-sample-50")
-    f = scan_folder(img)
+    f = scan_folder(FLOWERS_MINI)
     sizes = [Image.open(p).size for p, _ in f.samples]
     portrait = next(i for i, (w, h) in enumerate(sizes) if h > w)
-    sub = Folder([f.samples[0], f.samples[2], f.samples[portrait]], f.classes, f.root)  # landscape x2, portrait
+    land = [i for i, (w, h) in enumerate(sizes) if w > h][:2]
+    sub = Folder([f.samples[land[0]], f.samples[land[1]], f.samples[portrait]], f.classes, f.root)
     photos = [load_image(p) for p, _ in sub.samples]
     ref = Preprocess(64, crop_pct=1.0, mean=(0, 0, 0), std=(1 / 255,) * 3).transform()
     direct = torch.stack([ref(p) for p in photos])  # Resize(64) + CenterCrop(64), 0-255

@@ -110,3 +110,26 @@ def test_family_at_a_budget_spec(tmp_path, capsys):
     assert rows[0]["fd_speedup"] == 2.0  # measured against the FD-MobileNet of nearest complexity
     assert cli.main(["bench", "--models", "fd_mobilenet_025:12", "--runs", "1"]) == 2
     assert "FAMILY:MFLOPS takes a bare family" in capsys.readouterr().err
+
+
+def test_plot_has_plain_tick_labels_and_a_legend_beside_the_panels(monkeypatch):
+    pytest.importorskip("matplotlib")
+    from fdmobilenet import bench
+
+    figs = []
+    monkeypatch.setattr(bench, "save_figure", lambda fig, path: figs.append(fig))
+    rows = [
+        {"family": f, "backend": b, "macs": m, "median_ms": ms}
+        for b in ("ort", "torch")
+        for f, m, ms in (("fd_mobilenet", 12.04e6, 1.2), ("mobilenet_v1", 13.6e6, 1.36))
+    ]
+    bench.plot(rows, "unused.png")
+    fig = figs[0]
+    fig.canvas.draw()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["ort", "torch"]  # one panel per backend
+    labels = [t.get_text() for t in axes[0].get_xticklabels() + axes[0].get_yticklabels() if t.get_text()]
+    assert len(labels) >= 4 and all(lbl.replace(".", "").isdigit() for lbl in labels), labels
+    assert fig.legends and not any(ax.get_legend() for ax in axes)  # one figure legend, outside the panels
+    legend_box = fig.legends[0].get_window_extent()
+    assert all(legend_box.x0 >= ax.get_window_extent().x1 for ax in axes)

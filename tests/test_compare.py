@@ -4,19 +4,13 @@ import pytest
 
 from fdmobilenet import compare as cmp
 from fdmobilenet.cli import main
-from helpers import shared_path
+from helpers import mini_subset, shared_path
 
 
 @pytest.fixture(scope="module")
 def tiny_cifar(tmp_path_factory):
-    """3 CIFAR-10 classes x 30 real images, class folders only (compare carves the val split)."""
-    src = shared_path("datasets/cifar10/train")
-    root = tmp_path_factory.mktemp("cifar-tiny")
-    for cls in ("airplane", "automobile", "frog"):
-        (root / cls).mkdir()
-        for p in sorted((src / cls).glob("*.jpg"))[:30]:
-            (root / cls / p.name).write_bytes(p.read_bytes())
-    return root
+    """3 classes x 30 real photos (in the repository), class folders only (compare carves the val split)."""
+    return mini_subset(tmp_path_factory.mktemp("tiny") / "flowers", per_class=30, classes=3)
 
 
 def test_compare_end_to_end_and_resume(tiny_cifar, tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ from fdmobilenet.data.folders import scan_folder
 from fdmobilenet.data.images import load_image
 from fdmobilenet.evaluate import evaluate
 from fdmobilenet.preprocess import Preprocess
+from helpers import FLOWERS_MINI, mini_photos
 
 
 @pytest.mark.parametrize("tag, top1, top5", [("025", 52.0, 70.0), ("050", 56.0, 84.0)])
@@ -21,12 +22,14 @@ def test_official_weights_on_the_shared_sample(tag, top1, top5, official_weights
     assert out["model"] == f"fd_mobilenet_{tag}"
 
 
-def test_synset_folders_use_the_imagenet_order(imagenet_sample):
-    f = scan_folder(imagenet_sample)
-    assert len(f.classes) == 1000 and len(f.samples) == 50
-    tench = [label for p, label in f.samples if p.parent.name == "n01440764"]
-    assert tench in ([], [0])  # n01440764 is class 0 if present
-    assert all(0 <= label < 1000 for _, label in f.samples)
+def test_synset_folders_use_the_imagenet_order(tmp_path):
+    for synset, photo in zip(("n01443537", "n01440764", "n15075141"), mini_photos(3)):  # goldfish, tench, tissue
+        (tmp_path / synset).mkdir()
+        shutil.copy(photo, tmp_path / synset / photo.name)
+    f = scan_folder(tmp_path)
+    assert len(f.classes) == 1000 and len(f.samples) == 3
+    assert {p.parent.name: label for p, label in f.samples} == {"n01440764": 0, "n01443537": 1, "n15075141": 999}
+    assert f.classes[0] == "tench"
 
 
 def test_predict_names_classes_and_reports_bad_files(official_weights, imagenet_sample, tmp_path, capsys):
@@ -50,9 +53,9 @@ def test_predict_text_output(official_weights, imagenet_sample, capsys):
     assert str(img) in text and "%" in text and len(text.strip().splitlines()) == 6
 
 
-def test_custom_class_folders_use_weights_class_names(tmp_path, imagenet_sample):
+def test_custom_class_folders_use_weights_class_names(tmp_path):
     # a non-synset folder layout maps folder names through the class names stored with the weights
-    src = sorted(imagenet_sample.rglob("*.JPEG"))[:2]
+    src = mini_photos(2)
     for p, name in zip(src, ["b", "a"]):
         (tmp_path / name).mkdir()
         shutil.copy(p, tmp_path / name / p.name)
@@ -63,10 +66,10 @@ def test_custom_class_folders_use_weights_class_names(tmp_path, imagenet_sample)
     assert scan_folder(tmp_path).classes == ["a", "b"]
 
 
-def test_eval_skips_unreadable_files(tmp_path, imagenet_sample):
+def test_eval_skips_unreadable_files(tmp_path):
     d = tmp_path / "cls"
     d.mkdir()
-    shutil.copy(sorted(imagenet_sample.rglob("*.JPEG"))[0], d / "good.jpg")
+    shutil.copy(mini_photos(1)[0], d / "good.jpg")
     (d / "empty.jpg").write_bytes(b"")
     r = evaluate(
         create_model("fd_mobilenet_025", num_classes=1).eval(), scan_folder(tmp_path), Preprocess(64).transform()
@@ -125,3 +128,77 @@ def test_cli_convert(tmp_path, capsys):
     assert "fd_mobilenet_025" in capsys.readouterr().out
     assert main(["convert", str(src), str(tmp_path / "x.safetensors"), "--model", "fd_mobilenet_050"]) == 2
     assert "mis-shaped" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+
+
+# --- eval and predict on folders, prepared data, a run's validation split, any device -----------------
+
+
+@pytest.fixture(scope="module")
+def flower_weights(tmp_path_factory):
+    """Untrained 5-class weights that know the flower class names (what `train` writes, without training)."""
+    from fdmobilenet.weights import save_weights
+
+    path = tmp_path_factory.mktemp("w") / "flowers.safetensors"
+    classes = sorted(d.name for d in FLOWERS_MINI.iterdir() if d.is_dir())
+    meta = {"model": "fd_mobilenet_025", "num_classes": 5, "class_names": classes, **Preprocess(64).to_meta()}
+    save_weights(create_model("fd_mobilenet_025", num_classes=5).state_dict(), path, meta)
+    return path
+
+
+def test_predict_a_folder_writes_a_csv(flower_weights, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "pred.csv"
+    args = ["predict", "--weights", str(flower_weights), "--topk", "2", "--batch-size", "7", "--device", "cpu"]
+    assert main([*args, str(FLOWERS_MINI), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 200 and rows[0].keys() == {
+        "path",
+        "class1",
+        "index1",
+        "prob1",
+        "class2",
+        "index2",
+        "prob2",
+        "error",
+    }
+    assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)
+    assert all(r["class1"] in ("daisy", "dandelion", "roses", "sunflowers", "tulips") for r in rows)
+    assert all(float(r["prob1"]) >= float(r["prob2"]) for r in rows)
+    assert main([*args, str(FLOWERS_MINI / "roses")]) == 0  # a folder alone: CSV on stdout
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("path,class1") and len(lines) == 41
+
+
+def test_eval_reads_prepared_data_and_a_runs_validation_split(flower_weights, tmp_path, capsys):
+    from fdmobilenet.data.splits import load_folders
+
+    base = ["eval", "--weights", str(flower_weights), "--json", "--workers", "1", "--device", "auto"]
+    assert main([*base, "--data", str(FLOWERS_MINI)]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["prepare", str(FLOWERS_MINI), str(tmp_path / "packed"), "--short-side", "80", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--data", str(tmp_path / "packed")]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == plain["n"] == 200
+    # a run folder's split.json, as `train` writes it: only its validation images are scored
+    run = tmp_path / "run"
+    run.mkdir()
+    record = load_folders(FLOWERS_MINI, 0.25, 0).record
+    (run / "split.json").write_text(json.dumps(record))
+    assert main([*base, "--split", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(record["val"]) == 50
+    if not __import__("torch").cuda.is_available():  # no GPU: --device cuda says so instead of crashing
+        assert main([*base, "--device", "cuda", "--data", str(FLOWERS_MINI)]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, shown", [("eval", "(default: 64)"), ("bench", "(default: 200)"), ("train", "[default:")]
+)
+def test_help_shows_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert shown in text
+    if command == "train":
+        assert "without --data, digits" in " ".join(text.split())

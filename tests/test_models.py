@@ -174,3 +174,59 @@ def test_torchvision_families_build_at_any_width_and_meet_a_budget(family):
 def test_budget_below_a_family_floor_says_so():
     with pytest.raises(ValueError, match="outside what mobilenet_v2 reaches"):  # its 1280-channel head alone
         fdm.solve_width("mobilenet_v2", 12)
+
+
+# --- timm's conventions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fd_mobilenet_025", "shufflenet_v1_g3_025", "mobilenet_v2", "shufflenet_v2"])
+def test_num_classes_zero_gives_pooled_features(name):
+    m = create_model(name, num_classes=0).eval()
+    out = m(torch.randn(2, 3, 64, 64))
+    assert out.dim() == 2 and out.shape[0] == 2 and out.shape[1] > 0
+
+
+def test_reset_classifier_zero_and_forward_head():
+    m = create_model("fd_mobilenet_025").eval()
+    x = torch.randn(2, 3, 64, 64)
+    feats = m.forward_features(x)
+    assert feats.shape == (2, 256, 2, 2)
+    pooled = m.forward_head(feats, pre_logits=True)
+    assert pooled.shape == (2, 256) and torch.equal(m.forward_head(feats), m(x))
+    m.reset_classifier(0)
+    assert torch.equal(m(x), pooled) and m.num_classes == 0
+    with pytest.raises(ValueError, match="global_pool"):
+        m.reset_classifier(3, global_pool="max")
+
+
+def test_pretrained_with_other_num_classes_reinitialises_the_head(tmp_path):
+    from fdmobilenet.weights import save_weights
+
+    src = create_model("fd_mobilenet_025")
+    save_weights(src.state_dict(), tmp_path / "w.safetensors", {"num_classes": 1000, "class_names": ["x"] * 1000})
+    m = create_model("fd_mobilenet_025", num_classes=7, pretrained=tmp_path / "w.safetensors")
+    assert m.classifier.out_features == 7 and "class_names" not in m.pretrained_cfg
+    assert torch.equal(m.blocks[5].pw.conv.weight, src.blocks[5].pw.conv.weight)
+    f = create_model("fd_mobilenet_025", num_classes=0, pretrained=tmp_path / "w.safetensors")
+    assert torch.equal(f.stem.conv.weight, src.stem.conv.weight)
+
+
+def test_unknown_kwargs_are_refused():
+    with pytest.raises(ValueError, match="does not take drop_path_rate"):
+        create_model("fd_mobilenet_025", drop_path_rate=0.1)
+
+
+def test_timm_conventions():
+    timm = pytest.importorskip("timm")
+    from timm.data import resolve_data_config
+
+    import fdmobilenet.timm_support  # noqa: F401
+
+    m = timm.create_model("fd_mobilenet_050", num_classes=0, drop_rate=0.1)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 512) and m.dropout.p == 0.1
+    cfg = resolve_data_config({}, model=m)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bilinear"
+    for kw in ({"drop_path_rate": 0.1}, {"global_pool": "max"}, {"in_chans": 1}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            timm.create_model("fd_mobilenet_025", **kw)
+    assert timm.create_model("fd_mobilenet_025", drop_path_rate=0.0, global_pool="avg").num_classes == 1000

@@ -9,13 +9,13 @@ from fdmobilenet.data import packed
 from fdmobilenet.data.folders import scan_folder
 from fdmobilenet.data.images import load_image
 from fdmobilenet.preprocess import Preprocess
-from helpers import shared_path
+from helpers import mini_photos, shared_path
 
 
 @pytest.fixture
 def photos(tmp_path):
-    """12 real ImageNet photos in 3 classes, plus one broken file."""
-    src = sorted(shared_path("datasets/imagenet-sample-50").rglob("*.JPEG"))[:12]
+    """12 real photos in 3 classes, plus one broken file."""
+    src = mini_photos(12)
     root = tmp_path / "src"
     for i, p in enumerate(src):
         d = root / f"class{i % 3}"
@@ -27,15 +27,15 @@ def photos(tmp_path):
 
 def test_prepare_round_trip(photos, tmp_path, capsys):
     dst = tmp_path / "packed"
-    assert main(["prepare", str(photos), str(dst), "--short-side", "128", "--shards", "3", "--workers", "1"]) == 0
+    assert main(["prepare", str(photos), str(dst), "--short-side", "64", "--shards", "3", "--workers", "1"]) == 0
     assert "prepared 12 images in 3 shards" in capsys.readouterr().out
     pf = packed.PackedFolder.open(dst)
     assert pf.classes == ["class0", "class1", "class2"] and len(pf) == 12
     src = scan_folder(photos)
-    # same label multiset; every image decodes, shorter side 128 (all sources are larger)
+    # same label multiset; every image decodes, shorter side 64 (all sources are larger)
     assert sorted(pf.labels.tolist()) == sorted(label for p, label in src.samples if p.stat().st_size)
     sizes = [pf.decode(i).size for i in range(len(pf))]
-    assert all(min(s) == 128 for s in sizes)
+    assert all(min(s) == 64 for s in sizes)
     bad = json.loads((dst / "bad.json").read_text())
     assert len(bad) == 1 and bad[0][0].endswith("zero.jpg") and "empty" in bad[0][1]
     # the re-encoded image looks like the original at the same size
@@ -56,7 +56,7 @@ def test_prepare_resumes_after_interruption(photos, tmp_path, monkeypatch):
 
     monkeypatch.setattr(packed, "write_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
-        packed.prepare(photos, dst, 128, shards=4, workers=1, progress=False)
+        packed.prepare(photos, dst, 64, shards=4, workers=1, progress=False)
     assert not (dst / "meta.json").exists()  # incomplete: not readable as a dataset
     with pytest.raises(ValueError, match="not a complete prepared dataset"):
         packed.PackedFolder.open(dst)
@@ -64,7 +64,7 @@ def test_prepare_resumes_after_interruption(photos, tmp_path, monkeypatch):
     monkeypatch.setattr(packed, "write_shard", real)
     seen = []
     monkeypatch.setattr(packed, "write_shard", lambda d, s, *a: seen.append(s) or real(d, s, *a))
-    packed.prepare(photos, dst, 128, shards=4, workers=1, progress=False)
+    packed.prepare(photos, dst, 64, shards=4, workers=1, progress=False)
     assert seen == [2, 3]  # shards 0 and 1 were kept
     assert len(packed.PackedFolder.open(dst)) == 12
     with pytest.raises(ValueError, match="other settings"):

@@ -29,6 +29,7 @@ from helpers import (
     cifar_subset,
     env,
     metrics,
+    mini_subset,
     params,
     torchrun_cmd,
     train_cmd,
@@ -122,9 +123,10 @@ def test_cifar_subset_learns_and_checkpoints_serve_eval_and_predict(tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def resume_setup(tmp_path_factory) -> tuple[Path, Path]:
-    """A 160/40-image CIFAR subset and an uninterrupted deterministic run on it (4 epochs x 10 steps)."""
+    """A 160/40-image subset of the in-repository photos and an uninterrupted deterministic run on it
+    (4 epochs x 10 steps)."""
     tmp = tmp_path_factory.mktemp("resume")
-    data = cifar_subset(tmp / "cifar", per_class=20)
+    data = mini_subset(tmp / "flowers", per_class=40)
     out = tmp / "straight"
     assert main(["train", "--data", str(data), *RESUME_ARGS, "--workers", "0", "--out", str(out)]) == 0
     return data, out
@@ -314,14 +316,14 @@ def test_freeze_backbone_trains_the_head_only(official_025: Path, tmp_path: Path
 def test_bare_family_with_width_rebuilds_from_its_checkpoint(tmp_path: Path, capsys) -> None:
     from fdmobilenet.models import build_from_weights
 
-    data = cifar_subset(tmp_path / "cifar", per_class=8)
+    data = mini_subset(tmp_path / "flowers", per_class=16)
     out = tmp_path / "w03"
     args = ["--data", str(data), "--model", "fd_mobilenet", "--width", "0.3", "--resolution", "32", "--epochs", "1"]
     args += ["--batch-size", "16", "--lr-base-batch", "16", "--val-split", "0.25", "--workers", "0", "--threads", "1"]
     assert main(["train", *args, "--out", str(out)]) == 0
     model, meta = build_from_weights(out / "best.safetensors")
     assert meta["model"] == "fd_mobilenet" and meta["model_kwargs"] == {"width": 0.3}
-    assert model.classifier.in_features == int(1024 * 0.3) and model.classifier.out_features == 10
+    assert model.classifier.in_features == int(1024 * 0.3) and model.classifier.out_features == 5
     capsys.readouterr()
     assert main(["eval", "--weights", str(out / "best.safetensors"), "--data", str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 80

@@ -21,9 +21,9 @@ from helpers import (
     RESUME_ARGS,
     assert_same_weights,
     bad_corpus,
-    cifar_subset,
     env,
     metrics,
+    mini_subset,
     torchrun_cmd,
     train_until_sigterm,
 )
@@ -33,7 +33,7 @@ SMALL = ["--epochs", "2", "--workers", "0"]
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory) -> Path:
-    return cifar_subset(tmp_path_factory.mktemp("inputs") / "cifar", per_class=20)
+    return mini_subset(tmp_path_factory.mktemp("inputs") / "flowers", per_class=40)  # 160 train / 40 val
 
 
 def test_gpu_loader_learns_on_cpu_and_resumes_exactly_after_sigterm(cifar: Path, tmp_path: Path, capsys) -> None:
@@ -95,15 +95,15 @@ def test_prepared_data_trains_with_either_loader_and_keeps_its_split(cifar: Path
     # ImageNet layout: train/ and val/ prepared separately; classes must agree
     layout = tmp_path / "layout"
     prepare(cifar, layout / "train", 32, shards=2, workers=1, progress=False)
-    prepare(cifar_subset(tmp_path / "val_src", per_class=4, offset=500), layout / "val", 32, workers=1, progress=False)
+    prepare(mini_subset(tmp_path / "val_src", per_class=4, offset=36), layout / "val", 32, workers=1, progress=False)
     out = tmp_path / "layout_run"
     assert main(["train", "--data", str(layout), *RESUME_ARGS, *SMALL, "--loader", "gpu", "--out", str(out)]) == 0
     assert not (out / "split.json").exists() and len(metrics(out)) == 2
 
 
 def test_prepared_data_errors_name_the_file_and_the_fix(tmp_path: Path, capsys) -> None:
-    src = cifar_subset(tmp_path / "src", per_class=4)
-    broken = src / "cat" / "broken.jpg"
+    src = mini_subset(tmp_path / "src", per_class=4)
+    broken = src / "daisy" / "broken.jpg"
     broken.write_bytes(b"")
     packed = tmp_path / "packed"
     prepare(src, packed, 32, shards=1, workers=1, progress=False)
@@ -155,3 +155,28 @@ def test_train_resolution_reaches_the_network_and_evaluation_stays_put(
     assert [s for s in shapes if s[0] == "train"] == [("train", 32)] * per_epoch + [("train", 48)] * per_epoch
     assert {s for s in shapes if s[0] == "eval"} == {("eval", 40)}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train_resolution"] == "32,48@2"
+
+
+# --- logs for people who are not watching a terminal -----------------------------------------------------
+
+
+def test_logs_without_a_terminal_are_plain_lines_and_csv(tmp_path, monkeypatch, capfd):
+    """nohup/SLURM/CI: per-step progress still shows, as plain lines (no carriage returns); --logger csv."""
+    from fdmobilenet.cli import main
+    from helpers import FLOWERS_MINI
+
+    monkeypatch.setenv("FDM_PROGRESS_EVERY", "0")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(FLOWERS_MINI), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "2"]
+    args += ["--batch-size", "32", "--val-split", "0.2", "--threads", "1", "--workers", "0", "--logger", "csv"]
+    args += ["--out", str(out)]
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err and "epoch 1/2: 1/5 step (20%)" in err and "epoch 2/2: 5/5 step (100%)" in err
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 3
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        rc = main([*args[:-2], "--out", str(tmp_path / "tb"), "--logger", "tensorboard"])
+        assert rc == 2 and "fdmobilenet[train]" in capfd.readouterr().err

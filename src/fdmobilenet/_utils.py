@@ -1,8 +1,8 @@
 """Small helpers every layer uses; nothing here imports from the rest of the package.
 
 Atomic writes (a crash never leaves half a file), optional-dependency errors that name the
-extra to install, seed mixing (reproducible per-process/per-epoch streams), figure saving, and
-the machine description that every benchmark result carries.
+extra to install, seed mixing (reproducible per-process/per-epoch streams), figure saving and log
+axes labelled with plain numbers, and the machine description that every benchmark result carries.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import importlib
 import importlib.metadata
+import math
 import os
 import platform
 import tempfile
@@ -75,6 +76,23 @@ def pyplot() -> Any:
     except ImportError:
         return None
     return plt
+
+
+def plain_log_axis(ax: Any, which: str, values: list[float]) -> None:
+    """A log axis labelled with plain numbers at 1-2-5 steps (linear steps when the range is narrow)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    lo, hi = min(values) / 1.15, max(values) * 1.15
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = [m * 10.0**e for e in decades for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+    if len(ticks) < 3:
+        ticks = [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    getattr(ax, f"set_{which}scale")("log")
+    getattr(ax, f"set_{which}lim")(lo, hi)
+    axis.set_ticks(ticks)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:

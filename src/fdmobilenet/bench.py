@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, pyplot, require, save_figure
+from ._progress import Progress
+from ._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, plain_log_axis, pyplot, require, save_figure
 from .complexity import profile
 from .deploy.fold import fold_batchnorm
 from .deploy.onnx import export_onnx, quantize_onnx
@@ -91,7 +92,10 @@ def build_cases(
 ) -> list[Case]:
     """Build each model once, export what the backends need, and make one timed call per (model, backend)."""
     cases = []
-    for name, res in specs:
+    for k, (name, res) in enumerate(specs, 1):
+        print(
+            f"bench: preparing {name}@{res} for {', '.join(backends)} ({k}/{len(specs)})", file=sys.stderr, flush=True
+        )
         torch.manual_seed(0)
         family, _, budget = name.partition(":")
         model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
@@ -144,11 +148,13 @@ def measure(cases: list[Case], runs: int, warmup: int = 20, chunk: int = 10) -> 
     live = [(i, c.call) for i, c in enumerate(cases) if c.call is not None]
     times: dict[int, list[float]] = {i: [] for i, _ in live}
     clock = time.perf_counter_ns
-    with torch.inference_mode():
+    bar = Progress(len(live) * runs, f"bench: timing {len(live)} cases", "call")
+    with torch.inference_mode(), bar:
         for _, call in live:
             for _ in range(warmup):
                 call()
         while any(len(t) < runs for t in times.values()):
+            bar.update(sum(min(chunk, max(runs - len(t), 0)) for t in times.values()))
             for i, call in live:
                 t = times[i]
                 n = min(chunk, runs - len(t))
@@ -225,36 +231,43 @@ def _sig(x: float) -> float:
 
 
 def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """Latency against MMACs (log-log), one line per family and backend."""
+    """Latency against MMACs (log-log): one panel per backend, one line per family, the legend beside the
+    panels (not over the data) and plain tick labels (12, 20, 50 rather than 1.2x10^1)."""
     plt = pyplot()
     if plt is None:
         raise ValueError(f"--plot needs matplotlib: {TRAIN_HINT} (or pip install matplotlib)")
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    styles = {"fd_mobilenet": "o-", "mobilenet_v1": "s--", "shufflenet_v1": "^:"}
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        if r.get("median_ms") is not None:
-            groups.setdefault((r["family"], r["backend"]), []).append(r)
-    backends = sorted({b for _, b in groups})
-    colors = {b: f"C{i}" for i, b in enumerate(backends)}
-    for (fam, backend), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: r["macs"])
-        ax.plot(
-            [r["macs"] / 1e6 for r in rs],
-            [r["median_ms"] for r in rs],
-            styles.get(fam, "x-"),
-            color=colors[backend],
-            label=f"{fam} / {backend}",
-            markersize=5,
-        )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("MMACs")
-    ax.set_ylabel("median latency (ms)")
-    ax.set_title(title or "latency vs complexity", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+    done = [r for r in rows if r.get("median_ms") is not None]
+    if not done:
+        raise ValueError("--plot: no model ran, nothing to plot")
+    backends = sorted({r["backend"] for r in done})
+    families = sorted({r["family"] for r in done})
+    ncol = min(3, len(backends))
+    nrow = math.ceil(len(backends) / ncol)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(3.4 * ncol + 2.0, 3.0 * nrow + 0.6), squeeze=False, sharex=True, sharey=True
+    )
+    markers = "os^vDP*Xph"
+    for ax, backend in zip(axes.flat, backends):
+        for i, fam in enumerate(families):
+            rs = sorted((r for r in done if r["backend"] == backend and r["family"] == fam), key=lambda r: r["macs"])
+            if rs:
+                xs, ys = [r["macs"] / 1e6 for r in rs], [r["median_ms"] for r in rs]
+                ax.plot(xs, ys, marker=markers[i % len(markers)], color=f"C{i}", label=fam, markersize=4)
+        ax.set_title(backend, fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes.flat[len(backends) :]:
+        ax.set_visible(False)
+    first = axes.flat[0]
+    plain_log_axis(first, "x", [r["macs"] / 1e6 for r in done])
+    plain_log_axis(first, "y", [r["median_ms"] for r in done])
+    for ax in axes[-1]:
+        ax.set_xlabel("MMACs")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("median latency (ms)")
+    handles = {f: h for ax in axes.flat for h, f in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(title or "latency vs complexity", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1 - 1.9 / fig.get_figwidth(), 1))
     save_figure(fig, path)
 
 

@@ -45,6 +45,10 @@ class Profile:
 _ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
@@ -104,12 +108,19 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
             hooks.append(m.register_forward_hook(leave))
     was_training = model.training
     model.eval()
+    param = next(model.parameters())
+    # On the meta device only shapes matter, and BatchNorm (shape-preserving) runs there through a slow
+    # Python decomposition: most of the time of a meta profile. Skip it; its hooks still fire.
+    skipped = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)] if param.is_meta else []
+    for m in skipped:
+        m.forward = _identity
     try:
-        param = next(model.parameters())
         model(torch.zeros(1, 3, resolution, resolution, dtype=param.dtype, device=param.device))
     finally:
         for h in hooks:
             h.remove()
+        for m in skipped:
+            del m.forward
         model.train(was_training)
     macs = sum(layer.macs for layer in layers)
     params = sum(p.numel() for p in model.parameters())

@@ -1,8 +1,9 @@
-"""Top-1/top-5 evaluation of a folder and top-k prediction of single images."""
+"""Top-1/top-5 evaluation of a folder (plain, prepared, or a training run's validation split) and
+batched top-k prediction of image files, on any device."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,9 +11,66 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data.folders import Folder
-from .data.images import BadImageError, ImageDataset, collate_skip_bad, load_image
-from .data.packed import PackedFolder
+from ._progress import Progress
+from .data.folders import Folder, scan_folder
+from .data.images import ImageDataset, collate_skip_bad
+from .data.packed import PackedFolder, PackedImageDataset, is_packed
+from .data.splits import load_folders, read_split
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; a missing GPU is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def open_eval_data(
+    data: str | Path | None, class_names: Sequence[str] | None = None, split: str | Path | None = None
+) -> Folder | PackedFolder:
+    """What to score: an image folder, a ``prepare``d folder, or with ``split`` (a training run's folder or
+    its split.json) only the validation images that run held out of ``data`` (default: the run's data).
+
+    Labels follow ``class_names`` (the weights') by name, so a folder's own order never matters.
+    """
+    if split is not None:
+        path = Path(split) / "split.json" if Path(split).is_dir() else Path(split)
+        record = read_split(path)
+        if record is None:
+            raise FileNotFoundError(f"--split {split}: no split.json (the run used a train/val layout: --data DIR/val)")
+        folder = load_folders(data or record["root"], record["val_split"], record["seed"], record).val
+    elif data is None:
+        raise ValueError("give --data DIR (an image folder or `prepare` output) or --split RUN_DIR")
+    elif is_packed(data):
+        folder = PackedFolder.open(data)
+    else:
+        return scan_folder(data, class_names)
+    return _relabel(folder, class_names)
+
+
+def _relabel(folder: Folder | PackedFolder, class_names: Sequence[str] | None) -> Folder | PackedFolder:
+    """Labels as indices into ``class_names`` (matched by name), so they agree with the model's outputs."""
+    if class_names is None or list(folder.classes) == list(class_names):
+        return folder
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = [c for c in folder.classes if c not in index]
+    if unknown:
+        raise ValueError(f"classes {unknown[:5]} of the data are not among the {len(index)} the weights know")
+    remap = [index[c] for c in folder.classes]
+    if isinstance(folder, PackedFolder):
+        rows = folder.rows.copy()
+        rows[:, 3] = [remap[y] for y in rows[:, 3]]
+        return PackedFolder(folder.root, list(class_names), rows, folder._maps)
+    return Folder([(p, remap[y]) for p, y in folder.samples], list(class_names), folder.root)
+
+
+def eval_dataset(folder: Folder | PackedFolder, transform: Callable) -> torch.utils.data.Dataset:
+    if isinstance(folder, PackedFolder):
+        return PackedImageDataset(folder, transform)
+    return ImageDataset(folder.samples, transform)
 
 
 @dataclass
@@ -29,7 +87,7 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    folder: Folder,
+    folder: Folder | PackedFolder,
     transform: Callable,
     batch_size: int = 64,
     workers: int = 0,
@@ -38,7 +96,11 @@ def evaluate(
 ) -> EvalResult:
     """Accuracy of ``model`` on every readable image of ``folder``; unreadable ones are listed, not fatal."""
     loader = DataLoader(
-        ImageDataset(folder.samples, transform), batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad
+        eval_dataset(folder, transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        pin_memory=torch.device(device).type == "cuda",
     )
     return evaluate_loader(model, loader, folder, device, progress)
 
@@ -59,12 +121,9 @@ def evaluate_loader(
     model.eval().to(device)
     correct1 = correct5 = n = 0
     bad: list[tuple[str, str]] = []
-    it = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc="eval", unit="batch", leave=False, disable=None)
-    for imgs, labels, _, bad_items in it:
+    bar = Progress(_len(loader), "eval", "batch", enabled=progress)
+    for imgs, labels, _, bad_items in loader:
+        bar.update()
         bad += [(folder.name(i) if folder is not None else f"#{i}", reason) for i, reason in bad_items]
         if imgs is None:
             continue
@@ -75,9 +134,17 @@ def evaluate_loader(
         correct1 += hit[:, 0].sum().item()
         correct5 += hit.any(dim=1).sum().item()
         n += len(labels)
+    bar.close()
     if n == 0:
         raise ValueError("no readable images to evaluate" + (f" ({len(bad)} unreadable)" if bad else ""))
     return EvalResult(100.0 * correct1 / n, 100.0 * correct5 / n, n, bad)
+
+
+def _len(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 @dataclass
@@ -85,6 +152,7 @@ class Prediction:
     path: str
     top: list[tuple[str, float]] | None  # (class name, probability), best first
     error: str | None = None
+    index: list[int] | None = None  # the class indices of ``top``
 
 
 @torch.no_grad()
@@ -94,19 +162,28 @@ def predict(
     transform: Callable,
     class_names: Sequence[str],
     topk: int = 5,
-) -> list[Prediction]:
-    """Top-k classes of each image; an unreadable image gets ``error`` and the rest are still predicted."""
-    model.eval()
-    out: list[Prediction] = []
-    for p in paths:
-        try:
-            x = transform(load_image(p))[None]
-        except BadImageError as e:
-            out.append(Prediction(str(p), None, e.reason))
-            continue
-        probs = model(x).softmax(dim=1)[0]
-        k = min(topk, probs.numel())
-        val, idx = probs.topk(k)
-        names = [class_names[i] if i < len(class_names) else str(i) for i in idx.tolist()]
-        out.append(Prediction(str(p), list(zip(names, [round(v, 6) for v in val.tolist()]))))
-    return out
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> Iterator[Prediction]:
+    """Top-k classes of each image, in order, batched on ``device``; an unreadable image gets ``error``
+    and the rest are still predicted. A generator, so a large folder streams to its output."""
+    model.eval().to(device)
+    samples = [(Path(p), -1) for p in paths]
+    loader = DataLoader(
+        ImageDataset(samples, transform), batch_size=batch_size, num_workers=workers, collate_fn=_collate_all
+    )
+    for imgs, idx, bad in loader:
+        done: dict[int, Prediction] = {i: Prediction(str(samples[i][0]), None, reason) for i, reason in bad}
+        if imgs is not None:
+            probs = model(imgs.to(device)).float().softmax(dim=1).cpu()
+            val, top = probs.topk(min(topk, probs.shape[1]), dim=1)
+            for i, v, t in zip(idx.tolist(), val.tolist(), top.tolist()):
+                names = [class_names[c] if c < len(class_names) else str(c) for c in t]
+                done[i] = Prediction(str(samples[i][0]), list(zip(names, [round(p, 6) for p in v])), index=t)
+        yield from (done[i] for i in sorted(done))
+
+
+def _collate_all(batch):
+    imgs, _, idx, bad = collate_skip_bad(batch)
+    return imgs, idx, bad

@@ -11,23 +11,41 @@ from typing import Any
 
 from .models import create_model, list_models
 
-_TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "drop_rate", "drop_path_rate", "global_pool")
+# timm's generic keyword arguments these networks cannot honour: accepted values and why.
+_REFUSED = {
+    "drop_path_rate": ((None, 0, 0.0), "these networks have no residual branches to drop"),
+    "global_pool": ((None, "avg"), "the head is global average pooling"),
+    "in_chans": ((None, 3), "the networks take RGB input"),
+}
 
 
 def _entrypoint(name: str) -> Callable[..., Any]:
     def fn(pretrained: bool | str = False, **kwargs: Any):
-        if kwargs.get("drop_rate"):
-            kwargs["dropout"] = kwargs["drop_rate"]
-        for k in _TIMM_ONLY:
-            kwargs.pop(k, None)
-        if "in_chans" in kwargs and kwargs.pop("in_chans") != 3:
-            raise ValueError(f"{name} takes RGB input only (in_chans=3)")
-        return create_model(name, pretrained=pretrained, **kwargs)
+        overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+        model = create_model(name, pretrained=pretrained, **_from_timm(name, kwargs))
+        model.pretrained_cfg.update(overlay)
+        return model
 
     fn.__name__ = fn.__qualname__ = name
     fn.__module__ = __name__
     fn.__doc__ = f"fdmobilenet's {name} (see fdmobilenet.create_model)."
     return fn
+
+
+def _from_timm(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """timm's keyword arguments in ours; what cannot be honoured is refused, never silently dropped."""
+    kw = dict(kwargs)
+    kw.pop("pretrained_cfg", None)  # timm's resolved default; the model sets its own
+    if kw.get("cache_dir") is None:
+        kw.pop("cache_dir", None)
+    drop = kw.pop("drop_rate", None)
+    if drop:
+        kw["dropout"] = drop
+    for key, (ok, why) in _REFUSED.items():
+        value = kw.pop(key, None)
+        if value not in ok:
+            raise ValueError(f"{name} does not support {key}={value!r}: {why} (accepted: {ok[-1]!r})")
+    return kw
 
 
 def register() -> list[str]:

@@ -92,8 +92,8 @@ def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str)
 def load_weights(model: nn.Module, path: str | os.PathLike, strict_classifier: bool = True) -> dict[str, Any]:
     """Load a weights file into ``model`` after checking every key and shape; return its metadata.
 
-    With ``strict_classifier=False`` a classifier of another size is skipped (fine-tuning to a new
-    label set), everything else must fit.
+    With ``strict_classifier=False`` a classifier of another size (or none, ``num_classes=0``) is
+    skipped: fine-tuning to a new label set, feature extraction. Everything else must fit.
     """
     sd, meta = read_weights(path)
     if hasattr(model, "checkpoint_filter_fn"):
@@ -101,10 +101,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict_classifier: b
     if not strict_classifier and hasattr(model, "classifier"):
         own = model.state_dict()
         for k in ("classifier.weight", "classifier.bias"):
-            if k in sd and k in own and sd[k].shape != own[k].shape:
-                del sd[k]
-        for k in ("classifier.weight", "classifier.bias"):
-            sd.setdefault(k, own[k])
+            if k in sd and (k not in own or sd[k].shape != own[k].shape):
+                del sd[k]  # another label set, or no classifier at all (num_classes=0)
+            if k in own:
+                sd.setdefault(k, own[k])
     if getattr(model, "features_only", False):
         sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
     check_state_dict(model, sd, str(path))

@@ -32,6 +32,15 @@ def _command_in(argv: list[str]) -> str | None:
     return next((a for a in argv if a in COMMANDS), None)
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is none to show (None, off, a list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or isinstance(action.default, list | tuple):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser for ``command`` (its module imported), the others as names and help only."""
     parser = argparse.ArgumentParser(
@@ -40,7 +49,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fdmobilenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, module) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsFormatter)
         if name == command:
             mod = importlib.import_module(f"{__name__}.{module}")
             getattr(mod, f"{name}_arguments")(p)

@@ -14,8 +14,8 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", type=csv_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets, e.g. 12,40,140")
     p.add_argument("--families", default=",".join(PAPER_FAMILIES), help="comma-separated families")
     p.add_argument("--groups", type=int, default=3, help="ShuffleNet V1 group count")
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--resolution", type=int, default=224, help="input size of every run")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run")
     p.add_argument("--seeds", type=int, default=1, help="runs per cell (seeds 0..N-1)")
     p.add_argument("--recipe", default="auto", help="auto | paper | small | modern | FILE.yaml (see `train`)")
     p.add_argument("--batch-size", type=int, help="global batch size (default: chosen from the data)")
@@ -26,7 +26,7 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loader", choices=("auto", "pil", "gpu"), help="input pipeline (see `train --loader`)")
     p.add_argument("--train-resolution", help="training crop size by epoch, e.g. 160,224@9 (see `train`)")
     p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--out", default="runs/compare", help="folder of the runs and the report")
 
 
 def compare_run(a: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="a .safetensors file from `convert` or `train`")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
     p.add_argument("-o", "--output", required=True, help="output file (.onnx, .pt for torchscript, .pt2)")
-    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="file format")
     p.add_argument("--resolution", type=int, help="input size (default: the weights')")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     p.add_argument("--int8", action="store_true", help="also quantize: static INT8, QDQ, per-channel weights")
@@ -84,7 +84,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
         "the ort wrapper must match)",
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of every runtime")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--resolution", type=int, default=224, help="input size for models without @R")
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and backend (after warm-up)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first")

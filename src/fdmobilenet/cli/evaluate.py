@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
+from pathlib import Path
 
-from ..data.folders import scan_folder
+from .._utils import atomic_write_bytes
+from ..data.images import find_images
 from ..deploy.runtime import OnnxClassifier
-from ..evaluate import evaluate, predict
+from ..evaluate import evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
 from ..preprocess import Preprocess
 
@@ -20,6 +24,9 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", help="run an exported .onnx file (fp32 or int8) instead of --weights")
     p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for --onnx")
     p.add_argument("--threads", type=int, help="runtime threads for --onnx (default: the runtime's choice)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available); PyTorch only")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding processes (0: decode in this process)")
 
 
 def _load(a: argparse.Namespace):
@@ -27,56 +34,109 @@ def _load(a: argparse.Namespace):
         if a.weights or a.model or a.resolution:
             raise ValueError("--onnx runs the exported file as it is: drop --weights, --model and --resolution")
         model = OnnxClassifier(a.onnx, a.backend, a.threads)
-        return model, model.meta, model.transform()
+        return model, model.meta, model.transform(), "cpu"
     if not a.weights:
         raise ValueError("give --weights FILE.safetensors (PyTorch) or --onnx FILE.onnx (exported model)")
     model, meta = build_from_weights(a.weights, a.model, a.resolution)
-    return model, meta, Preprocess.from_meta(meta, a.resolution).transform()
+    return model, meta, Preprocess.from_meta(meta, a.resolution).transform(), resolve_device(a.device)
 
 
 def eval_arguments(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
     p.add_argument(
-        "--data", required=True, help="DIR/<class>/<images>; ImageNet synset folders use the 1000-class order"
+        "--data",
+        help="DIR/<class>/<images> or the output of `prepare`; ImageNet synset folders use the 1000-class order",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--split",
+        metavar="RUN",
+        help="a training run's folder (or its split.json): score only the validation images it held out of "
+        "--data (default: the run's --data)",
+    )
     p.add_argument("--json", action="store_true", help="print {top1, top5, n, ...} as JSON (percent)")
 
 
 def eval_run(a: argparse.Namespace) -> int:
-    model, meta, tf = _load(a)
-    folder = scan_folder(a.data, meta.get("class_names"))
-    r = evaluate(model, folder, tf, a.batch_size, a.workers, progress=not a.json)
+    model, meta, tf, device = _load(a)
+    folder = open_eval_data(a.data, meta.get("class_names"), a.split)
+    r = evaluate(model, folder, tf, a.batch_size, a.workers, device, progress=not a.json)
     for path, reason in r.bad:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    what = f"the validation split of {a.split}" if a.split else a.data
     if a.json:
         source = {"onnx": str(a.onnx), "backend": a.backend} if a.onnx else {"weights": str(a.weights)}
-        print(json.dumps({**r.as_dict(), "model": meta["model"], **source}))
+        print(json.dumps({**r.as_dict(), "model": meta["model"], "data": str(what), **source}))
     else:
-        print(f"{meta['model']} on {a.data}: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%  ({r.n} images)")
+        print(f"{meta['model']} on {what}: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%  ({r.n} images)")
     return 0
 
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (searched recursively)")
+    p.add_argument("--topk", type=int, default=5, help="classes per image")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="write a CSV (path, then class, index and probability per rank; error) to this file; "
+        "'-' writes it to stdout. Default for a folder: CSV on stdout",
+    )
+
+
+def _expand(items: list[str]) -> list[Path]:
+    """Folders become the images under them (timm's inference script walks folders too)."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = find_images(item)
+            if not found:
+                raise ValueError(f"{item} holds no image files")
+            paths += found
+        else:
+            paths.append(item)
+    return paths
 
 
 def predict_run(a: argparse.Namespace) -> int:
-    model, meta, tf = _load(a)
+    model, meta, tf, device = _load(a)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
-    preds = predict(model, a.images, tf, names, a.topk)
-    if a.json:
+    paths = _expand(a.images)
+    preds = predict(model, paths, tf, names, a.topk, a.batch_size, a.workers, device)
+    out = a.out or ("-" if not a.json and any(Path(i).is_dir() for i in a.images) else None)
+    if out:
+        errors = _write_csv(preds, a.topk, out)
+    elif a.json:
+        preds = list(preds)
         print(json.dumps([{"path": p.path, "top": p.top, "error": p.error} for p in preds], indent=1))
+        errors = sum(1 for p in preds if p.error)
     else:
+        errors = 0
         for p in preds:
             if p.error:
+                errors += 1
                 print(f"{p.path}: ERROR {p.error}", file=sys.stderr)
                 continue
             print(p.path)
             for name, prob in p.top:
                 print(f"  {prob * 100:6.2f}%  {name}")
-    return 1 if any(p.error for p in preds) else 0
+    return 1 if errors else 0
+
+
+def _write_csv(preds, topk: int, out: str) -> int:
+    """One row per image; a file is written whole (atomically) at the end, stdout row by row."""
+    buf = sys.stdout if out == "-" else io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", *[f"{c}{r}" for r in range(1, topk + 1) for c in ("class", "index", "prob")], "error"])
+    errors = 0
+    for p in preds:
+        ranks = [(n, i, f"{v:.6f}") for (n, v), i in zip(p.top, p.index)] if p.top else []
+        cells = [x for r in ranks for x in r] + [""] * 3 * (topk - len(ranks))
+        w.writerow([p.path, *cells, p.error or ""])
+        if p.error:
+            errors += 1
+            print(f"{p.path}: ERROR {p.error}", file=sys.stderr)
+    if out != "-":
+        atomic_write_bytes(out, buf.getvalue().encode())
+        print(f"wrote {out}", file=sys.stderr)
+    return errors

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..complexity import profile
 from ..models import FAMILIES, convert, create_model, family_kwargs, list_models, solve_width
 from ._args import csv, csv_floats
@@ -21,7 +23,9 @@ def models_run(a: argparse.Namespace) -> int:
         if name in FAMILIES:
             rows.append({"model": name, "macs": None, "params": None})
             continue
-        p = profile(create_model(name), 224)
+        with torch.device("meta"):  # shapes only: no weights allocated, nothing run (seconds, not a minute)
+            model = create_model(name)
+        p = profile(model, 224)
         rows.append({"model": name, "macs": p.macs, "params": p.params})
     if a.json:
         print(json.dumps(rows, indent=1))
@@ -37,11 +41,16 @@ def models_run(a: argparse.Namespace) -> int:
 
 def profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="registered model names")
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--resolution", type=int, default=224, help="input size")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
     p.add_argument("--layers", action="store_true", help="add a per-layer table")
     p.add_argument("--mflops", type=csv_floats, help="budgets in M multiply-adds, e.g. 12,40,140: match each family")
-    p.add_argument("--families", type=csv, default=["fd_mobilenet", "mobilenet_v1", "shufflenet_v1"])
+    p.add_argument(
+        "--families",
+        type=csv,
+        default=["fd_mobilenet", "mobilenet_v1", "shufflenet_v1"],
+        help="families for --mflops (default: fd_mobilenet,mobilenet_v1,shufflenet_v1)",
+    )
     p.add_argument("--groups", type=int, default=3, help="ShuffleNet group count for --mflops")
 
 

@@ -41,9 +41,10 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
                 kw["choices"] = f.metadata["choices"]
         p.add_argument(flag, **kw)
     p.description = (
-        f"{p.description or ''}. Defaults shown are the paper's ImageNet recipe; --recipe (auto by default) "
-        "replaces some of them, "
-        "and every flag given overrides both. The effective configuration is written to OUT/config.json."
+        f"{p.description or ''}. The defaults shown are the paper's ImageNet recipe. A recipe replaces some "
+        "of them: with --data, auto (the paper's for 25,600 or more training images, else small); without "
+        "--data, digits (the built-in demo data). Every flag given overrides both; the effective "
+        "configuration is written to OUT/config.json."
     )
     p.epilog = "Many GPUs or nodes: torchrun --nproc_per_node N -m fdmobilenet.cli train ... (see docs/training.md)"
 

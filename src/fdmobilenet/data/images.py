@@ -79,6 +79,13 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def find_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (sorted; hidden files and folders left out)."""
+    root = Path(root)
+    found = (f for f in root.rglob("*") if not any(part.startswith(".") for part in f.relative_to(root).parts))
+    return sorted(f for f in found if f.is_file() and is_image_file(f))
+
+
 class ImageDataset(Dataset):
     """(image tensor, label, index) per sample; an unreadable file yields ``None`` for the image.
 

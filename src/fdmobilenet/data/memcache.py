@@ -123,18 +123,18 @@ def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bo
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             pass
     arrays, labels, bad = [], [], []
-    it = folder.samples
-    if progress:
-        from tqdm import tqdm
+    from .._progress import Progress
 
-        it = tqdm(it, desc=f"decoding {folder.root.name} into memory", unit="img", leave=False, disable=None)
-    for path, label in it:
+    bar = Progress(len(folder.samples), f"decoding {folder.root.name} into memory", "img", enabled=progress)
+    for path, label in folder.samples:
+        bar.update()
         try:
             arrays.append(fit(load_image(path, draft_size=size), size))
         except BadImageError as e:
             bad.append((str(path), e.reason))
             continue
         labels.append(label)
+    bar.close()
     if not arrays:
         raise ValueError(f"{folder.root}: none of the {len(folder.samples)} images could be decoded")
     sizes = torch.tensor([a.shape[1:] for a in arrays], dtype=torch.long)

@@ -99,9 +99,9 @@ def prepare(
     jobs = {i: [(str(folder.samples[j][0]), folder.samples[j][1]) for j in parts[i]] for i in todo}
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .._progress import Progress
 
-        bar = tqdm(total=sum(len(v) for v in jobs.values()), desc="prepare", unit="img", disable=None)
+        bar = Progress(sum(len(v) for v in jobs.values()), "prepare", "img", leave=True)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -108,16 +109,26 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model.
 
-    ``pretrained`` is a path to a converted ``.safetensors`` file, or True to look for
-    ``$FDM_WEIGHTS/<name>.safetensors`` (nothing is ever downloaded). ``mflops`` picks, for a bare
-    family name, the width whose multiply-adds at ``resolution`` come closest to the budget.
-    Other keyword arguments (``width``, ``groups``, ``dropout``, ``features_only``,
-    ``out_indices``) go to the builder.
+    ``pretrained`` is a weights file (converted ``.safetensors``, ours or the authors' ``.pth.tar``), or
+    True: ``$FDM_WEIGHTS/<name>.safetensors`` when that variable is set, else the authors' released
+    file, downloaded once (checksum-checked) and converted into torch.hub's cache (``models/hub.py``).
+    With another ``num_classes`` than the weights', the classifier is re-initialised (timm's
+    convention); ``num_classes=0`` gives pooled features. ``mflops`` picks, for a bare family name,
+    the width whose multiply-adds at ``resolution`` come closest to the budget. Other keyword
+    arguments (``width``, ``groups``, ``dropout``, ``features_only``, ``out_indices``) go to the
+    builder; anything else is refused.
     """
     builder, fixed = _lookup(name)
     clash = set(fixed) & set(kwargs)
     if clash:
         raise ValueError(f"{name!r} fixes {', '.join(sorted(clash))}; use the bare family name to choose it")
+    unknown = set(kwargs) - _builder_args(builder) - {"cache_dir"}
+    if unknown:
+        raise ValueError(
+            f"{name!r} does not take {', '.join(sorted(unknown))} "
+            f"(it takes {', '.join(sorted(_builder_args(builder) - set(fixed) - {'num_classes'}))})"
+        )
+    cache = kwargs.pop("cache_dir", None)
     if not isinstance(resolution, int) or resolution < 32:
         raise ValueError(f"resolution must be an integer >= 32 (these networks downsample 32x), got {resolution!r}")
     if mflops is not None:
@@ -128,20 +139,37 @@ def create_model(
     model.pretrained_cfg = {**default_cfg(resolution), "architecture": name, "num_classes": num_classes}
     model.default_cfg = model.pretrained_cfg  # older timm name
     if pretrained:
-        path = Path(pretrained) if not isinstance(pretrained, bool) else _weights_dir() / f"{name}.safetensors"
-        meta = load_weights(model, path)
-        model.pretrained_cfg.update({k: v for k, v in meta.items() if k in ("mean", "std", "crop_pct", "class_names")})
+        path = _pretrained_path(name, cache) if isinstance(pretrained, bool) else Path(pretrained)
+        meta = load_weights(model, path, strict_classifier=False)
+        keys = ("mean", "std", "crop_pct", "interpolation")
+        if meta.get("num_classes", num_classes) == num_classes:
+            keys += ("class_names",)
+        model.pretrained_cfg.update({k: v for k, v in meta.items() if k in keys})
     return model
 
 
-def _weights_dir() -> Path:
+def _builder_args(builder: Callable[..., nn.Module]) -> set[str]:
+    """The keyword arguments a builder takes (its ``**kw`` resolved to ``_ds``'s)."""
+    params = inspect.signature(builder).parameters
+    names = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names |= set(inspect.signature(_ds).parameters) - {"table"}
+    return names
+
+
+def _pretrained_path(name: str, cache: str | os.PathLike | None) -> Path:
+    """``$FDM_WEIGHTS/<name>.safetensors`` when set (offline use), else the released file via the cache."""
+    from .hub import RELEASES, released_weights
+
     d = os.environ.get("FDM_WEIGHTS")
-    if not d:
+    if d:
+        return Path(d) / f"{name}.safetensors"
+    if name not in RELEASES:
         raise ValueError(
-            "pretrained=True looks for $FDM_WEIGHTS/<name>.safetensors, but FDM_WEIGHTS is not set. "
-            "Convert the authors' weights with `fdmobilenet convert SRC DST` and pass pretrained=DST."
+            f"no released weights for {name!r} (the authors released {', '.join(RELEASES)}); "
+            "pass pretrained=PATH to a weights file, or set $FDM_WEIGHTS to a folder of <name>.safetensors"
         )
-    return Path(d)
+    return released_weights(name, cache)
 
 
 def solve_width(family: str, mflops: float, resolution: int = 224, groups: int = 3) -> float:

@@ -27,11 +27,14 @@ class ClassifierNet(nn.Module):
     features_only: bool
 
     def _init_head(self, num_classes: int, dropout: float) -> None:
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: pooled features, no classifier), got {num_classes}")
         self.num_classes = num_classes
+        self.global_pool = "avg"
         if not self.features_only:
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.dropout = nn.Dropout(dropout)
-            self.classifier = nn.Linear(self.num_features, num_classes)
+            self.classifier = _classifier(self.num_features, num_classes)
 
     def reset_parameters(self) -> None:
         """Kaiming init as in the authors' code (fan-in for depthwise, fan-out otherwise); BN to identity."""
@@ -57,15 +60,32 @@ class ClassifierNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier (fine-tuning to another label set); the backbone is kept."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (fine-tuning to another label set); the backbone is kept.
+
+        ``num_classes=0`` leaves no classifier: the model then returns pooled features (timm's convention).
+        """
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only global_pool='avg' is supported (the paper's head), got {global_pool!r}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = _classifier(self.num_features, num_classes)
+        if isinstance(self.classifier, nn.Linear):
+            nn.init.normal_(self.classifier.weight, 0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool (and dropout) a ``forward_features`` map; ``pre_logits=True`` stops before the classifier."""
+        x = self.dropout(self.pool(x).flatten(1))
+        return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:
             return self.forward_pyramid(x)
-        x = self.pool(self.forward_features(x)).flatten(1)
-        return self.classifier(self.dropout(x))
+        return self.forward_head(self.forward_features(x))
+
+
+def _classifier(num_features: int, num_classes: int) -> nn.Module:
+    """A linear layer, or for ``num_classes=0`` an identity so the pooled features come out."""
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()

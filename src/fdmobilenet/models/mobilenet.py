@@ -84,8 +84,6 @@ class DepthwiseSeparableNet(ClassifierNet):
         super().__init__()
         if cfg.width <= 0:
             raise ValueError(f"width must be > 0, got {cfg.width}")
-        if cfg.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {cfg.num_classes}")
         self.cfg = cfg
         stem, chans = cfg.channels()
         self.stem = ConvBNReLU(3, stem, 3, 2)

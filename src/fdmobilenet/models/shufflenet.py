@@ -103,8 +103,6 @@ class ShuffleNetV1(ClassifierNet):
             raise ValueError(f"groups must be one of {sorted(SHUFFLENET_STAGE_CHANNELS)}, got {cfg.groups}")
         if cfg.width <= 0:
             raise ValueError(f"width must be > 0, got {cfg.width}")
-        if cfg.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {cfg.num_classes}")
         self.cfg = cfg
         stem, stage_chans = cfg.channels()
         self.stem = nn.Sequential()

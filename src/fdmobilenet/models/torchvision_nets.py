@@ -7,7 +7,6 @@ match them to a budget like the paper's families. Architecture and initialisatio
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models as tvm
 
 TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2")
 # ShuffleNetV2 stage 2-4 channels at 1.0x; other widths scale them (multiples of 4, so each unit can split
@@ -28,6 +27,21 @@ def build_torchvision(
         raise ValueError(f"{family} comes from torchvision, which has no features_only; use an fdmobilenet family")
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0: pooled features, no classifier), got {num_classes}")
+    model = _build(family, width, num_classes or 1000, dropout)
+    if num_classes == 0:  # timm's convention: the last linear layer becomes an identity, features come out
+        if family == "shufflenet_v2":
+            model.fc = nn.Identity()
+        else:
+            model.classifier[-1] = nn.Identity()
+    model.num_classes = num_classes
+    return model
+
+
+def _build(family: str, width: float, num_classes: int, dropout: float) -> nn.Module:
+    from torchvision import models as tvm  # here, not at import: torchvision takes seconds to import
+
     if family == "mobilenet_v2":
         model: nn.Module = tvm.mobilenet_v2(num_classes=num_classes, width_mult=width, dropout=dropout)
     elif family in ("mobilenet_v3_small", "mobilenet_v3_large"):
@@ -39,5 +53,4 @@ def build_torchvision(
         model = tvm.ShuffleNetV2([4, 8, 4], [24, *chans, 2048 if width >= 2 else 1024], num_classes=num_classes)
     else:
         raise ValueError(f"unknown torchvision family {family!r}; choose from {', '.join(TORCHVISION_FAMILIES)}")
-    model.num_classes = num_classes
     return model

@@ -89,6 +89,8 @@ class TrainConfig:
     out: str = _f("runs/train", "output folder: checkpoints, config.json, metrics.jsonl, curves.png")
     seed: int = _f(0, "seed of initialisation, data order and augmentation")
     deterministic: bool = _f(False, "deterministic kernels: a resumed run ends with the same weights")
+    logger: str = _f("csv", "metric logs besides metrics.jsonl: csv (metrics.csv), tensorboard (OUT/tensorboard; "
+                     "pip install 'fdmobilenet[train]'), none", choices=("none", "csv", "tensorboard"))  # fmt: skip
     checkpoint_every: int = _f(0, "also write the `last` checkpoint every N optimizer steps (0: each epoch only)")
     device: str = _f("auto", "cpu, cuda, or auto (cuda when available)")
     threads: int = _f(0, "CPU threads per process for compute (0: PyTorch's default); 1 is fastest on a busy machine")

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from .._progress import Progress
 from .._utils import atomic_write_bytes
 from ..evaluate import evaluate_loader
 from .checkpoint import TrainState, open_out, restore, save_checkpoint
@@ -35,7 +35,7 @@ from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_mach
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
 from .optim import Parts, build_parts, lr_at, peak_lr, set_train_mode
-from .outputs import TB_SCALARS, append_metrics, plot_curves, tensorboard, truncate_metrics
+from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
 
 
 class Diverged(RuntimeError):
@@ -74,7 +74,7 @@ class Run:
     channels_last: bool
     micro: int  # images per forward pass in this process
     start_epoch: int  # the epoch this process started (or resumed) in
-    tb: Any  # TensorBoard writer (main process, when installed) or None
+    tb: Any  # the --logger's MetricLogger (main process) or None
 
 
 @dataclass
@@ -160,7 +160,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
         f"({dist.world} process(es) x {cfg.accum_steps} x {micro}); peak lr {peak_lr(cfg):.4g}; "
         f"{dist.device.type}{', ' + amp if amp_dtype else ''}; {kind} input pipeline; output in {out}"
     )
-    tb = tensorboard(out) if dist.main else None
+    tb = MetricLogger(cfg.logger, out) if dist.main else None
     loaders = make_loaders(cfg, data, dist, kind, micro)
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -205,14 +205,8 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int) -> EpochStats | Non
     loader = run.loaders.train(epoch, state.step_in_epoch)
     set_train_mode(run.parts.model, cfg.freeze_backbone)
     bad: list[tuple[str, str]] = []
-    bar = tqdm(
-        total=state.steps_per_epoch,
-        initial=state.step_in_epoch,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        unit="step",
-        disable=None if dist.main else True,
-        leave=False,
-        dynamic_ncols=True,
+    bar = Progress(
+        state.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "step", state.step_in_epoch, enabled=dist.main
     )
     seen, t_imgs = 0.0, time.time()
     with contextlib.closing(bar):
@@ -315,8 +309,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
     if dist.main:
         append_metrics(out, row)
         if run.tb is not None:
-            for k in TB_SCALARS:
-                run.tb.add_scalar(k, row[k], epoch + 1)
+            run.tb.log(row, epoch + 1)
     extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
     extra = (extra if state.bad_count else "") + (f"  ({int(nbad)} unreadable val image(s))" if nbad else "")
     run.log(

@@ -1,8 +1,10 @@
-"""What a run leaves for people besides checkpoints: ``metrics.jsonl`` (one row per epoch), TensorBoard
-scalars (when TensorBoard is installed) and ``curves.png``."""
+"""What a run leaves for people besides checkpoints: ``metrics.jsonl`` (one row per epoch), the
+``--logger`` choice (``metrics.csv`` or TensorBoard scalars) and ``curves.png``."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,44 @@ def truncate_metrics(path: Path, epochs_done: int) -> None:
     atomic_write_bytes(path, "".join(r + "\n" for r in rows).encode())
 
 
-def tensorboard(out: Path) -> Any:
-    """A SummaryWriter on ``out/tensorboard``, or None when TensorBoard is not installed (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
+class MetricLogger:
+    """``--logger``: after each epoch's ``metrics.jsonl`` row, ``metrics.csv`` (rewritten whole from the
+    JSON rows, so a resumed run's redone epochs never appear twice) or TensorBoard scalars."""
+
+    def __init__(self, kind: str, out: Path):
+        self.kind, self.out, self.writer = kind, out, None
+        if kind == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError(
+                    "--logger tensorboard needs TensorBoard: pip install 'fdmobilenet[train]' (or --logger csv)"
+                ) from None
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+        elif kind not in ("csv", "none"):
+            raise ValueError(f"--logger must be none, csv or tensorboard, got {kind!r}")
+
+    def log(self, row: dict[str, Any], epoch: int) -> None:
+        if self.writer is not None:
+            for k in TB_SCALARS:
+                self.writer.add_scalar(k, row[k], epoch)
+        elif self.kind == "csv":
+            write_csv(self.out / "metrics.jsonl", self.out / "metrics.csv")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_csv(jsonl: Path, dst: Path) -> None:
+    """``metrics.jsonl`` as a CSV table (columns: every key, in first-seen order)."""
+    rows = [json.loads(ln) for ln in jsonl.read_text().splitlines() if ln.strip()]
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(dst, buf.getvalue().encode())
 
 
 def plot_curves(out: Path) -> None:
