@@ -232,7 +232,7 @@ def test_torchscript_and_pt2_reproduce_pytorch(fmt, tmp_path, capsys):
             m.running_var.uniform_(0.5, 2.0)
     w = tmp_path / "m.safetensors"
     save_weights(model.state_dict(), w, {"model": "shufflenet_v1_g3_025", "num_classes": 10, "resolution": 96})
-    out = tmp_path / f"m.{fmt}"
+    out = tmp_path / ("m.pt" if fmt == "torchscript" else "m.pt2")
     code, stdout, _ = run_cli(capsys, "export", "--weights", w, "-o", out, "--format", fmt, "--json")
     assert code == 0 and json.loads(stdout)[0]["format"] == fmt
     loaded, meta = (load_torchscript if fmt == "torchscript" else load_pt2)(out)
@@ -278,7 +278,15 @@ def test_missing_openvino_names_its_extra(fp32_onnx, monkeypatch):
         (["eval", "--data", "."], "--weights FILE.safetensors (PyTorch) or --onnx"),
         (["eval", "--onnx", "nope.onnx", "--data", "."], "nope.onnx does not exist"),
         (["export", "--weights", "W", "-o", "x.onnx", "--int8"], "--int8 needs --calibration DIR"),
-        (["export", "--weights", "W", "-o", "x.pt", "--format", "pt2", "--int8", "--calibration", "."], "onnx only"),
+        (["export", "--weights", "W", "-o", "x.pt", "--int8", "--calibration", "."], ".onnx (QDQ) or .pte"),
+        (["export", "--weights", "W", "-o", "x.pt", "--format", "pt2"], "names a torchscript file but --format is pt2"),
+        (["export", "--weights", "W", "-o", "x.tflite"], "unknown suffix '.tflite'"),
+        (["export", "--weights", "W", "-o", "x.onnx", "--opset", "19"], "--opset 19: choose 13 to 18"),
+        (["export", "--weights", "W", "-o", "x.onnx", "--int8", "--calibration", "."], "holds no image files"),
+        (["export", "--weights", "W", "-o", "x.pte", "--int8", "--calibration", "."], "holds no image files"),
+        (["quantize", "--weights", "W", "--data", "nope", "-o", "x.onnx"], "nope does not exist"),
+        (["quantize", "--weights", "W", "--data", ".", "-o", "x.onnx"], "holds no image files"),
+        (["quantize", "--weights", "W", "--data", ".", "-o", "x.pt2"], "quantize writes .onnx (QDQ) or .pte"),
         (["export", "--weights", "W", "-o", "x.onnx", "--keep-float", "stem,head"], "head"),
         (["export", "--weights", "W", "-o", "x.onnx", "--opset", "12"], "--opset 12"),
     ],

@@ -27,7 +27,7 @@ import photos
 import torch
 
 from fdmobilenet._utils import machine_info
-from fdmobilenet.deploy.executorch import PteClassifier, export_pte, lower_to_pte, set_threads
+from fdmobilenet.deploy.executorch import PteClassifier, export_pte, lower_to_pte
 from fdmobilenet.deploy.metadata import set_onnx_metadata
 from fdmobilenet.deploy.onnx import export_onnx, export_quantized_onnx, quantize_onnx
 from fdmobilenet.deploy.quantize import QatConfig, calibrate, convert, qat_distill, tuned_float
@@ -116,14 +116,14 @@ def runners(files: dict) -> dict:
         out[f"ort/{route}"] = OnnxClassifier(files[route], "ort", threads=2)
     for route in ("fp32", "ort-ptq", "nncf-ptq", "qat", "qat-ort"):
         out[f"openvino/{route}"] = OnnxClassifier(files[route], "openvino", threads=2)
-    out["executorch/fp32"] = PteClassifier(files["et-fp32"], threads=2)
-    out["executorch/qat"] = PteClassifier(files["et-qat"], threads=2)
+    # ExecuTorch's thread pool is per process and cannot be resized once used: 1 thread throughout.
+    out["executorch/fp32"] = PteClassifier(files["et-fp32"], threads=1)
+    out["executorch/qat"] = PteClassifier(files["et-qat"], threads=1)
     return out
 
 
 def latency(models: dict, runs: int = 200, rounds: int = 20) -> dict:
     """Median ms per image, 1 thread, batch 1, every runner interleaved in rounds."""
-    set_threads(1)
     calls = {}
     for name, m in models.items():
         if name.startswith("executorch"):

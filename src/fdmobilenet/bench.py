@@ -36,7 +36,8 @@ from .deploy.onnx import export_onnx, quantize_onnx
 from .deploy.runtime import OnnxClassifier
 from .models import create_model, model_family
 
-BACKENDS = ("torch", "torch-compile", "ort", "ort-int8", "openvino", "openvino-int8", "ort-raw")
+BACKENDS = ("torch", "torch-compile", "ort", "ort-int8", "openvino", "openvino-int8", "ort-raw", "executorch",
+            "executorch-int8")  # fmt: skip
 DEFAULT_BACKENDS = ("torch", "ort", "ort-int8", "openvino", "openvino-int8")
 # The paper's comparison at matched budgets (MACs at 224 px unless @R): ~140, ~40 and ~12 MMACs.
 DEFAULT_MODELS = (
@@ -77,7 +78,7 @@ def parse_model_spec(spec: str, default_resolution: int) -> tuple[str, int]:
 
 
 def _available(backend: str) -> bool:
-    need = {"ort": "onnxruntime", "openvino": "openvino"}
+    need = {"ort": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
     mod = next((m for prefix, m in need.items() if backend.startswith(prefix)), None)
     return mod is None or importlib.util.find_spec(mod) is not None
 
@@ -106,7 +107,9 @@ def build_cases(
         int8 = workdir / f"{stem}_{res}.int8.onnx"
         if any(b.startswith(("ort", "openvino")) for b in backends):
             export_onnx(model, fp32, {"model": name}, res)
-        if any(b.endswith("int8") for b in backends):
+        if any(b.startswith("executorch") for b in backends):
+            _export_pte_pair(model, workdir / f"{stem}_{res}", res, "executorch-int8" in backends, calibration)
+        if any(b in ("ort-int8", "openvino-int8") for b in backends):
             # Latency does not depend on the weights' values, only on shapes; calibration sets the scales.
             calib = calibration or np.random.default_rng(0).standard_normal((16, 3, res, res), dtype=np.float32)
             quantize_onnx(fp32, int8, calib, calibration_size=64, method="minmax")
@@ -123,6 +126,21 @@ def build_cases(
     return cases
 
 
+def _export_pte_pair(model: nn.Module, stem: Path, res: int, int8: bool, calibration: str | None) -> None:
+    """STEM.pte (fp32) and, with ``int8``, STEM.int8.pte (XNNPACK quantizer; random inputs set the scales
+    unless ``calibration`` photos are given: latency depends on shapes, not on values)."""
+    from .deploy.executorch import export_pte, lower_to_pte
+    from .deploy.quantize import calibrate
+    from .deploy.samples import image_paths, load_batch
+
+    meta = {"model": str(stem.name), "resolution": res}
+    export_pte(model, f"{stem}.pte", meta, res)
+    if int8:
+        x = load_batch(image_paths(calibration, 16), meta) if calibration else torch.randn(16, 3, res, res)
+        q = calibrate(model, x.split(4), res)
+        lower_to_pte(torch.export.export(q, (torch.randn(1, 3, res, res),)), f"{stem}.int8.pte", meta)
+
+
 def _make_call(
     backend: str, model: nn.Module, fp32: Path, int8: Path, threads: int, batch: int, res: int
 ) -> Callable[[], Any]:
@@ -134,6 +152,11 @@ def _make_call(
         with torch.inference_mode():
             net(x)  # torch.compile compiles here, not in the timed loop
         return lambda net=net, x=x: net(x)
+    if backend.startswith("executorch"):
+        from .deploy.executorch import PteClassifier
+
+        stem = fp32.with_suffix("")
+        return PteClassifier(f"{stem}.int8.pte" if backend.endswith("int8") else f"{stem}.pte", threads).runner(batch)
     path = int8 if backend.endswith("int8") else fp32
     runtime = "openvino" if backend.startswith("openvino") else "ort"
     clf = OnnxClassifier(path, runtime, threads)
@@ -288,6 +311,10 @@ def select_backends(requested: str | None) -> list[str]:
             require("openvino", f"--backends {b}", OPENVINO_HINT)
         elif b.startswith("ort"):
             require("onnxruntime", f"--backends {b}")
+        elif b.startswith("executorch"):
+            from .deploy.executorch import EXECUTORCH_HINT
+
+            require("executorch", f"--backends {b}", EXECUTORCH_HINT)
     return backends
 
 

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("top-k classes of image files", "evaluate"),
     "train": ("train or fine-tune a model on an image folder", "train"),
     "export": ("export to ONNX (fp32 / INT8 QDQ), TorchScript or pt2, checked against PyTorch", "deploy"),
+    "quantize": (
+        "INT8 that keeps accuracy: quantization-aware distillation on unlabeled photos -> .onnx (QDQ) or .pte",
+        "deploy",
+    ),
     "bench": ("latency and throughput on this machine: PyTorch, ONNX Runtime, OpenVINO", "deploy"),
     "prepare": ("re-encode an image folder into resized JPEG shards (resumable)", "data"),
     "compare": ("train budget-matched families on your data; accuracy vs MFLOPs report", "compare"),

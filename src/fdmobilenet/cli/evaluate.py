@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._utils import atomic_write_bytes
 from ..data.images import find_images
-from ..deploy.runtime import OnnxClassifier
+from ..deploy.pipeline import open_exported
 from ..evaluate import evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
 from ..preprocess import Preprocess
@@ -21,9 +21,15 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="a .safetensors file from `convert` or `train`")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
     p.add_argument("--resolution", type=int, help="input size (default: the weights'); crop ratio 0.875 is kept")
-    p.add_argument("--onnx", help="run an exported .onnx file (fp32 or int8) instead of --weights")
-    p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for --onnx")
-    p.add_argument("--threads", type=int, help="runtime threads for --onnx (default: the runtime's choice)")
+    p.add_argument(
+        "--exported",
+        "--onnx",
+        dest="onnx",
+        metavar="FILE",
+        help="run an exported file instead of --weights: .onnx (fp32 or int8) or .pte (ExecuTorch)",
+    )
+    p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for an .onnx file")
+    p.add_argument("--threads", type=int, help="runtime threads for --exported (default: the runtime's choice)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available); PyTorch only")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes (0: decode in this process)")
@@ -33,7 +39,7 @@ def _load(a: argparse.Namespace):
     if a.onnx:
         if a.weights or a.model or a.resolution:
             raise ValueError("--onnx runs the exported file as it is: drop --weights, --model and --resolution")
-        model = OnnxClassifier(a.onnx, a.backend, a.threads)
+        model = open_exported(a.onnx, a.backend, a.threads)
         return model, model.meta, model.transform(), "cpu"
     if not a.weights:
         raise ValueError("give --weights FILE.safetensors (PyTorch) or --onnx FILE.onnx (exported model)")

@@ -1,8 +1,10 @@
-"""Deployment: BatchNorm-folded exports (ONNX fp32 / INT8 QDQ, TorchScript, pt2) with their metadata,
-the check of every export against PyTorch, and ``OnnxClassifier`` to run ONNX files on ONNX Runtime
-or OpenVINO. ``export_weights`` is what the ``export`` command runs. Re-exports only.
+"""Deployment: BatchNorm-folded exports (ONNX fp32 / INT8 QDQ, TorchScript, pt2, ExecuTorch) with their
+metadata, the check of every export against PyTorch, INT8 by calibration or quantization-aware
+distillation (``quantize``), and runners for ONNX (ONNX Runtime, OpenVINO) and ``.pte`` files.
+``export_weights`` / ``quantize_weights`` are what the ``export`` / ``quantize`` commands run. Re-exports only.
 
-Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, runtime -> pipeline.
+Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, runtime
+-> quantize -> pipeline.
 """
 
 from .fold import fold_batchnorm
@@ -18,7 +20,7 @@ from .onnx import (
     float_node_names,
     quantize_onnx,
 )
-from .pipeline import FORMATS, ExportReport, export_weights
+from .pipeline import FORMATS, SUFFIXES, ExportReport, export_weights, format_of, open_exported, quantize_weights
 from .runtime import BACKENDS, OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_OPSET",
     "FORMATS",
     "MIN_OPSET",
+    "SUFFIXES",
     "Agreement",
     "ArrayCalibrationReader",
     "ExportReport",
@@ -47,6 +50,9 @@ __all__ = [
     "export_weights",
     "float_node_names",
     "float_tolerance",
+    "format_of",
+    "open_exported",
+    "quantize_weights",
     "fold_batchnorm",
     "image_paths",
     "load_batch",

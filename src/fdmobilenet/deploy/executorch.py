@@ -72,10 +72,23 @@ def _runtime():
 
 
 def set_threads(threads: int) -> None:
-    """XNNPACK's thread pool is process-wide in ExecuTorch's Python runtime: size it before timing."""
+    """Size XNNPACK's thread pool, which is process-wide in ExecuTorch's Python runtime.
+
+    Resizing it after a program has run hangs that program's next call (seen with ExecuTorch 1.5),
+    so the size is set before the first program loads and a later, different request is refused.
+    """
+    global _THREADS
     from executorch.extension.pybindings import portable_lib
 
-    portable_lib._unsafe_reset_threadpool(int(threads))
+    if _THREADS is None:
+        portable_lib._unsafe_reset_threadpool(int(threads))
+        _THREADS = int(threads)
+    elif int(threads) != _THREADS:
+        raise ValueError(f"ExecuTorch's thread pool already has {_THREADS} threads in this process; "
+                         f"run .pte files with --threads {threads} in a separate process")  # fmt: skip
+
+
+_THREADS: int | None = None
 
 
 class PteClassifier:

@@ -20,7 +20,7 @@ from ..preprocess import Preprocess, imagenet_classes
 
 # Keys of the ONNX metadata whose values are JSON (the rest are plain strings).
 _JSON_KEYS = {"num_classes", "class_names", "mean", "std", "crop_pct", "input_size", "resolution", "macs"}
-_JSON_KEYS |= {"calibration", "opset"}
+_JSON_KEYS |= {"calibration", "opset", "quantization"}
 # The order the preprocessing keys have always had in exported files (kept, so files stay byte-identical).
 _PREPROCESS_ORDER = ("mean", "std", "crop_pct", "interpolation", "resolution")
 

@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,9 @@ def export_quantized_onnx(
     onnx = require("onnx", "ONNX export")
     require("onnxscript", "ONNX export (torch.onnx's exporter)")
     check_opset(opset)
-    proto = _to_onnx(quantized, int(meta["resolution"]), opset)
+    with warnings.catch_warnings():  # a PT2E graph reports training mode; it has no dropout or BatchNorm left
+        warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+        proto = _to_onnx(quantized, int(meta["resolution"]), opset)
     meta = {**meta, "opset": _opset_of(proto), "precision": "int8"}
     set_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
