@@ -33,7 +33,7 @@ from .fold import fold_batchnorm
 class QatConfig:
     """Quantization-aware fine-tuning: a short, low-lr distillation run (defaults measured in benchmarks/int8)."""
 
-    epochs: float = 2.0
+    epochs: float = 1.0
     lr: float = 1e-4
     batch_size: int = 32
     weight_decay: float = 0.0
