@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._utils import atomic_write_bytes, require
-from ..preprocess import Preprocess
+from .classifier import ExportedClassifier
 from .metadata import complete_metadata
 
 META_METHOD = "fdmobilenet_meta"
@@ -91,11 +91,13 @@ def set_threads(threads: int) -> None:
 _THREADS: int | None = None
 
 
-class PteClassifier:
+class PteClassifier(ExportedClassifier):
     """A ``.pte`` file behind the interface ``evaluate``/``predict``/``bench`` use: ``model(batch) -> logits``.
 
     Batches are run one image at a time (the file's input shape is fixed at batch 1).
     """
+
+    kind = ".pte"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = Path(path)
@@ -131,18 +133,3 @@ class PteClassifier:
         if batch == 1:
             return lambda: run([x])
         return lambda: [run([x]) for _ in range(batch)]
-
-    def eval(self) -> PteClassifier:
-        return self
-
-    def to(self, device: str | torch.device = "cpu") -> PteClassifier:
-        if torch.device(device).type != "cpu":
-            raise ValueError(f".pte files run on the CPU here, not {device}")
-        return self
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
-
-    def transform(self) -> Callable[[Any], torch.Tensor]:
-        return Preprocess.from_meta(self.meta).transform()

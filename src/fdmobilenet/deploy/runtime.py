@@ -17,19 +17,21 @@ import numpy as np
 import torch
 
 from .._utils import DEPLOY_HINT, OPENVINO_HINT, require
-from ..preprocess import Preprocess
+from .classifier import ExportedClassifier
 from .metadata import complete_metadata, decode_metadata, read_onnx_metadata
 
 BACKENDS = ("ort", "openvino")
 
 
-class OnnxClassifier:
+class OnnxClassifier(ExportedClassifier):
     """An exported classifier behind the interface ``evaluate``/``predict`` use: ``model(batch) -> logits``.
 
     ``threads`` sets ONNX Runtime's intra-op threads / OpenVINO's INFERENCE_NUM_THREADS (default:
     the runtime's own choice). OpenVINO runs float parts in f32 (``INFERENCE_PRECISION_HINT``): on
     CPUs with AVX512-BF16 it would otherwise silently compute "fp32" models in bf16.
     """
+
+    kind = "ONNX"
 
     def __init__(
         self,
@@ -159,19 +161,3 @@ class OnnxClassifier:
         feed = {self.input_name: np.random.default_rng(0).standard_normal((batch, 3, r, r), dtype=np.float32)}
         outs, run = [self.output_name], self.session.run
         return lambda: run(outs, feed)
-
-    def eval(self) -> OnnxClassifier:  # evaluate()/predict() call model.eval().to(device)
-        return self
-
-    def to(self, device: str | torch.device = "cpu") -> OnnxClassifier:
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"ONNX models run on the CPU here, not {device}")
-        return self
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
-
-    def transform(self) -> Callable[[Any], torch.Tensor]:
-        """The preprocessing stored with the export (resize to R/crop_pct, center crop R, normalise)."""
-        return Preprocess.from_meta(self.meta).transform()
