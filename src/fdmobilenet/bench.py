@@ -267,6 +267,8 @@ def select_backends(requested: str | None) -> list[str]:
             print(f"bench: skipping {', '.join(dropped)} (not installed)", file=sys.stderr)
         return backends
     backends = [b.strip() for b in requested.split(",") if b.strip()]
+    if not backends:
+        raise ValueError(f"--backends {requested!r} names no backend; choose from {', '.join(BACKENDS)}")
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise ValueError(f"--backends: unknown {', '.join(bad)}; choose from {', '.join(BACKENDS)}")

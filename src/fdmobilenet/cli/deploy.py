@@ -10,6 +10,7 @@ from .. import bench
 from .._utils import machine_info, require
 from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, export_weights
 from ..models import FAMILIES, list_models
+from ._args import thread_count
 
 # --- export ---------------------------------------------------------------------------------------
 
@@ -83,7 +84,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
         "OpenVINO ones are dropped when it is not installed; ort-raw is plain InferenceSession.run, the baseline "
         "the ort wrapper must match)",
     )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of every runtime")
+    p.add_argument("--threads", type=thread_count, default=1, help="intra-op threads of every runtime")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--resolution", type=int, default=224, help="input size for models without @R")
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and backend (after warm-up)")

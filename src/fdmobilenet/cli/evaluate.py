@@ -11,15 +11,16 @@ from ..deploy.runtime import OnnxClassifier
 from ..evaluate import evaluate, predict
 from ..models import build_from_weights
 from ..preprocess import Preprocess
+from ._args import positive_int, thread_count
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="a .safetensors file from `convert` or `train`")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
-    p.add_argument("--resolution", type=int, help="input size (default: the weights'); crop ratio 0.875 is kept")
+    p.add_argument("--resolution", type=positive_int, help="input size (default: the weights'); crop ratio 0.875 is kept")
     p.add_argument("--onnx", help="run an exported .onnx file (fp32 or int8) instead of --weights")
     p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for --onnx")
-    p.add_argument("--threads", type=int, help="runtime threads for --onnx (default: the runtime's choice)")
+    p.add_argument("--threads", type=thread_count, help="runtime threads for --onnx (default: the runtime's choice)")
 
 
 def _load(a: argparse.Namespace):
@@ -39,7 +40,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help="DIR/<class>/<images>; ImageNet synset folders use the 1000-class order"
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print {top1, top5, n, ...} as JSON (percent)")
 
@@ -61,7 +62,7 @@ def eval_run(a: argparse.Namespace) -> int:
 def predict_arguments(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--json", action="store_true")
 
 

@@ -51,6 +51,7 @@ class OnnxClassifier:
         else:
             self._init_openvino(ov_precision)
         self.meta = complete_metadata(self.meta, self.input_shape, self.num_classes)
+        Preprocess.from_meta(self.meta, source=str(self.path))  # refuse absurd metadata (resolution: 100000) now
 
     # -- ONNX Runtime --
     def _init_ort(self) -> None:

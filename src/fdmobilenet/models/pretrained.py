@@ -65,6 +65,7 @@ def build_from_weights(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a weights file was made for (name and class count from its metadata) and load it."""
     sd, meta, inferred = read_pretrained(path)
+    Preprocess.from_meta(meta, resolution, source=str(path))  # absurd metadata is refused before anything is built
     name = model_name or inferred
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else meta.get("num_classes", 1000)
     kwargs = meta.get("model_kwargs", {})  # e.g. width= of a bare family name picked by a budget
