@@ -264,9 +264,10 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
         step_n += len(y)
     parts.scaler.unscale_(parts.optimizer)
     gnorm = float(nn.utils.clip_grad_norm_(run.trainable, cfg.clip_grad or float("inf")))
-    g_loss, g_n, nonfinite = dist.all_reduce(
-        [step_loss, step_n, float(not (math.isfinite(step_loss) and math.isfinite(gnorm)))]
-    )
+    # fp16: GradScaler skips steps whose gradients overflowed and lowers its scale (its first steps do so on
+    # purpose), so only the loss says the run diverged; without a scaler a non-finite gradient norm does too
+    grads_ok = math.isfinite(gnorm) or parts.scaler.is_enabled()
+    g_loss, g_n, nonfinite = dist.all_reduce([step_loss, step_n, float(not (math.isfinite(step_loss) and grads_ok))])
     if nonfinite:
         raise Diverged(
             f"loss {g_loss / max(g_n, 1):.4g} / gradient norm {gnorm:.4g} is not finite at epoch "
