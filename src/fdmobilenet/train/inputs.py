@@ -230,9 +230,11 @@ class Loaders:
     train: Callable[[int, int], Iterator[Any]]
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    """Data-loader workers leave Ctrl-C to the main process, which checkpoints before exiting."""
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data-loader workers leave Ctrl-C and SIGTERM to the main process, which checkpoints before exiting
+    (Slurm, docker stop and Kubernetes signal the whole process group: a worker dying first lost the run)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _set_train_resolution(train: SeededView, cfg: TrainConfig, res: int) -> None:
@@ -268,7 +270,7 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
             return iter(batches)
 
     elif kind == "gpu":
-        gpu_kw = {"device": dist.device, "workers": cfg.workers, "worker_init_fn": _ignore_sigint, **norm}
+        gpu_kw = {"device": dist.device, "workers": cfg.workers, "worker_init_fn": _ignore_stop_signals, **norm}
         val = Prefetcher(
             BatchDecodeLoader(data.val_source, val_batch, cfg.resolution, train=False, indices=val_idx, **gpu_kw),
             dist.device,
@@ -285,7 +287,7 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
     else:
         loader_kw: dict[str, Any] = {"pin_memory": dist.device.type == "cuda", "collate_fn": collate_skip_bad}
         if cfg.workers:
-            loader_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_sigint, prefetch_factor=4)
+            loader_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_stop_signals, prefetch_factor=4)
         val = DataLoader(data.val, batch_size=val_batch, sampler=val_idx, **loader_kw)
 
         def train(epoch: int, start_step: int) -> Iterator[Any]:
