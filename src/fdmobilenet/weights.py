@@ -31,6 +31,8 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, m
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata of a weights file: our safetensors, or a legacy PyTorch checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a weights file (.safetensors or .pth.tar)")
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:

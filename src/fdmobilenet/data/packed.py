@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .._utils import atomic_write_bytes
+from .._utils import atomic_write_bytes, remove_orphan_temps
 from .folders import Folder, scan_folder
 from .images import BadImageError, load_image
 
@@ -81,9 +81,12 @@ def prepare(
         raise ValueError(f"--short-side must be >= 32, got {short_side}")
     if not 1 <= quality <= 100:
         raise ValueError(f"--quality must be in 1..100, got {quality}")
-    folder = scan_folder(src)
     dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst} is a file; give a folder for the shards (new, or a partial prepare to resume)")
+    folder = scan_folder(src)
     dst.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temps(dst)  # of a killed prepare; re-running one into the same DST at once is not supported
     n_shards = shards or max(1, min(1024, len(folder.samples) // 2000))
     rng = np.random.default_rng(0)  # images of all classes in every shard, same order on every resume
     order = rng.permutation(len(folder.samples))

@@ -39,6 +39,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | No
 
     The model is built and loaded once before writing, so a file that would not load is never written.
     """
+    if Path(dst).is_dir():
+        raise ValueError(f"{dst} is a folder; give the output file, e.g. {Path(dst) / 'model.safetensors'}")
     sd, src_meta = read_weights(src)
     sd = checkpoint_filter_fn(sd)
     name = model_name or infer_model_name(sd)

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .._utils import atomic_write_bytes
+from .._utils import write_if_changed
 from ..evaluate import evaluate_loader
-from .checkpoint import TrainState, open_out, restore, save_checkpoint
+from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
 from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, resume: bool = False, recipe: str = "paper") -> Trai
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        with Stop() as stop:
+        with run_lock(Path(cfg.out), dist), Stop() as stop:
             run, state = _setup(cfg, resume, recipe, dist, stop)
             return _fit(run, state)
     except Diverged as e:
@@ -152,7 +152,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     if cfg.compile:  # after DDP, as PyTorch recommends, so compiled graphs break at gradient buckets
         model = torch.compile(model)
     if dist.main:
-        atomic_write_bytes(out / "config.json", json.dumps({"recipe": recipe, **asdict(cfg)}, indent=1).encode())
+        write_if_changed(out / "config.json", json.dumps({"recipe": recipe, **asdict(cfg)}, indent=1).encode())
     n_params = sum(p.numel() for p in parts.model.parameters())
     log(
         f"training {cfg.model} ({n_params / 1e6:.2f}M parameters, {len(data.classes)} classes) on {data.description}\n"
@@ -160,7 +160,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
         f"({dist.world} process(es) x {cfg.accum_steps} x {micro}); peak lr {peak_lr(cfg):.4g}; "
         f"{dist.device.type}{', ' + amp if amp_dtype else ''}; {kind} input pipeline; output in {out}"
     )
-    tb = tensorboard(out) if dist.main else None
+    tb = tensorboard(out) if dist.main and state.epoch < cfg.epochs else None  # a finished run writes nothing
     loaders = make_loaders(cfg, data, dist, kind, micro)
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -185,9 +185,10 @@ def _fit(run: Run, state: TrainState) -> TrainResult:
     if run.tb is not None:
         run.tb.close()
     if run.dist.main:
-        plot_curves(run.out)
         if run.start_epoch >= cfg.epochs:
             run.log(f"{run.out} had already finished its {cfg.epochs} epochs")
+        else:
+            plot_curves(run.out)
         run.log(
             f"done: best val top-1 {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
             f"checkpoint {run.out / 'best.safetensors'}"

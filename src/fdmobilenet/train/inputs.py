@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._utils import atomic_write_bytes, mix
+from .._utils import atomic_write_bytes, mix, write_if_changed
 from ..data.augment import BatchAugment
 from ..data.batchloader import BatchDecodeLoader, Prefetcher
 from ..data.digits import DIGITS_CLASSES, ImageListDataset, export_images, load_digits
@@ -92,7 +92,7 @@ def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
         return _digits_data(cfg, out, dist, train_tf, val_tf)
     split = load_folders(cfg.data, cfg.val_split, cfg.seed, read_split(out / "split.json"))
     if split.record is not None and dist.main:
-        atomic_write_bytes(out / "split.json", json.dumps(split.record, indent=1).encode())
+        write_if_changed(out / "split.json", json.dumps(split.record, indent=1).encode())
     _check_files(cfg, split, dist, log)
     if cfg.in_memory:
         if isinstance(split.train, PackedFolder) or isinstance(split.val, PackedFolder):
