@@ -17,7 +17,9 @@ from ._args import positive_int, thread_count
 def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="a .safetensors file from `convert` or `train`")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
-    p.add_argument("--resolution", type=positive_int, help="input size (default: the weights'); crop ratio 0.875 is kept")
+    p.add_argument(
+        "--resolution", type=positive_int, help="input size (default: the weights'); crop ratio 0.875 is kept"
+    )
     p.add_argument("--onnx", help="run an exported .onnx file (fp32 or int8) instead of --weights")
     p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for --onnx")
     p.add_argument("--threads", type=thread_count, help="runtime threads for --onnx (default: the runtime's choice)")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._utils import atomic_write_bytes, mix, write_if_changed
+from .._utils import mix, write_if_changed
 from ..data.augment import BatchAugment
 from ..data.batchloader import BatchDecodeLoader, Prefetcher
 from ..data.digits import DIGITS_CLASSES, ImageListDataset, export_images, load_digits
