@@ -81,6 +81,12 @@ def _available(backend: str) -> bool:
     return mod is None or importlib.util.find_spec(mod) is not None
 
 
+def export_files(workdir: Path, name: str, res: int) -> tuple[Path, Path]:
+    """The fp32 and int8 ONNX files bench writes for one model (random weights: only shapes matter)."""
+    stem = name.replace(":", "-")
+    return workdir / f"{stem}_{res}.onnx", workdir / f"{stem}_{res}.int8.onnx"
+
+
 def build_cases(
     specs: list[tuple[str, int]],
     backends: list[str],
@@ -97,9 +103,7 @@ def build_cases(
         model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
         prof = profile(model, res)
         tag = f"{name}@{res}"
-        stem = name.replace(":", "-")
-        fp32 = workdir / f"{stem}_{res}.onnx"
-        int8 = workdir / f"{stem}_{res}.int8.onnx"
+        fp32, int8 = export_files(workdir, name, res)
         if any(b.startswith(("ort", "openvino")) for b in backends):
             export_onnx(model, fp32, {"model": name}, res)
         if any(b.endswith("int8") for b in backends):
@@ -299,6 +303,12 @@ def benchmark(
         if workdir:
             work = Path(workdir)
             work.mkdir(parents=True, exist_ok=True)
+            taken = [p for name, res in specs for p in export_files(work, name, res) if p.exists()]
+            if taken:
+                raise ValueError(
+                    f"--workdir {work}: {taken[0]} exists and bench would replace it with a random-weight export; "
+                    "give an empty folder"
+                )
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fdm-bench-")))
         cases = build_cases(specs, backends, threads, batch, work, calibration)
