@@ -78,6 +78,7 @@ def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str)
         for k in own
         if k in sd and sd[k].shape != own[k].shape
     ]
+    _check_values(own, sd, source)
     if missing or unexpected or shapes:
         arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
         parts = [f"weights in {source} do not fit {arch}:"]
@@ -89,6 +90,20 @@ def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str)
             "Pass the model name the weights were trained for (see the file's metadata or `fdmobilenet models`)."
         )
         raise ValueError("\n".join(parts))
+
+
+def _check_values(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse tensors a model would load silently but never work with: integers where it has floats
+    (tampered or quantized elsewhere), and NaN/inf (a damaged file or a diverged run)."""
+    for k, v in sd.items():
+        if k not in own or not own[k].is_floating_point():
+            continue
+        if not v.is_floating_point():
+            raise ValueError(f"{source}: {k} is {str(v.dtype).removeprefix('torch.')}, not floating point; the file "
+                             "was altered or converted elsewhere: use the original weights")  # fmt: skip
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{source}: {k} holds NaN/inf values (a damaged file, or a run that diverged); "
+                             "use another checkpoint")  # fmt: skip
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict_classifier: bool = True) -> dict[str, Any]:

@@ -156,6 +156,12 @@ class PackedFolder:
         rows, maps = [], []
         for i in range(meta["shards"]):
             idx = np.load(root / f"shard-{i:05d}.idx.npy")
+            bad = idx[(idx[:, 2] < 0) | (idx[:, 2] >= len(meta["classes"]))][:, 2] if len(idx) else []
+            if len(bad):
+                raise ValueError(
+                    f"{root / f'shard-{i:05d}.idx.npy'}: label {int(bad[0])} is not one of the {len(meta['classes'])} "
+                    "classes in meta.json; the prepared dataset is damaged: run prepare again into a new folder"
+                )
             rows.append(np.concatenate([np.full((len(idx), 1), i, dtype=np.int64), idx], 1))
             size = (root / f"shard-{i:05d}.bin").stat().st_size
             maps.append(
