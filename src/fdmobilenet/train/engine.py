@@ -34,7 +34,7 @@ from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
 from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
-from .optim import Parts, build_parts, lr_at, peak_lr, set_train_mode
+from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
 from .outputs import TB_SCALARS, append_metrics, plot_curves, tensorboard, truncate_metrics
 
 
@@ -133,6 +133,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
         log(note)
     kind = loader_kind(cfg, data, dist)
     steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
+    check_memory(cfg, len(data.classes), micro, dist.device)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
