@@ -75,12 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, MemoryError) as e:
-        if debug:
+    except (ValueError, OSError, MemoryError, RuntimeError) as e:
+        if debug or (isinstance(e, RuntimeError) and not _out_of_memory(e)):
             raise
-        code = EXIT_ENVIRONMENT if isinstance(e, (OSError, MemoryError)) and not isinstance(e, _BAD_PATH) else 2
+        code = (
+            EXIT_ENVIRONMENT
+            if isinstance(e, OSError | MemoryError | RuntimeError) and not isinstance(e, _BAD_PATH)
+            else 2
+        )
         print(f"fdmobilenet {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return code
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's allocation failures are RuntimeErrors (CUDA's: OutOfMemoryError); other RuntimeErrors are bugs."""
+    return type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
 
 
 def _one_line(e: BaseException) -> str:
@@ -94,6 +103,7 @@ def _one_line(e: BaseException) -> str:
             errno.EPERM: "no permission: write elsewhere or change the permissions",
         }.get(e.errno or 0, "check the path")
         return f"{e.filename}: {e.strerror or e}; {hint}"
-    if isinstance(e, MemoryError):
-        return f"out of memory ({e}); use smaller settings (--batch-size, --resolution, --workers)"
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        said = " ".join(str(e).split())[:200]
+        return f"out of memory ({said}); use smaller settings (--batch-size, --resolution, --workers)"
     return str(e)  # a ValueError's first line is the error; indented lines below it list the details

@@ -127,6 +127,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     ckpt = open_out(out, resume, dist, log)
     cfg = for_machine(cfg)
     _seed_everything(cfg, dist)
+    check_memory(cfg, 2, 1, dist.device)  # before any data is resized to cfg.resolution
     data = build_data(cfg, out, dist, log)
     cfg, note = for_data(cfg, data.n_train)
     if note:
