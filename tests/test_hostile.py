@@ -4,7 +4,6 @@ exit code 2 (bad input) or 1 (the disk), never a traceback, a hang or a memory b
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import pickle
@@ -192,9 +191,15 @@ def test_second_training_into_a_busy_out_is_refused(tiny, tmp_path: Path, capsys
     data, _ = tiny
     out = tmp_path / "busy"
     out.mkdir()
-    with open(out / ".lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
+    hold = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    hold += "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)"
+    other = subprocess.Popen([sys.executable, "-c", hold, str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:  # as a run in progress holds it
+        assert other.stdout.readline().strip() == "held"
         rc, err = run(capsys, "train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(out))
+    finally:
+        other.kill()
+        other.wait()
     assert rc == 2
     one_line_error(err, str(out), "another")
     assert not (out / "metrics.jsonl").exists()

@@ -225,9 +225,11 @@ def run_lock(out: Path, dist: Dist) -> Iterator[None]:
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        try:  # a POSIX lock, owned by this process alone: forked loader workers do not keep it after a SIGKILL
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             raise ValueError(
                 f"--out {out} is in use by another training run (it holds {out / '.lock'}); wait for it to end "
                 "or choose another --out"

@@ -220,7 +220,12 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int) -> EpochStats | Non
     seen, t_imgs = 0.0, time.time()
     with contextlib.closing(bar):
         for s in range(state.step_in_epoch, state.steps_per_epoch):
-            batches = [next(loader) for _ in range(cfg.accum_steps)]
+            try:
+                batches = [next(loader) for _ in range(cfg.accum_steps)]
+            except RuntimeError:  # a loader worker killed by the signal just as it started, before ignoring it
+                if run.stop.signum is None or dist.world > 1:
+                    raise
+                return None
             for _, _, _, skipped in batches:
                 bad += [(run.data.train_name(i), r) for i, r in skipped]
             empty = any(b[0] is None for b in batches)
