@@ -67,21 +67,22 @@ def rows(out: Path) -> list[tuple[int, float]]:
     return [(r["epoch"], r["val_top1"]) for r in map(json.loads, lines)]
 
 
-def cycle(i: int, rng: random.Random, data: Path, ref: Path, work: Path, duration: float) -> dict:
-    """One run interrupted 1-3 times at random moments, then resumed to the end and checked."""
+def cycle(i: int, rng: random.Random, data: Path, ref: Path, work: Path, window: tuple[float, float]) -> dict:
+    """One run interrupted at a random moment of its training (one in five twice), resumed to the end, checked."""
     out = work / f"c{i:03d}"
     workers = rng.choice([0, 2])
     stops = []
-    for k in range(rng.randint(1, 3)):
+    for k in range(1 + (rng.random() < 0.2)):
         proc = train(data, out, workers, *(["--resume"] if k else []))
-        delay = rng.uniform(0.2, duration)
+        delay = rng.uniform(*window)
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, sig)
         err = proc.communicate(timeout=300)[1]
-        stops.append({"signal": sig.name, "after_s": round(delay, 2), "exit": proc.returncode,
-                      "traceback": "Traceback" in err})  # fmt: skip
+        tb = "Traceback" in err
+        stops.append({"signal": sig.name, "after_s": round(delay, 2), "exit": proc.returncode, "traceback": tb,
+                      "stderr_tail": err[-1500:] if tb else ""})  # fmt: skip
     proc = train(data, out, workers, "--resume")
     err = proc.communicate(timeout=300)[1]
     temps = [str(p) for p in out.rglob("*.tmp")] + [str(p) for p in out.rglob("*.next")]
@@ -107,16 +108,22 @@ def main() -> None:
         ref = work / "reference"
         t0 = time.perf_counter()
         proc = train(data, ref, 0)
+        while not (ref / "config.json").exists() and proc.poll() is None:  # imports and setup done
+            time.sleep(0.01)
+        started = time.perf_counter() - t0
         assert proc.wait() == 0, proc.stderr.read()
         duration = time.perf_counter() - t0
-        print(f"reference run: {duration:.1f} s", flush=True)
+        print(f"reference run: {duration:.1f} s ({started:.1f} s to start training)", flush=True)
         results, t0 = [], time.perf_counter()
-        for i in range(a.cycles):
-            r = cycle(i, rng, data, ref, work, duration)
+        for i in range(a.cycles):  # stops land anywhere from just before training starts to its end
+            r = cycle(i, rng, data, ref, work, (0.8 * started, duration))
             results.append(r)
             stops = ", ".join(f"{s['signal']}@{s['after_s']}s->{s['exit']}" for s in r["stops"])
             verdict = "identical" if r["identical"] else "DIFFERENT"
             print(f"cycle {i + 1:>3}/{a.cycles}: {verdict} ({stops})", flush=True)
+            for text in [s["stderr_tail"] for s in r["stops"]] + [r["stderr_tail"]]:
+                if text:
+                    print(text, flush=True)
         wall = time.perf_counter() - t0
     summary = {
         "cycles": a.cycles,

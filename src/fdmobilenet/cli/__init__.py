@@ -78,13 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, MemoryError, RuntimeError) as e:
         if debug or (isinstance(e, RuntimeError) and not _out_of_memory(e)):
             raise
-        code = (
-            EXIT_ENVIRONMENT
-            if isinstance(e, OSError | MemoryError | RuntimeError) and not isinstance(e, _BAD_PATH)
-            else 2
-        )
         print(f"fdmobilenet {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return code
+        bad_input = isinstance(e, (ValueError, *_BAD_PATH))
+        return EXIT_BAD_INPUT if bad_input else EXIT_ENVIRONMENT
 
 
 def _out_of_memory(e: BaseException) -> bool:

@@ -230,11 +230,32 @@ class Loaders:
     train: Callable[[int, int], Iterator[Any]]
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _ignore_stop_signals(_worker_id: int) -> None:
     """Data-loader workers leave Ctrl-C and SIGTERM to the main process, which checkpoints before exiting
-    (Slurm, docker stop and Kubernetes signal the whole process group: a worker dying first lost the run)."""
+    (Slurm, docker stop and Kubernetes signal the whole process group: a worker dying first lost the run).
+    One sent while the worker started (blocked by ``StopSafeLoader``) is dropped here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose workers are started with SIGINT/SIGTERM blocked: PyTorch gives a new worker a
+    SIGTERM handler that exits before ``worker_init_fn`` runs, and a worker dying then raised "DataLoader
+    worker exited unexpectedly" anywhere in the main process. The main process gets the signal once the
+    workers are started."""
+
+    def _get_iterator(self) -> Any:
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _set_train_resolution(train: SeededView, cfg: TrainConfig, res: int) -> None:
@@ -288,11 +309,11 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
         loader_kw: dict[str, Any] = {"pin_memory": dist.device.type == "cuda", "collate_fn": collate_skip_bad}
         if cfg.workers:
             loader_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_stop_signals, prefetch_factor=4)
-        val = DataLoader(data.val, batch_size=val_batch, sampler=val_idx, **loader_kw)
+        val = StopSafeLoader(data.val, batch_size=val_batch, sampler=val_idx, **loader_kw)
 
         def train(epoch: int, start_step: int) -> Iterator[Any]:
             assert data.train is not None
             _set_train_resolution(data.train, cfg, train_resolution_at(cfg, epoch))
-            return iter(DataLoader(data.train, batch_size=micro, sampler=order(epoch, start_step), **loader_kw))
+            return iter(StopSafeLoader(data.train, batch_size=micro, sampler=order(epoch, start_step), **loader_kw))
 
     return Loaders(kind, val, train)
