@@ -28,7 +28,7 @@ from fdmobilenet.weights import read_weights
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FDM_SHARED", REPO.parent / "shared"))
 ARGS = [
-    "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "3", "--batch-size", "8", "--lr", "0.05",
+    "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "4", "--batch-size", "8", "--lr", "0.05",
     "--lr-base-batch", "8", "--val-split", "0.2", "--deterministic", "--seed", "5", "--threads", "1",
     "--checkpoint-every", "2",
 ]  # fmt: skip
@@ -67,6 +67,11 @@ def rows(out: Path) -> list[tuple[int, float]]:
     return [(r["epoch"], r["val_top1"]) for r in map(json.loads, lines)]
 
 
+def rows_or_none(out: Path) -> list[str]:
+    path = out / "metrics.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def cycle(i: int, rng: random.Random, data: Path, ref: Path, work: Path, window: tuple[float, float]) -> dict:
     """One run interrupted at a random moment of its training (one in five twice), resumed to the end, checked."""
     out = work / f"c{i:03d}"
@@ -74,9 +79,12 @@ def cycle(i: int, rng: random.Random, data: Path, ref: Path, work: Path, window:
     stops = []
     for k in range(1 + (rng.random() < 0.2)):
         proc = train(data, out, workers, *(["--resume"] if k else []))
-        delay = rng.uniform(*window)
+        t0 = time.perf_counter()
+        while not (out / "config.json").exists() and proc.poll() is None:  # setup done (or before: resumed)
+            time.sleep(0.005)
+        time.sleep(rng.uniform(*window))
+        delay = time.perf_counter() - t0
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, sig)
         err = proc.communicate(timeout=300)[1]
@@ -104,19 +112,22 @@ def main() -> None:
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory(prefix="fdm-soak-") as tmp:
         work = Path(tmp)
-        data = dataset(work / "data", per_class=4)
+        data = dataset(work / "data", per_class=8)  # 64 training images: 8 steps an epoch
         ref = work / "reference"
         t0 = time.perf_counter()
         proc = train(data, ref, 0)
         while not (ref / "config.json").exists() and proc.poll() is None:  # imports and setup done
-            time.sleep(0.01)
-        started = time.perf_counter() - t0
+            time.sleep(0.005)
+        started = time.perf_counter()
+        epochs = int(ARGS[ARGS.index("--epochs") + 1])
+        while proc.poll() is None and len(rows_or_none(ref)) < epochs:  # the last epoch's metrics row
+            time.sleep(0.005)
+        trained = time.perf_counter() - started
         assert proc.wait() == 0, proc.stderr.read()
-        duration = time.perf_counter() - t0
-        print(f"reference run: {duration:.1f} s ({started:.1f} s to start training)", flush=True)
+        print(f"reference run: {time.perf_counter() - t0:.1f} s, of which training {trained:.1f} s", flush=True)
         results, t0 = [], time.perf_counter()
-        for i in range(a.cycles):  # stops land anywhere from just before training starts to its end
-            r = cycle(i, rng, data, ref, work, (0.8 * started, duration))
+        for i in range(a.cycles):  # stops land anywhere in the training, from setup done to the last epoch
+            r = cycle(i, rng, data, ref, work, (0.0, trained))
             results.append(r)
             stops = ", ".join(f"{s['signal']}@{s['after_s']}s->{s['exit']}" for s in r["stops"])
             verdict = "identical" if r["identical"] else "DIFFERENT"
@@ -131,6 +142,7 @@ def main() -> None:
         "interruptions": sum(len(r["stops"]) for r in results),
         "sigkill": sum(s["signal"] == "SIGKILL" for r in results for s in r["stops"]),
         "sigterm": sum(s["signal"] == "SIGTERM" for r in results for s in r["stops"]),
+        "stopped_mid_run": sum(s["exit"] != 0 for r in results for s in r["stops"]),  # the others had finished
         "temp_files_left": sum(len(r["temp_files"]) for r in results),
         "wall_s": round(wall, 1),
         "machine": machine_info(),
