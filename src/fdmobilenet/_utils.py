@@ -42,6 +42,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def write_if_changed(path: str | os.PathLike, data: bytes) -> None:
+    """``atomic_write_bytes`` unless ``path`` already holds ``data``: resuming a finished run writes nothing,
+    so it works on a read-only mount."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    atomic_write_bytes(path, data)
+
+
+def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.NAME.XXXXXXXX.tmp`` files ``atomic_write_bytes`` leaves when a process is killed
+    mid-write. Call it only while no other process writes into ``folder`` (a run holds its lock)."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 class MissingDependencyError(ImportError, ValueError):
     """An optional package is missing; the message names the extra that provides it."""
 

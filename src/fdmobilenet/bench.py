@@ -83,6 +83,12 @@ def _available(backend: str) -> bool:
     return mod is None or importlib.util.find_spec(mod) is not None
 
 
+def export_files(workdir: Path, name: str, res: int) -> tuple[Path, Path, Path, Path]:
+    """The fp32 and int8 ONNX and .pte files bench writes for one model (random weights: only shapes matter)."""
+    stem = workdir / f"{name.replace(':', '-')}_{res}"
+    return tuple(Path(f"{stem}{suffix}") for suffix in (".onnx", ".int8.onnx", ".pte", ".int8.pte"))
+
+
 def build_cases(
     specs: list[tuple[str, int]],
     backends: list[str],
@@ -102,13 +108,11 @@ def build_cases(
         model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
         prof = profile(model, res)
         tag = f"{name}@{res}"
-        stem = name.replace(":", "-")
-        fp32 = workdir / f"{stem}_{res}.onnx"
-        int8 = workdir / f"{stem}_{res}.int8.onnx"
+        fp32, int8, pte, pte_int8 = export_files(workdir, name, res)
         if any(b.startswith(("ort", "openvino")) for b in backends):
             export_onnx(model, fp32, {"model": name}, res)
         if any(b.startswith("executorch") for b in backends):
-            _export_pte_pair(model, workdir / f"{stem}_{res}", res, "executorch-int8" in backends, calibration)
+            _export_pte_pair(model, pte, pte_int8 if "executorch-int8" in backends else None, res, calibration)
         if any(b in ("ort-int8", "openvino-int8") for b in backends):
             # Latency does not depend on the weights' values, only on shapes; calibration sets the scales.
             calib = calibration or np.random.default_rng(0).standard_normal((16, 3, res, res), dtype=np.float32)
@@ -116,7 +120,7 @@ def build_cases(
         for backend in backends:
             case = Case(name, res, backend, prof.macs, prof.params)
             try:
-                case.call = _make_call(backend, model, fp32, int8, threads, batch, res)
+                case.call = _make_call(backend, model, (fp32, int8, pte, pte_int8), threads, batch, res)
             except MissingDependencyError:
                 raise
             except Exception as e:  # one backend failing (e.g. no C++ compiler for torch.compile) is a row, not a crash
@@ -126,24 +130,25 @@ def build_cases(
     return cases
 
 
-def _export_pte_pair(model: nn.Module, stem: Path, res: int, int8: bool, calibration: str | None) -> None:
-    """STEM.pte (fp32) and, with ``int8``, STEM.int8.pte (XNNPACK quantizer; random inputs set the scales
+def _export_pte_pair(model: nn.Module, pte: Path, int8: Path | None, res: int, calibration: str | None) -> None:
+    """The fp32 ``.pte`` and, if asked, the INT8 one (XNNPACK quantizer; random inputs set the scales
     unless ``calibration`` photos are given: latency depends on shapes, not on values)."""
     from .deploy.executorch import export_pte, lower_to_pte
     from .deploy.quantize import calibrate
     from .deploy.samples import image_paths, load_batch
 
-    meta = {"model": str(stem.name), "resolution": res}
-    export_pte(model, f"{stem}.pte", meta, res)
+    meta = {"model": pte.stem, "resolution": res}
+    export_pte(model, pte, meta, res)
     if int8:
         x = load_batch(image_paths(calibration, 16), meta) if calibration else torch.randn(16, 3, res, res)
         q = calibrate(model, x.split(4), res)
-        lower_to_pte(torch.export.export(q, (torch.randn(1, 3, res, res),)), f"{stem}.int8.pte", meta)
+        lower_to_pte(torch.export.export(q, (torch.randn(1, 3, res, res),)), int8, meta)
 
 
 def _make_call(
-    backend: str, model: nn.Module, fp32: Path, int8: Path, threads: int, batch: int, res: int
+    backend: str, model: nn.Module, files: tuple[Path, ...], threads: int, batch: int, res: int
 ) -> Callable[[], Any]:
+    fp32, int8, pte, pte_int8 = files
     if backend in ("torch", "torch-compile"):
         net = fold_batchnorm(model)  # the same graph the exports contain
         if backend == "torch-compile":
@@ -155,8 +160,7 @@ def _make_call(
     if backend.startswith("executorch"):
         from .deploy.executorch import PteClassifier
 
-        stem = fp32.with_suffix("")
-        return PteClassifier(f"{stem}.int8.pte" if backend.endswith("int8") else f"{stem}.pte", threads).runner(batch)
+        return PteClassifier(pte_int8 if backend.endswith("int8") else pte, threads).runner(batch)
     path = int8 if backend.endswith("int8") else fp32
     runtime = "openvino" if backend.startswith("openvino") else "ort"
     clf = OnnxClassifier(path, runtime, threads)
@@ -303,6 +307,8 @@ def select_backends(requested: str | None) -> list[str]:
             print(f"bench: skipping {', '.join(dropped)} (not installed)", file=sys.stderr)
         return backends
     backends = [b.strip() for b in requested.split(",") if b.strip()]
+    if not backends:
+        raise ValueError(f"--backends {requested!r} names no backend; choose from {', '.join(BACKENDS)}")
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise ValueError(f"--backends: unknown {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
@@ -337,6 +343,12 @@ def benchmark(
         if workdir:
             work = Path(workdir)
             work.mkdir(parents=True, exist_ok=True)
+            taken = [p for name, res in specs for p in export_files(work, name, res) if p.exists()]
+            if taken:
+                raise ValueError(
+                    f"--workdir {work}: {taken[0]} exists and bench would replace it with a random-weight export; "
+                    "give an empty folder"
+                )
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fdm-bench-")))
         cases = build_cases(specs, backends, threads, batch, work, calibration)

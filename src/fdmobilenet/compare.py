@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import statistics
 import time
 from dataclasses import dataclass
@@ -72,6 +73,23 @@ def plan(
     return jobs
 
 
+class RunStopped(RuntimeError):
+    """A run of the comparison ended early; ``exit_code`` is its own (128 + signal, or 3 on divergence)."""
+
+    def __init__(self, name: str, exit_code: int, run_dir: Path):
+        if exit_code == training.EXIT_DIVERGED:
+            what = (
+                f"training {name} diverged (NaN/inf loss); running it again would diverge the same way: lower --lr "
+                f"(or choose another --recipe) and use another --out, or delete {run_dir}"
+            )
+        else:
+            sig = exit_code - 128
+            name_sig = signal.Signals(sig).name if sig in signal.valid_signals() else f"exit code {exit_code}"
+            what = f"training {name} was stopped ({name_sig}); checkpoint kept: re-run the same command to resume"
+        super().__init__(what)
+        self.exit_code = exit_code
+
+
 def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups: int, log) -> dict[str, Any]:
     run_dir = out / "runs" / job.name
     done = run_dir / "done.json"
@@ -92,7 +110,7 @@ def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups
     t0 = time.perf_counter()
     result = training.train(cfg, resume=resume, recipe=recipe)
     if result.exit_code != 0:
-        raise RuntimeError(f"training {job.name} stopped with exit code {result.exit_code}; re-run compare to resume")
+        raise RunStopped(job.name, result.exit_code, run_dir)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     best = max(metrics, key=lambda m: m.get("val_top1", -1))
     row = {

@@ -8,6 +8,7 @@ re-types the ImageNet mean or the 256/224 crop ratio, and a file trained on othe
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -17,6 +18,55 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_CROP_PCT = 0.875  # 224/256: the authors' (and torchvision's) evaluation crop
 META_KEYS = ("resolution", "mean", "std", "crop_pct", "interpolation")
+MAX_ASPECT = 4.0  # longer sides beyond 4x the shorter are cut before resizing (a 20000x1 PNG is 141 bytes)
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096  # what a weights or ONNX file may ask for (100000 ran out of memory)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def cap_aspect(img: Any, max_aspect: float = MAX_ASPECT) -> Any:
+    """A PIL image with its longer side centre-cut to at most ``max_aspect`` x the shorter: what any later
+    resize allocates is then bounded by the output size, whatever the file's proportions."""
+    w, h = img.size
+    cw, ch = min(w, max(1, int(h * max_aspect))), min(h, max(1, int(w * max_aspect)))
+    if (cw, ch) == (w, h):
+        return img
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def bounded_size(w: int, h: int, short: int) -> tuple[int, int]:
+    """(width, height) after ``cap_aspect`` and a shorter-side resize to ``short`` (torchvision's rounding)."""
+    w, h = min(w, max(1, int(h * MAX_ASPECT))), min(h, max(1, int(w * MAX_ASPECT)))
+    return (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+
+
+class _BoundedResize:
+    """torchvision's ``Resize(short)`` after ``cap_aspect``: identical on ordinary photos."""
+
+    def __init__(self, short: int, interpolation: str):
+        from torchvision import transforms as T
+
+        self.resize = T.Resize(short, interpolation=T.InterpolationMode(interpolation))
+
+    def __call__(self, img: Any) -> Any:
+        return self.resize(cap_aspect(img))
+
+    def __repr__(self) -> str:
+        return f"Bounded{self.resize!r}"
+
+
+def _check_meta(p: Preprocess) -> None:
+    """Refuse what no real model file holds, before anything is allocated from it."""
+    r = p.resolution
+    if not MIN_RESOLUTION <= r <= MAX_RESOLUTION:
+        raise ValueError(f"resolution {r} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+    if not 0 < p.crop_pct <= 1:
+        raise ValueError(f"crop_pct {p.crop_pct} is outside (0, 1]")
+    for key, v in (("mean", p.mean), ("std", p.std)):
+        if len(v) != 3 or not all(math.isfinite(x) for x in v) or (key == "std" and min(v) <= 0):
+            raise ValueError(f"{key} {list(v)} is not 3 finite numbers{' > 0' if key == 'std' else ''}")
+    if p.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {p.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
 
 
 @dataclass(frozen=True)
@@ -35,18 +85,26 @@ class Preprocess:
         return int(self.resolution / self.crop_pct)
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], resolution: int | None = None) -> Preprocess:
-        """Read the preprocessing keys of a metadata dict (missing ones: ImageNet defaults).
+    def from_meta(cls, meta: Mapping[str, Any], resolution: int | None = None, source: str = "") -> Preprocess:
+        """Read and check the preprocessing keys of a metadata dict (missing ones: ImageNet defaults).
 
-        ``resolution`` overrides the file's (a model can be evaluated at another size).
+        ``resolution`` overrides the file's (a model can be evaluated at another size). A ValueError
+        names ``source`` (the file) and the key when a value is absurd (``resolution: 100000``).
         """
-        return cls(
-            resolution=int(resolution or meta.get("resolution") or 224),
-            crop_pct=float(meta.get("crop_pct", DEFAULT_CROP_PCT)),
-            mean=tuple(float(v) for v in meta.get("mean", IMAGENET_MEAN)),
-            std=tuple(float(v) for v in meta.get("std", IMAGENET_STD)),
-            interpolation=str(meta.get("interpolation", "bilinear")),
-        )
+        where = f"{source}: " if source else ""
+        fix = "; the file is damaged or not from fdmobilenet: re-export it" + (", or pass --resolution" * (not source))
+        try:
+            p = cls(
+                resolution=_whole(resolution or meta.get("resolution") or 224),
+                crop_pct=float(meta.get("crop_pct", DEFAULT_CROP_PCT)),
+                mean=tuple(float(v) for v in meta.get("mean", IMAGENET_MEAN)),
+                std=tuple(float(v) for v in meta.get("std", IMAGENET_STD)),
+                interpolation=str(meta.get("interpolation", "bilinear")),
+            )
+            _check_meta(p)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}preprocessing metadata: {e}{fix}") from None
+        return p
 
     def with_resolution(self, resolution: int) -> Preprocess:
         return replace(self, resolution=int(resolution))
@@ -77,12 +135,19 @@ class Preprocess:
 
         return T.Compose(
             [
-                T.Resize(self.resize, interpolation=T.InterpolationMode(self.interpolation)),
+                _BoundedResize(self.resize, self.interpolation),
                 T.CenterCrop(self.resolution),
                 T.ToTensor(),
                 T.Normalize(self.mean, self.std),
             ]
         )
+
+
+def _whole(v: Any) -> int:
+    """An integer from metadata (JSON may give 224 or 224.0); anything else is a ValueError naming it."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v):
+        raise ValueError(f"resolution {v!r} is not a whole number")
+    return int(v)
 
 
 @functools.cache

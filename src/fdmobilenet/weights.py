@@ -31,6 +31,8 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, m
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata of a weights file: our safetensors, or a legacy PyTorch checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a weights file (.safetensors or .pth.tar)")
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
@@ -76,6 +78,7 @@ def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str)
         for k in own
         if k in sd and sd[k].shape != own[k].shape
     ]
+    _check_values(own, sd, source)
     if missing or unexpected or shapes:
         arch = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
         parts = [f"weights in {source} do not fit {arch}:"]
@@ -87,6 +90,20 @@ def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str)
             "Pass the model name the weights were trained for (see the file's metadata or `fdmobilenet models`)."
         )
         raise ValueError("\n".join(parts))
+
+
+def _check_values(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse tensors a model would load silently but never work with: integers where it has floats
+    (tampered or quantized elsewhere), and NaN/inf (a damaged file or a diverged run)."""
+    for k, v in sd.items():
+        if k not in own or not own[k].is_floating_point():
+            continue
+        if not v.is_floating_point():
+            raise ValueError(f"{source}: {k} is {str(v.dtype).removeprefix('torch.')}, not floating point; the file "
+                             "was altered or converted elsewhere: use the original weights")  # fmt: skip
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{source}: {k} holds NaN/inf values (a damaged file, or a run that diverged); "
+                             "use another checkpoint")  # fmt: skip
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict_classifier: bool = True) -> dict[str, Any]:

@@ -7,7 +7,9 @@ lives here and in the ``cli/<group>.py`` modules only; each calls one library fu
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -51,6 +53,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="fdmobilenet", description="FD-MobileNet and its baselines: build, profile, evaluate."
     )
     parser.add_argument("--version", action="version", version=f"fdmobilenet {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error (also: FDM_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, module) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsFormatter)
@@ -61,13 +66,53 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BAD_INPUT = 2  # a file or flag that cannot be used: the message says which and what to do
+EXIT_ENVIRONMENT = 1  # the disk (full, read-only, no permission) or the machine refused; nothing was lost
+EXIT_BROKEN_PIPE = 128 + 13  # stdout closed early (`fdmobilenet models | head`), as a shell reports SIGPIPE
+_BAD_PATH = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors are one line, ``fdmobilenet CMD: error: ...``, with exit code 2 for bad
+    input and 1 for a disk or machine that refused; ``--debug`` or ``FDM_DEBUG=1`` re-raise instead."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
+    debug = args.debug or os.environ.get("FDM_DEBUG", "") not in ("", "0")
     try:
-        return args._run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"fdmobilenet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        code = args._run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # Python's recipe: nothing more to flush at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130
+    except (ValueError, OSError, MemoryError, RuntimeError) as e:
+        if debug or (isinstance(e, RuntimeError) and not _out_of_memory(e)):
+            raise
+        print(f"fdmobilenet {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        bad_input = isinstance(e, (ValueError, *_BAD_PATH))
+        return EXIT_BAD_INPUT if bad_input else EXIT_ENVIRONMENT
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's allocation failures are RuntimeErrors (CUDA's: OutOfMemoryError); other RuntimeErrors are bugs."""
+    return type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
+
+
+def _one_line(e: BaseException) -> str:
+    """The error line; an OSError names its file and says what to do about the disk."""
+    if isinstance(e, OSError) and e.filename is not None:
+        hint = {
+            errno.ENOSPC: "free some space or write elsewhere",
+            errno.EDQUOT: "free some space or write elsewhere",
+            errno.EROFS: "the file system is read-only: write elsewhere",
+            errno.EACCES: "no permission: write elsewhere or change the permissions",
+            errno.EPERM: "no permission: write elsewhere or change the permissions",
+        }.get(e.errno or 0, "check the path")
+        return f"{e.filename}: {e.strerror or e}; {hint}"
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        said = " ".join(str(e).split())[:200]
+        return f"out of memory ({said}); use smaller settings (--batch-size, --resolution, --workers)"
+    return str(e)  # a ValueError's first line is the error; indented lines below it list the details

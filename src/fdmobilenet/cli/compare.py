@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..compare import compare
+from ..compare import RunStopped, compare
 from ..models import PAPER_FAMILIES
 from ._args import csv_floats
 
@@ -38,8 +39,12 @@ def compare_run(a: argparse.Namespace) -> int:
     if a.in_memory:
         overrides["in_memory"] = True
     families = [f.strip() for f in a.families.split(",") if f.strip()]
-    compare(
-        a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
-        a.pretrained_from, overrides,
-    )  # fmt: skip
+    try:
+        compare(
+            a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
+            a.pretrained_from, overrides,
+        )  # fmt: skip
+    except RunStopped as e:  # the run's own exit code: 128 + signal (resumable) or 3 (diverged)
+        print(f"fdmobilenet compare: error: {e}", file=sys.stderr)
+        return e.exit_code
     return 0

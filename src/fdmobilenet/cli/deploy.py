@@ -11,6 +11,7 @@ from .._utils import machine_info, require
 from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, SUFFIXES, export_weights, quantize_weights
 from ..deploy.quantize import QatConfig
 from ..models import FAMILIES, list_models
+from ._args import thread_count
 
 # --- export ---------------------------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
         "OpenVINO ones are dropped when it is not installed; ort-raw is plain InferenceSession.run, the baseline "
         "the ort wrapper must match)",
     )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of every runtime")
+    p.add_argument("--threads", type=thread_count, default=1, help="intra-op threads of every runtime")
     p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--resolution", type=int, default=224, help="input size for models without @R")
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and backend (after warm-up)")

@@ -15,12 +15,15 @@ from ..deploy.pipeline import open_exported
 from ..evaluate import evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
 from ..preprocess import Preprocess
+from ._args import positive_int, thread_count
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="a .safetensors file from `convert` or `train`")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
-    p.add_argument("--resolution", type=int, help="input size (default: the weights'); crop ratio 0.875 is kept")
+    p.add_argument(
+        "--resolution", type=positive_int, help="input size (default: the weights'); crop ratio 0.875 is kept"
+    )
     p.add_argument(
         "--exported",
         "--onnx",
@@ -29,9 +32,11 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         help="run an exported file instead of --weights: .onnx (fp32 or int8) or .pte (ExecuTorch)",
     )
     p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for an .onnx file")
-    p.add_argument("--threads", type=int, help="runtime threads for --exported (default: the runtime's choice)")
+    p.add_argument(
+        "--threads", type=thread_count, help="runtime threads for --exported (default: the runtime's choice)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available); PyTorch only")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes (0: decode in this process)")
 
 
@@ -80,7 +85,7 @@ def eval_run(a: argparse.Namespace) -> int:
 def predict_arguments(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (searched recursively)")
-    p.add_argument("--topk", type=int, default=5, help="classes per image")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument(
         "-o",

@@ -57,7 +57,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     recipe = {} if recipe_name == "auto" else load_recipe(recipe_name)
     saved = Path(given.get("out") or recipe.get("out") or TrainConfig.out) / "config.json"
     if args.resume and saved.is_file():
-        base = json.loads(saved.read_text())
+        try:
+            base = json.loads(saved.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{saved} is damaged ({e}); restore it, or train into another --out") from None
         return make_config(given, make_config({k: v for k, v in base.items() if k != "recipe"})), base["recipe"]
     if recipe_name == "auto":
         recipe_name = _auto_recipe(given)

@@ -52,6 +52,8 @@ def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> F
     Every file with an image extension is listed; whether it decodes is checked when it is read.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file; expected a folder {root}/<class name>/<image files>")
     if not root.is_dir():
         raise FileNotFoundError(
             f"data folder {root} does not exist; expected {root}/<class name>/<image files> (one sub-folder per class)"

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from .._utils import atomic_write_bytes
+from ..preprocess import cap_aspect
 from .folders import Folder
 from .images import BadImageError, load_image
 
@@ -76,7 +77,7 @@ def cache_size(folder: Folder, resolution: int, crop_pct: float = 0.875, probe: 
         try:
             with Image.open(path) as im:
                 sides.append(min(im.size))
-        except OSError:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # bad files are listed later
             continue
     target = int(round(resolution / crop_pct))
     return min(target, int(np.median(sides))) if sides else target
@@ -85,6 +86,7 @@ def cache_size(folder: Folder, resolution: int, crop_pct: float = 0.875, probe: 
 def fit(img: Image.Image, size: int, max_aspect: float = MAX_ASPECT) -> np.ndarray:
     """Shorter side to ``size`` (bilinear, antialiased, the long side truncated as torchvision's Resize
     does), the longer side centre-cut to at most ``max_aspect`` x ``size``: a (3, h, w) uint8 array."""
+    img = cap_aspect(img)  # a 20000x1 file must not become a 5,120,000 x 256 array first
     w, h = img.size
     if min(w, h) != size:
         s = size / min(w, h)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .._utils import atomic_write_bytes
+from .._utils import atomic_write_bytes, remove_orphan_temps
 from .folders import Folder, scan_folder
 from .images import BadImageError, load_image
 
@@ -81,9 +81,12 @@ def prepare(
         raise ValueError(f"--short-side must be >= 32, got {short_side}")
     if not 1 <= quality <= 100:
         raise ValueError(f"--quality must be in 1..100, got {quality}")
-    folder = scan_folder(src)
     dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst} is a file; give a folder for the shards (new, or a partial prepare to resume)")
+    folder = scan_folder(src)
     dst.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temps(dst)  # of a killed prepare; re-running one into the same DST at once is not supported
     n_shards = shards or max(1, min(1024, len(folder.samples) // 2000))
     rng = np.random.default_rng(0)  # images of all classes in every shard, same order on every resume
     order = rng.permutation(len(folder.samples))
@@ -153,6 +156,12 @@ class PackedFolder:
         rows, maps = [], []
         for i in range(meta["shards"]):
             idx = np.load(root / f"shard-{i:05d}.idx.npy")
+            bad = idx[(idx[:, 2] < 0) | (idx[:, 2] >= len(meta["classes"]))][:, 2] if len(idx) else []
+            if len(bad):
+                raise ValueError(
+                    f"{root / f'shard-{i:05d}.idx.npy'}: label {int(bad[0])} is not one of the {len(meta['classes'])} "
+                    "classes in meta.json; the prepared dataset is damaged: run prepare again into a new folder"
+                )
             rows.append(np.concatenate([np.full((len(idx), 1), i, dtype=np.int64), idx], 1))
             size = (root / f"shard-{i:05d}.bin").stat().st_size
             maps.append(

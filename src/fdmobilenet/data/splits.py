@@ -113,4 +113,10 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
 
 
 def read_split(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A run's recorded split, or None; a damaged file is an error naming it (it decides the validation set)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); restore it, or train into another --out") from None

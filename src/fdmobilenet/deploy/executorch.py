@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .._utils import atomic_write_bytes, require
+from ..preprocess import Preprocess
 from .classifier import ExportedClassifier
 from .metadata import complete_metadata
 
@@ -120,6 +121,7 @@ class PteClassifier(ExportedClassifier):
         self.input_shape = shape
         self.num_classes = int(self._forward.metadata.output_tensor_meta(0).sizes()[-1])
         self.meta = complete_metadata(meta, shape, self.num_classes)
+        Preprocess.from_meta(self.meta, source=str(self.path))  # refuse absurd metadata before any resize
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=torch.float32)

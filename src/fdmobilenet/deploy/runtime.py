@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .._utils import DEPLOY_HINT, OPENVINO_HINT, require
+from ..preprocess import Preprocess
 from .classifier import ExportedClassifier
 from .metadata import complete_metadata, decode_metadata, read_onnx_metadata
 
@@ -53,6 +54,7 @@ class OnnxClassifier(ExportedClassifier):
         else:
             self._init_openvino(ov_precision)
         self.meta = complete_metadata(self.meta, self.input_shape, self.num_classes)
+        Preprocess.from_meta(self.meta, source=str(self.path))  # refuse absurd metadata (resolution: 100000) now
 
     # -- ONNX Runtime --
     def _init_ort(self) -> None:

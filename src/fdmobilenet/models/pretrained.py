@@ -39,6 +39,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | No
 
     The model is built and loaded once before writing, so a file that would not load is never written.
     """
+    if Path(dst).is_dir():
+        raise ValueError(f"{dst} is a folder; give the output file, e.g. {Path(dst) / 'model.safetensors'}")
     sd, src_meta = read_weights(src)
     sd = checkpoint_filter_fn(sd)
     name = model_name or infer_model_name(sd)
@@ -65,6 +67,7 @@ def build_from_weights(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a weights file was made for (name and class count from its metadata) and load it."""
     sd, meta, inferred = read_pretrained(path)
+    Preprocess.from_meta(meta, resolution, source=str(path))  # absurd metadata is refused before anything is built
     name = model_name or inferred
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else meta.get("num_classes", 1000)
     kwargs = meta.get("model_kwargs", {})  # e.g. width= of a bare family name picked by a budget

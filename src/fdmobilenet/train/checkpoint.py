@@ -9,10 +9,13 @@ at any point leaves a matching pair (``write_checkpoint``, ``recover``).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import io
 import os
+import pickle
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._utils import atomic_write_bytes
+from .._utils import atomic_write_bytes, remove_orphan_temps
 from ..preprocess import Preprocess
 from ..weights import read_weights, save_weights
 from .config import TrainConfig
@@ -76,7 +79,7 @@ def recover(out: Path, tag: str) -> None:
     try:
         step = read_weights(pending)[1].get("step")
         done = state_path.is_file() and torch.load(state_path, weights_only=True)["step"] == step
-    except (ValueError, OSError, RuntimeError, KeyError):
+    except Exception:  # noqa: BLE001 - whatever is wrong with either file, the pending weights are dropped
         done = False
     if done:
         os.replace(pending, out / f"{tag}.safetensors")
@@ -165,9 +168,20 @@ def save_checkpoint(
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """A state file, refused when another version of the layout wrote it."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("version") != STATE_VERSION:
+    """A state file, refused (with what to do) when it is damaged, not ours, or from another layout version."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zero bytes, cut short, or a pickle that asks to run code
+        why = (
+            "it is empty" if path.stat().st_size == 0
+            else "it holds objects other than tensors, which are never loaded (they could run code)"
+            if isinstance(e, pickle.UnpicklingError) else f"it is cut short or damaged ({type(e).__name__})"
+        )  # fmt: skip
+        raise ValueError(
+            f"{path} is not a usable training state: {why}. Restore it from a copy, or train into another --out "
+            f"(--pretrained {path.parent / 'last.safetensors'} starts from its weights)"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != STATE_VERSION:
         raise ValueError(f"{path} was written by an incompatible version; start a new run in another --out")
     return ckpt
 
@@ -193,16 +207,49 @@ def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int)
     )  # fmt: skip
 
 
-def open_out(out: Path, resume: bool, dist: Dist, log: Callable[..., None]) -> dict[str, Any] | None:
-    """Create ``out`` (finishing any half-written checkpoint); its last state when resuming.
+@contextlib.contextmanager
+def run_lock(out: Path, dist: Dist) -> Iterator[None]:
+    """Hold ``OUT/.lock`` for the whole run (main process): a second run into the same folder is refused
+    instead of mixing its metrics, config and checkpoints with the first one's."""
+    if not dist.main:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run's checkpoints and metrics")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:  # a read-only folder: nobody can write into it, so there is nothing to guard
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        yield
+        return
+    try:
+        try:  # a POSIX lock, owned by this process alone: forked loader workers do not keep it after a SIGKILL
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise ValueError(
+                f"--out {out} is in use by another training run (it holds {out / '.lock'}); wait for it to end "
+                "or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
-    A folder that already holds a run is never trained over without ``resume``.
-    """
+
+def open_out(out: Path, resume: bool, dist: Dist, log: Callable[..., None]) -> dict[str, Any] | None:
+    """Create ``out`` (finishing any half-written checkpoint, deleting temporary files a killed process
+    left); its last state when resuming. A folder that already holds a run is never trained over without
+    ``resume``; a new run drops metrics left by one that never wrote a checkpoint."""
     state_path = out / "last.state.pt"
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         for tag in ("last", "best"):
             recover(out, tag)
+        for p in remove_orphan_temps(out):
+            log(f"removed {p}, left by a process killed while writing it")
     dist.barrier()
     if state_path.is_file():
         if not resume:
@@ -210,4 +257,7 @@ def open_out(out: Path, resume: bool, dist: Dist, log: Callable[..., None]) -> d
         return load_state(state_path)
     if resume:
         log(f"no checkpoint in {out}: starting a new run")
+    if dist.main:
+        for name in ("metrics.jsonl", "bad_images.txt"):  # of a run stopped before its first checkpoint
+            (out / name).unlink(missing_ok=True)
     return None

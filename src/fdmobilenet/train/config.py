@@ -8,7 +8,9 @@ dataclass (``cli/train.py``) and cannot drift from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,42 +139,98 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # beyond this OpenMP only thrashes (100,000 crashed it)
+# (field, low, high, low inclusive, high inclusive): the ranges a run can use
+_RANGES = [
+    ("val_split", 0, 1, True, False), ("crop_pct", 0, 1, False, True), ("dropout", 0, 1, True, False),
+    ("label_smoothing", 0, 1, True, False), ("momentum", 0, 1, True, False), ("ema_decay", 0, 1, True, False),
+    ("lr_gamma", 0, 1, False, True), ("weight_decay", 0, math.inf, True, False),
+    ("warmup_epochs", 0, math.inf, True, False), ("clip_grad", 0, math.inf, True, False),
+    ("width", 0, math.inf, False, False), ("threads", 0, MAX_THREADS, True, True),
+]  # fmt: skip
 
 
-def load_recipe(name_or_file: str) -> dict[str, Any]:
-    """A named recipe, or a YAML file of TrainConfig fields (``recipe: NAME`` inside picks a base)."""
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _number(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"{_flag(name)} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def coerce_field(name: str, v: Any) -> Any:
+    """``v`` as the type of field ``name`` (from a flag, a YAML file or a saved config.json), or a
+    ValueError naming the flag and what it takes: a recipe file's ``epochs: "abc"`` stops here."""
+    if name not in FIELDS:
+        raise ValueError(f"unknown training setting {name!r}; valid: {', '.join(FIELDS)}")
+    tp = _HINTS[name]
+    args = typing.get_args(tp)
+    if v is None and type(None) in args:
+        return None
+    if typing.get_origin(tp) is not tuple and args:
+        tp = next(t for t in args if t is not type(None))
+    if typing.get_origin(tp) is tuple:
+        n = None if Ellipsis in typing.get_args(tp) else len(typing.get_args(tp))
+        if not isinstance(v, list | tuple) or not v or (n and len(v) != n):
+            raise ValueError(f"{_flag(name)} takes {n or 'one or more'} numbers, got {v!r}")
+        return tuple(_number(name, x) for x in v)
+    if tp is float:
+        return _number(name, v)
+    if (tp is int and (isinstance(v, bool) or not isinstance(v, int))) or not isinstance(v, tp):
+        raise ValueError(f"{_flag(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {v!r}")
+    return v
+
+
+def load_recipe(name_or_file: str, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A named recipe, or a YAML file of TrainConfig fields (``recipe: NAME`` inside picks a base),
+    every value checked for type here so that errors name the file."""
     if name_or_file in RECIPES:
         return dict(RECIPES[name_or_file])
     path = Path(name_or_file)
     if not path.is_file():
         raise ValueError(f"--recipe {name_or_file!r} is neither one of {', '.join(RECIPES)} nor a YAML file")
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: its 'recipe:' chain comes back to {path}; name another base recipe")
+    raw = _read_yaml(path)
+    base_name = raw.pop("recipe", None)
+    if base_name is not None and not isinstance(base_name, str):
+        raise ValueError(f"{path}: recipe: must be a recipe name or file, got {base_name!r}")
+    base = load_recipe(base_name, (*_seen, path.resolve())) if base_name else {}
+    unknown = sorted(k.replace("-", "_") for k in raw if k.replace("-", "_") not in FIELDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELDS)}")
+    fields = {}
+    for k, v in raw.items():
+        try:
+            fields[k.replace("-", "_")] = coerce_field(k.replace("-", "_"), v)
+        except ValueError as e:
+            raise ValueError(f"{path}: {k}: {e}") from None
+    return {**base, **fields}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A mapping from a YAML file, safely (no Python tags), or a one-line ValueError naming the file."""
     try:
         import yaml
     except ImportError:
         raise ValueError("recipe files need PyYAML: pip install 'fdmobilenet[train]'") from None
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid recipe file ({' '.join(str(e).split())}); fix the YAML") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(raw).__name__}")
-    base = load_recipe(raw.pop("recipe")) if "recipe" in raw else {}
-    unknown = sorted(k.replace("-", "_") for k in raw if k.replace("-", "_") not in FIELDS)
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELDS)}")
-    return {**base, **{k.replace("-", "_"): v for k, v in raw.items()}}
+    return raw
 
 
 def make_config(overrides: dict[str, Any], base: TrainConfig | dict | None = None) -> TrainConfig:
     """``base`` (default: the dataclass defaults) with ``overrides`` applied and type-checked."""
     d = asdict(base) if isinstance(base, TrainConfig) else dict(base or {})
     d.update(overrides)
-    hints = typing.get_type_hints(TrainConfig)
-    for k, v in d.items():
-        if k not in FIELDS:
-            raise ValueError(f"unknown training setting {k!r}; valid: {', '.join(FIELDS)}")
-        if isinstance(v, list):
-            d[k] = tuple(v)
-        elif isinstance(v, int) and not isinstance(v, bool) and hints[k] in (float, float | None):
-            d[k] = float(v)
-    cfg = TrainConfig(**d)
+    cfg = TrainConfig(**{k: coerce_field(k, v) for k, v in d.items()})
     check_config(cfg)
     return cfg
 
@@ -186,6 +244,15 @@ def check_config(c: TrainConfig) -> None:
         raise ValueError(f"--resolution must be >= 32 (the networks downsample 32x), got {c.resolution}")
     if c.lr <= 0 or (c.workers or 0) < 0 or c.checkpoint_every < 0 or c.threads < 0:
         raise ValueError("--lr must be > 0 and --workers, --checkpoint-every, --threads >= 0")
+    for name, lo, hi, lo_in, hi_in in _RANGES:
+        v = getattr(c, name)
+        if v is not None and not ((lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)):
+            where = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+            raise ValueError(f"{_flag(name)} must be in {where}, got {v}")
+    if min(c.std) <= 0 or (c.groups is not None and c.groups < 1):
+        raise ValueError(f"--std must be > 0 (got {c.std}) and --groups >= 1 (got {c.groups})")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", c.device):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {c.device!r}")
     if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
         raise ValueError(f"--crop-scale must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
     m = c.lr_milestones

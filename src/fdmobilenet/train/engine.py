@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from .._progress import Progress
-from .._utils import atomic_write_bytes
+from .._utils import write_if_changed
 from ..evaluate import evaluate_loader
-from .checkpoint import TrainState, open_out, restore, save_checkpoint
+from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
 from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
-from .optim import Parts, build_parts, lr_at, peak_lr, set_train_mode
+from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
 from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
 
 
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, resume: bool = False, recipe: str = "paper") -> Trai
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        with Stop() as stop:
+        with run_lock(Path(cfg.out), dist), Stop() as stop:
             run, state = _setup(cfg, resume, recipe, dist, stop)
             return _fit(run, state)
     except Diverged as e:
@@ -127,12 +127,14 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     ckpt = open_out(out, resume, dist, log)
     cfg = for_machine(cfg)
     _seed_everything(cfg, dist)
+    check_memory(cfg, 2, 1, dist.device)  # before any data is resized to cfg.resolution
     data = build_data(cfg, out, dist, log)
     cfg, note = for_data(cfg, data.n_train)
     if note:
         log(note)
     kind = loader_kind(cfg, data, dist)
     steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
+    check_memory(cfg, len(data.classes), micro, dist.device)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
@@ -152,7 +154,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     if cfg.compile:  # after DDP, as PyTorch recommends, so compiled graphs break at gradient buckets
         model = torch.compile(model)
     if dist.main:
-        atomic_write_bytes(out / "config.json", json.dumps({"recipe": recipe, **asdict(cfg)}, indent=1).encode())
+        write_if_changed(out / "config.json", json.dumps({"recipe": recipe, **asdict(cfg)}, indent=1).encode())
     n_params = sum(p.numel() for p in parts.model.parameters())
     log(
         f"training {cfg.model} ({n_params / 1e6:.2f}M parameters, {len(data.classes)} classes) on {data.description}\n"
@@ -160,7 +162,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
         f"({dist.world} process(es) x {cfg.accum_steps} x {micro}); peak lr {peak_lr(cfg):.4g}; "
         f"{dist.device.type}{', ' + amp if amp_dtype else ''}; {kind} input pipeline; output in {out}"
     )
-    tb = MetricLogger(cfg.logger, out) if dist.main else None
+    tb = MetricLogger(cfg.logger, out) if dist.main and state.epoch < cfg.epochs else None  # finished: write nothing
     loaders = make_loaders(cfg, data, dist, kind, micro)
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -185,9 +187,10 @@ def _fit(run: Run, state: TrainState) -> TrainResult:
     if run.tb is not None:
         run.tb.close()
     if run.dist.main:
-        plot_curves(run.out)
         if run.start_epoch >= cfg.epochs:
             run.log(f"{run.out} had already finished its {cfg.epochs} epochs")
+        else:
+            plot_curves(run.out)
         run.log(
             f"done: best val top-1 {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
             f"checkpoint {run.out / 'best.safetensors'}"
@@ -211,7 +214,12 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int) -> EpochStats | Non
     seen, t_imgs = 0.0, time.time()
     with contextlib.closing(bar):
         for s in range(state.step_in_epoch, state.steps_per_epoch):
-            batches = [next(loader) for _ in range(cfg.accum_steps)]
+            try:
+                batches = [next(loader) for _ in range(cfg.accum_steps)]
+            except RuntimeError:  # a loader worker killed by the signal just as it started, before ignoring it
+                if run.stop.signum is None or dist.world > 1:
+                    raise
+                return None
             for _, _, _, skipped in batches:
                 bad += [(run.data.train_name(i), r) for i, r in skipped]
             empty = any(b[0] is None for b in batches)
@@ -258,9 +266,10 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
         step_n += len(y)
     parts.scaler.unscale_(parts.optimizer)
     gnorm = float(nn.utils.clip_grad_norm_(run.trainable, cfg.clip_grad or float("inf")))
-    g_loss, g_n, nonfinite = dist.all_reduce(
-        [step_loss, step_n, float(not (math.isfinite(step_loss) and math.isfinite(gnorm)))]
-    )
+    # fp16: GradScaler skips steps whose gradients overflowed and lowers its scale (its first steps do so on
+    # purpose), so only the loss says the run diverged; without a scaler a non-finite gradient norm does too
+    grads_ok = math.isfinite(gnorm) or parts.scaler.is_enabled()
+    g_loss, g_n, nonfinite = dist.all_reduce([step_loss, step_n, float(not (math.isfinite(step_loss) and grads_ok))])
     if nonfinite:
         raise Diverged(
             f"loss {g_loss / max(g_n, 1):.4g} / gradient norm {gnorm:.4g} is not finite at epoch "

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._utils import atomic_write_bytes, mix
+from .._utils import mix, write_if_changed
 from ..data.augment import BatchAugment
 from ..data.batchloader import BatchDecodeLoader, Prefetcher
 from ..data.digits import DIGITS_CLASSES, ImageListDataset, export_images, load_digits
@@ -92,7 +92,7 @@ def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
         return _digits_data(cfg, out, dist, train_tf, val_tf)
     split = load_folders(cfg.data, cfg.val_split, cfg.seed, read_split(out / "split.json"))
     if split.record is not None and dist.main:
-        atomic_write_bytes(out / "split.json", json.dumps(split.record, indent=1).encode())
+        write_if_changed(out / "split.json", json.dumps(split.record, indent=1).encode())
     _check_files(cfg, split, dist, log)
     if cfg.in_memory:
         if isinstance(split.train, PackedFolder) or isinstance(split.val, PackedFolder):
@@ -230,9 +230,32 @@ class Loaders:
     train: Callable[[int, int], Iterator[Any]]
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    """Data-loader workers leave Ctrl-C to the main process, which checkpoints before exiting."""
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data-loader workers leave Ctrl-C and SIGTERM to the main process, which checkpoints before exiting
+    (Slurm, docker stop and Kubernetes signal the whole process group: a worker dying first lost the run).
+    One sent while the worker started (blocked by ``StopSafeLoader``) is dropped here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose workers are started with SIGINT/SIGTERM blocked: PyTorch gives a new worker a
+    SIGTERM handler that exits before ``worker_init_fn`` runs, and a worker dying then raised "DataLoader
+    worker exited unexpectedly" anywhere in the main process. The main process gets the signal once the
+    workers are started."""
+
+    def _get_iterator(self) -> Any:
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _set_train_resolution(train: SeededView, cfg: TrainConfig, res: int) -> None:
@@ -268,7 +291,7 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
             return iter(batches)
 
     elif kind == "gpu":
-        gpu_kw = {"device": dist.device, "workers": cfg.workers, "worker_init_fn": _ignore_sigint, **norm}
+        gpu_kw = {"device": dist.device, "workers": cfg.workers, "worker_init_fn": _ignore_stop_signals, **norm}
         val = Prefetcher(
             BatchDecodeLoader(data.val_source, val_batch, cfg.resolution, train=False, indices=val_idx, **gpu_kw),
             dist.device,
@@ -285,12 +308,12 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
     else:
         loader_kw: dict[str, Any] = {"pin_memory": dist.device.type == "cuda", "collate_fn": collate_skip_bad}
         if cfg.workers:
-            loader_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_sigint, prefetch_factor=4)
-        val = DataLoader(data.val, batch_size=val_batch, sampler=val_idx, **loader_kw)
+            loader_kw.update(num_workers=cfg.workers, worker_init_fn=_ignore_stop_signals, prefetch_factor=4)
+        val = StopSafeLoader(data.val, batch_size=val_batch, sampler=val_idx, **loader_kw)
 
         def train(epoch: int, start_step: int) -> Iterator[Any]:
             assert data.train is not None
             _set_train_resolution(data.train, cfg, train_resolution_at(cfg, epoch))
-            return iter(DataLoader(data.train, batch_size=micro, sampler=order(epoch, start_step), **loader_kw))
+            return iter(StopSafeLoader(data.train, batch_size=micro, sampler=order(epoch, start_step), **loader_kw))
 
     return Loaders(kind, val, train)

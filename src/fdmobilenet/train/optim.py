@@ -6,15 +6,19 @@ the step to continue the schedule exactly.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..complexity import profile
 from ..models import create_model
 from ..weights import load_weights, read_weights
 from .config import WARMUP_MAX_FRACTION, TrainConfig
@@ -23,6 +27,41 @@ from .config import WARMUP_MAX_FRACTION, TrainConfig
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The architecture settings beyond the name (written to the weights, so they rebuild the model)."""
     return {k: v for k, v in (("width", cfg.width), ("groups", cfg.groups)) if v is not None}
+
+
+def step_memory(cfg: TrainConfig, num_classes: int, batch: int) -> tuple[int, int]:
+    """(bytes of weights, gradients and optimizer/EMA state; bytes of the activations a forward pass of
+    ``batch`` images keeps for backward): a lower bound, measured on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = create_model(cfg.model, num_classes=num_classes, resolution=cfg.resolution, **model_kwargs(cfg))
+    prof = profile(model, cfg.resolution)
+    copies = 3 + (cfg.ema_decay > 0)  # weights, gradients, momentum (+ EMA)
+    return prof.params * 4 * copies, sum(math.prod(layer.out_shape) for layer in prof.layers) * 4 * batch
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a run on ``device``: the GPU's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_memory(cfg: TrainConfig, num_classes: int, batch: int, device: torch.device) -> None:
+    """Refuse a run whose first step cannot fit (``--resolution 100000``, ``--width 1000`` were killed by
+    the kernel's OOM killer), with the estimate and what to change."""
+    state, acts = step_memory(cfg, num_classes, batch)
+    free = available_memory(device)
+    if state + acts > free:
+        gib = 2**30
+        raise ValueError(
+            f"--resolution {cfg.resolution}, --width {cfg.width or 'of ' + cfg.model}: one training step needs at "
+            f"least {(state + acts) / gib:,.1f} GiB ({state / gib:,.1f} GiB weights and optimizer state, "
+            f"{acts / gib:,.1f} GiB activations of {batch} images) but {device.type} has {free / gib:,.1f} GiB "
+            "available; lower --resolution, --width or --batch-size"
+        )
 
 
 def build_model(

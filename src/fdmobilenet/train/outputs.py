@@ -6,26 +6,44 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from .._utils import atomic_write_bytes, pyplot, save_figure
+from .._utils import atomic_write_bytes, pyplot, save_figure, write_if_changed
 
 TB_SCALARS = ("train_loss", "val_top1", "val_top5", "lr", "img_s")
 
 
 def append_metrics(out: Path, row: dict[str, Any]) -> None:
-    """Add one epoch's row to ``metrics.jsonl``."""
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    """Add one epoch's row to ``metrics.jsonl``, rewriting the (small) file atomically: a kill never tears it."""
+    path = out / "metrics.jsonl"
+    rows = path.read_bytes() if path.is_file() else b""
+    atomic_write_bytes(path, rows + (json.dumps(row) + "\n").encode())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``; a torn or damaged line (a file from an older version, killed mid-append)
+    is dropped with a warning naming the file: resume then rewrites it."""
+    rows = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(ln) if ln.strip() else None
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+        elif ln.strip():
+            print(f"warning: {path}: dropped a damaged line ({ln[:60]!r})", file=sys.stderr)
+    return rows
 
 
 def truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop metric rows of epochs a resumed run is about to redo."""
+    """Drop metric rows of epochs a resumed run is about to redo (and damaged lines)."""
     if not path.is_file():
         return
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
-    atomic_write_bytes(path, "".join(r + "\n" for r in rows).encode())
+    rows = [r for r in read_metrics(path) if r["epoch"] <= epochs_done]
+    write_if_changed(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 class MetricLogger:
@@ -77,7 +95,7 @@ def plot_curves(out: Path) -> None:
     if plt is None:
         print("(matplotlib is not installed: no curves.png; pip install 'fdmobilenet[train]')")
         return
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    rows = read_metrics(path)
     ep = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [r["train_loss"] for r in rows], marker=".")
