@@ -281,6 +281,7 @@ def test_missing_openvino_names_its_extra(fp32_onnx, monkeypatch):
         (["export", "--weights", "W", "-o", "x.pt", "--int8", "--calibration", "."], ".onnx (QDQ) or .pte"),
         (["export", "--weights", "W", "-o", "x.pt", "--format", "pt2"], "names a torchscript file but --format is pt2"),
         (["export", "--weights", "W", "-o", "x.tflite"], "unknown suffix '.tflite'"),
+        (["export", "--weights", "W", "-o", "x.onnx", "--keep-fp32"], "--keep-fp32 keeps the fp32 file"),
         (["export", "--weights", "W", "-o", "x.onnx", "--opset", "19"], "--opset 19: choose 13 to 18"),
         (["export", "--weights", "W", "-o", "x.onnx", "--int8", "--calibration", "."], "holds no image files"),
         (["export", "--weights", "W", "-o", "x.pte", "--int8", "--calibration", "."], "holds no image files"),

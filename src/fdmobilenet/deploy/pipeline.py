@@ -125,6 +125,8 @@ def export_weights(
     fmt = format_of(output, fmt)
     check_opset(opset)
     _check_request(fmt, int8, calibration, keep_float)
+    if keep_fp32 and not (int8 and fmt == "onnx"):
+        raise ValueError("--keep-fp32 keeps the fp32 file an --int8 .onnx export starts from; drop it here")
     model, meta = build_from_weights(weights, model_name, resolution)
     res = resolution or meta.get("resolution", 224)
     meta = {**meta, "source_weights": Path(weights).name}
