@@ -61,7 +61,7 @@ def capture(model: nn.Module, resolution: int) -> torch.fx.GraphModule:
 
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], resolution: int) -> torch.fx.GraphModule:
     """Post-training INT8: observe activation ranges on ``batches`` of preprocessed photos, then convert."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     prepared = prepare_pt2e(capture(model, resolution), _quantizer(qat=False))
     n = 0
@@ -71,7 +71,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], resolution: int
             n += len(x)
     if n == 0:
         raise ValueError("no calibration photos could be read")
-    return convert_pt2e(prepared)
+    return convert(prepared)
 
 
 def _set_observers(gm: torch.fx.GraphModule, enabled: bool) -> None:
