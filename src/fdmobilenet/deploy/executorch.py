@@ -24,6 +24,7 @@ from torch import nn
 from .._utils import atomic_write_bytes, require
 from ..preprocess import Preprocess
 from .classifier import ExportedClassifier
+from .fold import fold_batchnorm
 from .metadata import complete_metadata
 
 META_METHOD = "fdmobilenet_meta"
@@ -47,14 +48,14 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: str | os.PathLike,
 
 
 def export_pte(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any], resolution: int = 224) -> None:
-    """An fp32 ``.pte``: BatchNorm folded by ExecuTorch's own passes, the whole graph delegated to XNNPACK."""
+    """An fp32 ``.pte``: BatchNorm folded (the graph every export has), the whole graph delegated to XNNPACK."""
     example = (torch.randn(1, 3, resolution, resolution),)
-    lower_to_pte(torch.export.export(model.eval(), example), path, meta)
+    lower_to_pte(torch.export.export(fold_batchnorm(model), example), path, meta)
 
 
 @contextlib.contextmanager
 def _quiet_fd(fd: int = 2):
-    """ExecuTorch's C++ runtime logs CPU probing to stderr on every load; silence it unless it fails."""
+    """ExecuTorch's C++ runtime logs CPU probing to stderr on every load; silence it (failures still raise)."""
     saved = os.dup(fd)
     with open(os.devnull, "wb") as null:
         os.dup2(null.fileno(), fd)
@@ -116,7 +117,10 @@ class PteClassifier(ExportedClassifier):
                 stored = program.load_method(META_METHOD).execute([]) if META_METHOD in program.method_names else None
         except Exception as e:  # the runtime raises bare RuntimeErrors for unreadable files
             raise ValueError(f"{self.path} is not a loadable ExecuTorch program ({type(e).__name__}: {e})") from e
-        meta = json.loads(bytes(stored[0].tolist()).decode()) if stored else {}
+        try:
+            meta = json.loads(bytes(stored[0].tolist()).decode()) if stored else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{self.path}: its {META_METHOD} metadata is damaged ({e}); re-export the file") from e
         shape = list(self._forward.metadata.input_tensor_meta(0).sizes())
         self.input_shape = shape
         self.num_classes = int(self._forward.metadata.output_tensor_meta(0).sizes()[-1])
