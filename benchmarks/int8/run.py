@@ -27,7 +27,7 @@ import photos
 import torch
 
 from fdmobilenet._utils import machine_info
-from fdmobilenet.deploy.executorch import PteClassifier, export_pte, lower_to_pte
+from fdmobilenet.deploy.executorch import PteClassifier, export_pte, export_quantized_pte
 from fdmobilenet.deploy.metadata import set_onnx_metadata
 from fdmobilenet.deploy.onnx import export_onnx, export_quantized_onnx, quantize_onnx
 from fdmobilenet.deploy.quantize import QatConfig, calibrate, convert, qat_distill, tuned_float
@@ -101,7 +101,7 @@ def build(width: str, xt: torch.Tensor, tune_paths: list[str], qat_epochs: float
     qat_s = time.monotonic() - t0
     q = convert(student)
     export_quantized_onnx(q, files["qat"], {**full, "qat": {"epochs": qat_epochs, "photos": len(xt)}})
-    lower_to_pte(torch.export.export(q, (torch.randn(1, 3, 224, 224),)), files["et-qat"], {**full, "precision": "int8"})
+    export_quantized_pte(q, files["et-qat"], {**full, "precision": "int8"}, 224)
     export_pte(model, files["et-fp32"], full, 224)
     log(f"{width}: qat-ort (the fine-tuned float weights through ONNX Runtime's quantizer)")
     export_onnx(tuned_float(student, model), files["qat-float"], meta, 224)

@@ -133,7 +133,7 @@ def build_cases(
 def _export_pte_pair(model: nn.Module, pte: Path, int8: Path | None, res: int, calibration: str | None) -> None:
     """The fp32 ``.pte`` and, if asked, the INT8 one (XNNPACK quantizer; random inputs set the scales
     unless ``calibration`` photos are given: latency depends on shapes, not on values)."""
-    from .deploy.executorch import export_pte, lower_to_pte
+    from .deploy.executorch import export_pte, export_quantized_pte
     from .deploy.quantize import calibrate
     from .deploy.samples import image_paths, load_batch
 
@@ -142,7 +142,7 @@ def _export_pte_pair(model: nn.Module, pte: Path, int8: Path | None, res: int, c
     if int8:
         x = load_batch(image_paths(calibration, 16), meta) if calibration else torch.randn(16, 3, res, res)
         q = calibrate(model, x.split(4), res)
-        lower_to_pte(torch.export.export(q, (torch.randn(1, 3, res, res),)), int8, meta)
+        export_quantized_pte(q, int8, meta, res)
 
 
 def _make_call(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..preprocess import Preprocess
+from .metadata import complete_metadata
 
 
 class ExportedClassifier:
@@ -15,7 +17,14 @@ class ExportedClassifier:
     and class names from the file's metadata (``self.meta``)."""
 
     meta: dict[str, Any]
+    path: Path
     kind = "exported"  # how the error for another device names these files
+
+    def _set_meta(self, stored: dict[str, Any], input_shape: list, num_classes: int | None) -> None:
+        """The file's metadata completed with defaults (a foreign file has none) and checked before any
+        resize: absurd values (``resolution: 100000``) are refused here, naming the file."""
+        self.meta = complete_metadata(stored, input_shape, num_classes)
+        Preprocess.from_meta(self.meta, source=str(self.path))
 
     def eval(self):  # evaluate()/predict() call model.eval().to(device)
         return self

@@ -22,10 +22,8 @@ import torch
 from torch import nn
 
 from .._utils import atomic_write_bytes, require
-from ..preprocess import Preprocess
 from .classifier import ExportedClassifier
 from .fold import fold_batchnorm
-from .metadata import complete_metadata
 
 META_METHOD = "fdmobilenet_meta"
 EXECUTORCH_HINT = "pip install 'fdmobilenet[executorch]' (ExecuTorch with its XNNPACK delegate)"
@@ -45,6 +43,14 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: str | os.PathLike,
         program, partitioner=[XnnpackPartitioner()], constant_methods={META_METHOD: _meta_tensor(meta)}
     )
     atomic_write_bytes(path, edge.to_executorch().buffer)
+
+
+def export_quantized_pte(
+    quantized: nn.Module, path: str | os.PathLike, meta: dict[str, Any], resolution: int = 224
+) -> None:
+    """An INT8 ``.pte`` from a PT2E graph quantized with the XNNPACK quantizer (``deploy.quantize``), batch 1."""
+    example = (torch.randn(1, 3, resolution, resolution),)
+    lower_to_pte(torch.export.export(quantized, example), path, meta)
 
 
 def export_pte(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any], resolution: int = 224) -> None:
@@ -124,8 +130,7 @@ class PteClassifier(ExportedClassifier):
         shape = list(self._forward.metadata.input_tensor_meta(0).sizes())
         self.input_shape = shape
         self.num_classes = int(self._forward.metadata.output_tensor_meta(0).sizes()[-1])
-        self.meta = complete_metadata(meta, shape, self.num_classes)
-        Preprocess.from_meta(self.meta, source=str(self.path))  # refuse absurd metadata before any resize
+        self._set_meta(meta, shape, self.num_classes)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=torch.float32)

@@ -20,7 +20,7 @@ import torch
 from .._utils import require
 from ..models import build_from_weights
 from ..preprocess import Preprocess
-from .executorch import PteClassifier, export_pte, lower_to_pte
+from .executorch import PteClassifier, export_pte, export_quantized_pte
 from .metadata import export_metadata
 from .onnx import DEFAULT_OPSET, check_keep_float, check_opset, export_onnx, export_quantized_onnx, quantize_onnx
 from .quantize import QatConfig
@@ -29,8 +29,8 @@ from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
 from .verify import Agreement, check_float_agreement, measure_agreement
 
-FORMATS = ("onnx", "torchscript", "pt2", "executorch")
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "pt2", ".pte": "executorch"}
+FORMATS = tuple(SUFFIXES.values())
 
 
 def format_of(output: str | os.PathLike, fmt: str | None = None) -> str:
@@ -136,7 +136,7 @@ def export_weights(
     real = load_batch(image_paths(verify_dir, verify_size, seed=1), vmeta) if verify_dir else None
 
     if fmt == "executorch":
-        return [_export_pte(model, out, meta, res, int8, calibration, calibration_size, real)]
+        return [_export_pte(model, out, vmeta, res, int8, calibration, calibration_size, real)]
     if fmt != "onnx":
         exporter, loader = (export_torchscript, load_torchscript) if fmt == "torchscript" else (export_pt2, load_pt2)
         written = exporter(model, out, meta, res)
@@ -174,9 +174,9 @@ def _int8_report(model, path: Path, fmt: str, meta: dict, real, res: int) -> Exp
     return ExportReport(str(path), fmt, meta, agreement)
 
 
-def _export_pte(model, out: Path, meta: dict, res: int, int8: bool, calibration, size: int, real) -> ExportReport:
-    """fp32 or INT8 (XNNPACK quantizer, calibrated on ``size`` photos) ExecuTorch file, checked like the rest."""
-    full = export_metadata(meta, res, model)
+def _export_pte(model, out: Path, full: dict, res: int, int8: bool, calibration, size: int, real) -> ExportReport:
+    """fp32 or INT8 (XNNPACK quantizer, calibrated on ``size`` photos) ExecuTorch file, checked like the rest;
+    ``full`` is the export metadata."""
     if not int8:
         export_pte(model, out, full, res)
         agreement = measure_agreement(model, PteClassifier(out), real, resolution=res)
@@ -187,7 +187,7 @@ def _export_pte(model, out: Path, meta: dict, res: int, int8: bool, calibration,
     photos = load_batch(image_paths(calibration, size, seed=0), full)
     quantized = calibrate(model, photos.split(16), res)
     full = {**full, "precision": "int8", "calibration": {"method": "minmax", "images": len(photos)}}
-    lower_to_pte(torch.export.export(quantized, (torch.randn(1, 3, res, res),)), out, full)
+    export_quantized_pte(quantized, out, full, res)
     return _int8_report(model, out, "executorch-int8", full, real, res)
 
 
@@ -246,6 +246,8 @@ def quantize_weights(
     model, meta = build_from_weights(weights, model_name)
     res = int(meta.get("resolution", 224))
     full = export_metadata({**meta, "source_weights": Path(weights).name}, res, model)
+    # The check photos are read before the (long) fine-tuning, so a bad --verify-data fails at once.
+    real = load_batch(image_paths(verify_data, verify_size, seed=1), full) if verify_data else None
     if cfg.epochs > 0:
         if len(paths) < cfg.batch_size:
             raise ValueError(f"--data {data}: {len(paths)} photos, fewer than one batch of {cfg.batch_size}")
@@ -260,6 +262,5 @@ def quantize_weights(
     if fmt == "onnx":
         export_quantized_onnx(quantized, output, full, opset)
     else:
-        lower_to_pte(torch.export.export(quantized, (torch.randn(1, 3, res, res),)), output, full)
-    real = load_batch(image_paths(verify_data, verify_size, seed=1), full) if verify_data else None
+        export_quantized_pte(quantized, output, full, res)
     return [_int8_report(model, Path(output), f"{fmt}-int8", full, real, res)]

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from .._utils import DEPLOY_HINT, OPENVINO_HINT, require
-from ..preprocess import Preprocess
 from .classifier import ExportedClassifier
-from .metadata import complete_metadata, decode_metadata, read_onnx_metadata
+from .metadata import decode_metadata, read_onnx_metadata
 
 BACKENDS = ("ort", "openvino")
 
@@ -53,8 +52,7 @@ class OnnxClassifier(ExportedClassifier):
             self._init_ort()
         else:
             self._init_openvino(ov_precision)
-        self.meta = complete_metadata(self.meta, self.input_shape, self.num_classes)
-        Preprocess.from_meta(self.meta, source=str(self.path))  # refuse absurd metadata (resolution: 100000) now
+        self._set_meta(self.meta, self.input_shape, self.num_classes)
 
     # -- ONNX Runtime --
     def _init_ort(self) -> None:
