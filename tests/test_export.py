@@ -288,6 +288,8 @@ def test_missing_openvino_names_its_extra(fp32_onnx, monkeypatch):
         (["quantize", "--weights", "W", "--data", "nope", "-o", "x.onnx"], "nope does not exist"),
         (["quantize", "--weights", "W", "--data", ".", "-o", "x.onnx"], "holds no image files"),
         (["quantize", "--weights", "W", "--data", ".", "-o", "x.pt2"], "quantize writes .onnx (QDQ) or .pte"),
+        (["quantize", "--weights", "W", "--data", ".", "-o", "x.onnx", "--epochs", "nan"], "--epochs (>= 0)"),
+        (["quantize", "--weights", "W", "--data", ".", "-o", "x.onnx", "--lr", "-1"], "--lr (> 0)"),
         (["export", "--weights", "W", "-o", "x.onnx", "--keep-float", "stem,head"], "head"),
         (["export", "--weights", "W", "-o", "x.onnx", "--opset", "12"], "--opset 12"),
     ],

@@ -11,7 +11,7 @@ from .._utils import machine_info, require
 from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, SUFFIXES, export_weights, quantize_weights
 from ..deploy.quantize import QatConfig
 from ..models import FAMILIES, list_models
-from ._args import thread_count
+from ._args import positive_int, thread_count
 
 # --- export ---------------------------------------------------------------------------------------
 
@@ -95,11 +95,13 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="INT8 file: .onnx (QDQ) or .pte (ExecuTorch, XNNPACK)")
     p.add_argument("--epochs", type=float, default=d.epochs, help="passes over --data; 0 = calibrate only")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine to 0, SGD momentum 0.9)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="photos per step")
-    p.add_argument("--photos", type=int, help="use a seeded sample of this many photos from --data (default: all)")
-    p.add_argument("--calibration-size", type=int, default=400, help="photos to calibrate on with --epochs 0")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="photos per step")
+    p.add_argument(
+        "--photos", type=positive_int, help="use a seeded sample of this many photos from --data (default: all)"
+    )
+    p.add_argument("--calibration-size", type=positive_int, default=400, help="photos to calibrate on with --epochs 0")
     p.add_argument("--verify-data", help="photos NOT in --data to report agreement with fp32 on")
-    p.add_argument("--verify-size", type=int, default=200, help="how many --verify-data photos to compare on")
+    p.add_argument("--verify-size", type=positive_int, default=200, help="how many --verify-data photos to compare on")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}-{DEFAULT_OPSET})")
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
     p.add_argument("--seed", type=int, default=d.seed, help="photo order and sampling")

@@ -239,9 +239,7 @@ def quantize_weights(
     if fmt not in ("onnx", "executorch"):
         raise ValueError(f"-o {output}: quantize writes .onnx (QDQ) or .pte (XNNPACK) files")
     check_opset(opset)
-    cfg = cfg or QatConfig()
-    if cfg.epochs < 0 or not cfg.lr > 0 or cfg.batch_size < 1:
-        raise ValueError("--epochs must be >= 0, --lr > 0 and --batch-size >= 1")
+    cfg = cfg or QatConfig()  # QatConfig checks its own ranges
     paths = image_paths(data, photos, cfg.seed)
     model, meta = build_from_weights(weights, model_name)
     res = int(meta.get("resolution", 224))

@@ -40,6 +40,19 @@ class QatConfig:
     freeze_observers_at: float = 0.5  # fraction of the run after which activation ranges stop moving
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can use (NaN, negative epochs, lr <= 0) here, where CLI and API both pass."""
+        checks = {
+            "--epochs (>= 0)": math.isfinite(self.epochs) and self.epochs >= 0,
+            "--lr (> 0)": math.isfinite(self.lr) and self.lr > 0,
+            "--batch-size (>= 1)": self.batch_size >= 1,
+            "weight_decay (>= 0)": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "freeze_observers_at (0 to 1)": 0 <= self.freeze_observers_at <= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"quantization settings out of range: {', '.join(bad)}; got {self}")
+
 
 def _quantizer(qat: bool):
     require("executorch", "INT8 quantization with the XNNPACK quantizer", EXECUTORCH_HINT)
