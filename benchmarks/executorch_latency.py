@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fdmobilenet import bench
+from fdmobilenet.deploy import bench
 from fdmobilenet._utils import machine_info
 
 HERE = Path(__file__).resolve().parent

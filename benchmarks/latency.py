@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from fdmobilenet._utils import machine_info
-from fdmobilenet.bench import DEFAULT_MODELS, build_cases, measure, parse_model_spec, plot, summarise
+from fdmobilenet.deploy.bench import DEFAULT_MODELS, build_cases, measure, parse_model_spec, plot, summarise
 
 BACKENDS = ["torch", "ort", "ort-raw", "ort-int8", "openvino", "openvino-int8"]
 # The paper's matched budgets: (FD-MobileNet, its competitors)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from fdmobilenet import cli
-from fdmobilenet.bench import Case, parse_model_spec, summarise
+from fdmobilenet.deploy.bench import Case, parse_model_spec, summarise
 from fdmobilenet.complexity import profile
 from fdmobilenet.models import create_model
 
@@ -100,7 +100,7 @@ def test_model_spec():
 
 def test_family_at_a_budget_spec(tmp_path, capsys):
     """``FAMILY:MFLOPS`` benchmarks the width of a bare family that meets the budget (torchvision ones too)."""
-    from fdmobilenet.bench import build_cases
+    from fdmobilenet.deploy.bench import build_cases
 
     assert parse_model_spec("mobilenet_v3_small:40@160", 224) == ("mobilenet_v3_small:40", 160)
     cases = build_cases([("mobilenet_v3_small:40", 224), ("fd_mobilenet:12", 224)], ["torch"], 1, 1, tmp_path)
@@ -114,7 +114,7 @@ def test_family_at_a_budget_spec(tmp_path, capsys):
 
 def test_plot_has_plain_tick_labels_and_a_legend_beside_the_panels(monkeypatch):
     pytest.importorskip("matplotlib")
-    from fdmobilenet import bench
+    from fdmobilenet.deploy import bench
 
     figs = []
     monkeypatch.setattr(bench, "save_figure", lambda fig, path: figs.append(fig))

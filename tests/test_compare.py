@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fdmobilenet import compare as cmp
+from fdmobilenet.train import compare as cmp
 from fdmobilenet.cli import main
 from helpers import mini_subset, shared_path
 

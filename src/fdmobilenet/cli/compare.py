@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..compare import RunStopped, compare
+from ..train.compare import RunStopped, compare
 from ..models import PAPER_FAMILIES
 from ._args import csv_floats
 

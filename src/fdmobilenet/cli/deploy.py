@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .. import bench
+from ..deploy import bench
 from .._utils import machine_info, require
 from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, SUFFIXES, export_weights, quantize_weights
 from ..deploy.quantize import QatConfig

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._progress import Progress
-from ._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, plain_log_axis, pyplot, require, save_figure
-from .complexity import profile
-from .deploy.fold import fold_batchnorm
-from .deploy.onnx import export_onnx, quantize_onnx
-from .deploy.runtime import OnnxClassifier
-from .models import create_model, model_family
+from .._progress import Progress
+from .._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, plain_log_axis, pyplot, require, save_figure
+from ..complexity import profile
+from .fold import fold_batchnorm
+from .onnx import export_onnx, quantize_onnx
+from .runtime import OnnxClassifier
+from ..models import create_model, model_family
 
 BACKENDS = ("torch", "torch-compile", "ort", "ort-int8", "openvino", "openvino-int8", "ort-raw", "executorch",
             "executorch-int8")  # fmt: skip
@@ -133,9 +133,9 @@ def build_cases(
 def _export_pte_pair(model: nn.Module, pte: Path, int8: Path | None, res: int, calibration: str | None) -> None:
     """The fp32 ``.pte`` and, if asked, the INT8 one (XNNPACK quantizer; random inputs set the scales
     unless ``calibration`` photos are given: latency depends on shapes, not on values)."""
-    from .deploy.executorch import export_pte, export_quantized_pte
-    from .deploy.quantize import calibrate
-    from .deploy.samples import image_paths, load_batch
+    from .executorch import export_pte, export_quantized_pte
+    from .quantize import calibrate
+    from .samples import image_paths, load_batch
 
     meta = {"model": pte.stem, "resolution": res}
     export_pte(model, pte, meta, res)
@@ -158,7 +158,7 @@ def _make_call(
             net(x)  # torch.compile compiles here, not in the timed loop
         return lambda net=net, x=x: net(x)
     if backend.startswith("executorch"):
-        from .deploy.executorch import PteClassifier
+        from .executorch import PteClassifier
 
         return PteClassifier(pte_int8 if backend.endswith("int8") else pte, threads).runner(batch)
     path = int8 if backend.endswith("int8") else fp32
@@ -318,7 +318,7 @@ def select_backends(requested: str | None) -> list[str]:
         elif b.startswith("ort"):
             require("onnxruntime", f"--backends {b}")
         elif b.startswith("executorch"):
-            from .deploy.executorch import EXECUTORCH_HINT
+            from .executorch import EXECUTORCH_HINT
 
             require("executorch", f"--backends {b}", EXECUTORCH_HINT)
     return backends

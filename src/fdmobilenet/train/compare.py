@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import train as training
-from ._utils import atomic_write_bytes, plain_log_axis, pyplot, save_figure
-from .complexity import profile
-from .models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
+from .. import train as training
+from .._utils import atomic_write_bytes, plain_log_axis, pyplot, save_figure
+from ..complexity import profile
+from ..models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
 
 
 @dataclass
