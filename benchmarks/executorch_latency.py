@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fdmobilenet.deploy import bench
 from fdmobilenet._utils import machine_info
+from fdmobilenet.deploy import bench
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ["ort", "executorch", "executorch-int8"]

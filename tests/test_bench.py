@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from fdmobilenet import cli
-from fdmobilenet.deploy.bench import Case, parse_model_spec, summarise
 from fdmobilenet.complexity import profile
+from fdmobilenet.deploy.bench import Case, parse_model_spec, summarise
 from fdmobilenet.models import create_model
 
 REQUIRED = {"model", "backend", "threads", "batch", "macs", "median_ms"}

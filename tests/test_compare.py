@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from fdmobilenet.train import compare as cmp
 from fdmobilenet.cli import main
+from fdmobilenet.train import compare as cmp
 from helpers import mini_subset, shared_path
 
 

@@ -304,8 +304,7 @@ def test_resuming_a_finished_run_on_a_read_only_mount(tiny, monkeypatch, capsys)
 
 @pytest.mark.parametrize(("code", "says"), [(143, "re-run"), (3, "--lr")])
 def test_compare_reports_a_stopped_run(tmp_path: Path, monkeypatch, capsys, code: int, says: str) -> None:
-    from fdmobilenet.train import compare
-    from fdmobilenet.train import TrainResult
+    from fdmobilenet.train import TrainResult, compare
 
     monkeypatch.setattr(compare.training, "train", lambda cfg, resume, recipe: TrainResult(code, out=Path(cfg.out)))
     rc, err = run(capsys, "compare", "--data", str(tmp_path), "--budgets", "12", "--families", "fd_mobilenet",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..train.compare import RunStopped, compare
 from ..models import PAPER_FAMILIES
+from ..train.compare import RunStopped, compare
 from ._args import csv_floats
 
 

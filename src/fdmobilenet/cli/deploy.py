@@ -6,9 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from ..deploy import bench
 from .._utils import machine_info, require
-from ..deploy import CALIBRATION_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, SUFFIXES, export_weights, quantize_weights
+from ..deploy import (
+    CALIBRATION_METHODS,
+    DEFAULT_OPSET,
+    FORMATS,
+    MIN_OPSET,
+    SUFFIXES,
+    bench,
+    export_weights,
+    quantize_weights,
+)
 from ..deploy.quantize import QatConfig
 from ..models import FAMILIES, list_models
 from ._args import positive_int, thread_count

@@ -31,10 +31,10 @@ from torch import nn
 from .._progress import Progress
 from .._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, plain_log_axis, pyplot, require, save_figure
 from ..complexity import profile
+from ..models import create_model, model_family
 from .fold import fold_batchnorm
 from .onnx import export_onnx, quantize_onnx
 from .runtime import OnnxClassifier
-from ..models import create_model, model_family
 
 BACKENDS = ("torch", "torch-compile", "ort", "ort-int8", "openvino", "openvino-int8", "ort-raw", "executorch",
             "executorch-int8")  # fmt: skip
