@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--train", required=True, type=Path)
     p.add_argument("--val", required=True, type=Path)
     p.add_argument("--model", default="fd_mobilenet_025")
+    p.add_argument("--width", type=float, help="width multiplier of a bare family name (e.g. mobilenet_v1)")
     p.add_argument("--pretrained", help="weights to fine-tune from (classifier re-initialised)")
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--short-side", type=int, default=256)
@@ -102,7 +103,8 @@ def main() -> None:
     )
     val_loader = DataLoader(Images(va_x, va_y, val_tf), 128, **kw)
 
-    model = fdm.create_model(a.model, num_classes=1000 if a.pretrained else len(classes))
+    kw = {"width": a.width} if a.width else {}
+    model = fdm.create_model(a.model, num_classes=1000 if a.pretrained else len(classes), **kw)
     if a.pretrained:
         fdm.load_weights(model, a.pretrained)
         model.reset_classifier(len(classes))
@@ -131,7 +133,7 @@ def main() -> None:
         top1 = 100 * correct / n
         print(f"epoch {epoch + 1}/{a.epochs} loss {float(loss):.3f} val top-1 {top1:.2f}%", flush=True)
     result = {
-        "model": a.model, "seed": a.seed, "epochs": a.epochs, "val_top1": round(top1, 2), "n_train": len(tr_y),
+        "model": a.model, "width": a.width, "seed": a.seed, "epochs": a.epochs, "val_top1": round(top1, 2), "n_train": len(tr_y),
         "n_val": len(va_y), "img_s": round(seen / train_s, 1), "wall_s": round(time.perf_counter() - t0 + load_s, 1),
         "decode_s": round(load_s, 1),
     }  # fmt: skip
