@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 6's GPU measurements in one device call (prepared, not yet run: no GPU was lent so far).
+# Issue 6's GPU measurements in one device call (prepared, not yet run: no GPU was lent so far):
+# a thin wrapper running `benchmarks/train_speed.py pipeline` with GPU settings, then a real training run.
 #
 #   (c) `train --loader gpu` >= 10k img/s and (d) the same on prepared shards >= 20k img/s, end to end,
 #   FD-MobileNet 0.5x at 224 px on one H100, plus a real 2-epoch `train --loader gpu` run.
@@ -21,14 +22,14 @@ EPOCHS=${EPOCHS:-2}
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-"$PY" benchmarks/input_pipeline.py --device "$DEVICE" --copies "$COPIES" --batch "$BATCH" --batches "$BATCHES" \
+"$PY" benchmarks/train_speed.py pipeline --device "$DEVICE" --copies "$COPIES" --batch "$BATCH" --batches "$BATCHES" \
     --workers "$WORKERS" --out "$OUT/input_pipeline_$DEVICE.md"
 
 # the real command, with validation, checkpoints and the 160 -> 224 schedule, on 4,000 replicated photos
 DATA=$(mktemp -d)
 "$PY" -c "
 import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks')
-from input_pipeline import SHARED, replicate
+from train_speed import SHARED, replicate
 replicate(SHARED / 'datasets/imagenet-sample-50', Path('$DATA'), $COPIES)"
 "$PY" -m fdmobilenet.cli prepare "$DATA" "$DATA.packed" --workers "$WORKERS"
 "$PY" -m fdmobilenet.cli train --data "$DATA.packed" --loader gpu --device "$DEVICE" --model fd_mobilenet_050 \
