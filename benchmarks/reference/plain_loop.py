@@ -133,9 +133,9 @@ def main() -> None:
         top1 = 100 * correct / n
         print(f"epoch {epoch + 1}/{a.epochs} loss {float(loss):.3f} val top-1 {top1:.2f}%", flush=True)
     result = {
-        "model": a.model, "width": a.width, "seed": a.seed, "epochs": a.epochs, "val_top1": round(top1, 2), "n_train": len(tr_y),
-        "n_val": len(va_y), "img_s": round(seen / train_s, 1), "wall_s": round(time.perf_counter() - t0 + load_s, 1),
-        "decode_s": round(load_s, 1),
+        "model": a.model, "width": a.width, "seed": a.seed, "epochs": a.epochs, "val_top1": round(top1, 2),
+        "n_train": len(tr_y), "n_val": len(va_y), "img_s": round(seen / train_s, 1),
+        "wall_s": round(time.perf_counter() - t0 + load_s, 1), "decode_s": round(load_s, 1),
     }  # fmt: skip
     print(json.dumps(result))
     if a.json:
