@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: where ``../shared`` is, small real datasets, running ``train`` in a
-subprocess (plain or under torchrun), and comparing the weights two runs ended with."""
+"""Helpers shared by the tests: where ``../shared`` is, small real datasets, running the CLI in this process
+(``run_cli``) or ``train`` in a subprocess (plain or under torchrun), and comparing the weights two runs ended with."""
 
 from __future__ import annotations
 
@@ -74,6 +74,17 @@ def mini_subset(dst: Path, per_class: int, offset: int = 0, classes: int = 5) ->
         for f in sorted(d.glob("*.jpg"))[offset : offset + per_class]:
             (dst / d.name / f.name).symlink_to(f)
     return dst
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``fdmobilenet ARGV`` in this process: (exit code, stdout, stderr). Arguments may be paths or numbers;
+    an argparse error (SystemExit) gives its exit code like any other failure."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)  # as the interpreter would exit
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def env() -> dict[str, str]:

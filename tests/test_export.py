@@ -25,7 +25,7 @@ from fdmobilenet.deploy import (
 )
 from fdmobilenet.models import build_from_weights, convert, create_model
 from fdmobilenet.weights import save_weights
-from helpers import SHARED
+from helpers import SHARED, run_cli
 from helpers import require as need
 
 onnx = pytest.importorskip("onnx")
@@ -33,12 +33,6 @@ ort = pytest.importorskip("onnxruntime")
 
 PHOTOS = SHARED / "datasets" / "imagenet-sample-50"
 WEIGHTS_050 = SHARED / "weights" / "official" / "0.5x-FDMobileNet-224.pth.tar"
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from fdmobilenet.deploy.samples import image_paths
 from fdmobilenet.models import create_model
 from fdmobilenet.preprocess import Preprocess
 from fdmobilenet.weights import save_weights
-from helpers import SRC, assert_same_weights, cifar_subset, env, metrics, shared_path, train_cmd
+from helpers import SRC, assert_same_weights, cifar_subset, env, metrics, run_cli, shared_path, train_cmd
 
 TINY = [
     "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8", "--lr", "0.05", "--lr-base-batch", "8",
@@ -44,11 +44,9 @@ def one_line_error(err: str, *names: str) -> None:
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:  # argparse errors
-        rc = e.code
-    return rc, capsys.readouterr().err
+    """``run_cli`` keeping what these tests check: (exit code, stderr)."""
+    code, _, err = run_cli(capsys, *argv)
+    return code, err
 
 
 @pytest.fixture(scope="module")

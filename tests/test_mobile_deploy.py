@@ -13,21 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from fdmobilenet import cli
 from fdmobilenet.deploy import OnnxClassifier, float_tolerance, open_exported, read_onnx_metadata
 from fdmobilenet.models import create_model
 from fdmobilenet.weights import save_weights
-from helpers import FLOWERS_MINI, mini_subset
+from helpers import FLOWERS_MINI, mini_subset, run_cli
 
 pytest.importorskip("executorch")
 onnx = pytest.importorskip("onnx")
 RES = 64
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""``fdmobilenet train``: one flag per ``TrainConfig`` field, generated from the dataclass, so the
-command line, recipes and YAML files share one list of settings."""
+"""``fdmobilenet train``: one flag per ``TrainConfig`` field, generated from the dataclass (grouped by its
+``SECTIONS``), so the command line, recipes and YAML files share one list of settings."""
 
 from __future__ import annotations
 
@@ -12,34 +12,24 @@ from typing import Any
 
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
-from ..train.config import FIELDS
+from ..train.config import FIELDS, SECTIONS
+
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (only flags given on the command line override the recipe)."""
+    """One flag per TrainConfig field, in one argument group per ``SECTIONS`` entry, as timm's train.py
+    groups its flags (only flags given on the command line override the recipe)."""
     p.add_argument(
         "--recipe",
         help=f"auto | {' | '.join(RECIPES)} | FILE.yaml (default: auto with --data: paper for 25,600 or more "
         "training images, else small; digits without --data)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    hints = typing.get_type_hints(TrainConfig)
-    for name, f in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-        default = "" if f.default is None else f" [default: {shown}]"
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f.metadata["help"] + default, "dest": name}
-        tp = hints[name]
-        if tp in (bool, bool | None):
-            kw["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(tp) is tuple:
-            args = typing.get_args(tp)
-            kw.update(type=float, nargs="+" if Ellipsis in args else len(args), metavar="X")
-        else:
-            kw["type"] = next(t for t in typing.get_args(tp) or (tp,) if t is not type(None))
-            if "choices" in f.metadata:
-                kw["choices"] = f.metadata["choices"]
-        p.add_argument(flag, **kw)
+    for title, names in SECTIONS.items():
+        group = p.add_argument_group(title)
+        for name in names:
+            _add_field(group, name)
     p.description = (
         f"{p.description or ''}. The defaults shown are the paper's ImageNet recipe. A recipe replaces some "
         "of them: with --data, auto (the paper's for 25,600 or more training images, else small); without "
@@ -47,6 +37,24 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
         "configuration is written to OUT/config.json."
     )
     p.epilog = "Many GPUs or nodes: torchrun --nproc_per_node N -m fdmobilenet.cli train ... (see docs/training.md)"
+
+
+def _add_field(group: argparse._ArgumentGroup, name: str) -> None:
+    """``--NAME`` for TrainConfig field ``name``: its type, choices and help from the dataclass."""
+    f, tp = FIELDS[name], _HINTS[name]
+    shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    default = "" if f.default is None else f" [default: {shown}]"
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f.metadata["help"] + default, "dest": name}
+    if tp in (bool, bool | None):
+        kw["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        kw.update(type=float, nargs="+" if Ellipsis in args else len(args), metavar="X")
+    else:
+        kw["type"] = next(t for t in typing.get_args(tp) or (tp,) if t is not type(None))
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+    group.add_argument("--" + name.replace("_", "-"), **kw)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:

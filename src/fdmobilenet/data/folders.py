@@ -12,7 +12,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader, Dataset
 
 from ..preprocess import imagenet_classes
-from .images import IMAGE_EXTENSIONS, BadImageError, is_image_file, load_image
+from .images import IMAGE_EXTENSIONS, BadImageError, find_images, is_image_file, load_image, walk_files
 
 _SYNSET = re.compile(r"^n\d{8}$")
 
@@ -49,7 +49,8 @@ def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> F
     Sub-folders named by ImageNet synset ids are labelled in the standard 1000-class order.
     Otherwise, given ``class_names`` (stored with weights), each folder must be one of them;
     without, the sorted folder names are the classes (torchvision's ImageFolder order).
-    Every file with an image extension is listed; whether it decodes is checked when it is read.
+    Every file with an image extension is listed (``find_images``: the walk ``predict`` and ``quantize``
+    share); whether it decodes is checked when it is read.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -75,7 +76,7 @@ def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> F
             )
     else:
         classes, index = names, {c: i for i, c in enumerate(names)}
-    samples = [(f, index[d.name]) for d in dirs for f in sorted(d.rglob("*")) if f.is_file() and is_image_file(f)]
+    samples = [(f, index[d.name]) for d in dirs for f in find_images(d)]
     if not samples:
         raise ValueError(f"{root} holds no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in its class folders")
     return Folder(samples, classes, root)
@@ -107,8 +108,7 @@ def non_image_files(root: Path) -> list[str]:
     """Files inside the class folders of ``root`` that have no image extension (they are never read)."""
     out = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = (f for f in sorted(d.rglob("*")) if f.is_file() and not f.name.startswith("."))
-        out += [str(f) for f in files if not is_image_file(f)]
+        out += [str(f) for f in sorted(walk_files(d)) if not is_image_file(f)]
     return out
 
 

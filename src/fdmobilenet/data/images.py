@@ -8,8 +8,9 @@ stray text files: every readable image becomes RGB, every unreadable one is repo
 from __future__ import annotations
 
 import io
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +77,36 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def is_image_file(path: Path) -> bool:
+    """An image extension (any case) on a visible file name: ``._x.jpg`` macOS resource forks are not images."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def walk_files(root: str | Path) -> Iterator[Path]:
+    """Every visible file under ``root``, in no particular order: the one folder walk behind training
+    folders, ``predict DIR`` and calibration/verification photos, so all three see the same files.
+
+    Names starting with "." (files and folders: ``.git``, ``.thumbnails``, ``._x.jpg``) are left out.
+    Symlinks are followed, files and folders alike, because datasets are split by linking class folders
+    or photos (as ``scan_folder`` has always read linked class folders); each real folder is entered only
+    once, so a link back to a parent neither loops nor counts a photo twice. Dangling links, sockets and
+    other non-regular files are skipped; unreadable folders are skipped as ``os.walk`` does.
+    """
+    seen: set[str] = set()
+    for d, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(n for n in dirs if not n.startswith("."))  # sorted: which of two links wins is fixed
+        for n in names:
+            if not n.startswith(".") and os.path.isfile(os.path.join(d, n)):  # False, not an error, on EACCES
+                yield Path(d, n)
+
+
 def find_images(root: str | Path) -> list[Path]:
-    """Every image file under ``root`` (sorted; hidden files and folders left out)."""
-    root = Path(root)
-    found = (f for f in root.rglob("*") if not any(part.startswith(".") for part in f.relative_to(root).parts))
-    return sorted(f for f in found if f.is_file() and is_image_file(f))
+    """Every image file under ``root``, sorted (the rules are ``walk_files``'s and ``is_image_file``'s)."""
+    return sorted(f for f in walk_files(root) if is_image_file(f))
 
 
 class ImageDataset(Dataset):

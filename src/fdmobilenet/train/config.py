@@ -1,8 +1,8 @@
 """What a training run depends on: ``TrainConfig`` (whose defaults *are* the paper's recipe), the named
 recipes and YAML files that override some of its fields, and the checks and derived schedules of a config.
 
-Every field carries its ``--help`` text in its metadata, so the command line is generated from this one
-dataclass (``cli/train.py``) and cannot drift from it.
+Every field carries its ``--help`` text in its metadata and belongs to one of ``SECTIONS``, so the command
+line, with its argument groups, is generated from this one dataclass (``cli/train.py``) and cannot drift from it.
 """
 
 from __future__ import annotations
@@ -139,6 +139,18 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Section title -> its fields, in TrainConfig's order: `train --help` shows one argument group per section
+# (tests/test_train_help.py checks that every field is in exactly one).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "val_split", "resolution", "crop_scale", "hflip", "crop_pct", "mean", "std", "workers", "loader",
+             "train_resolution", "in_memory", "on_bad_image"),
+    "model": ("model", "width", "groups", "dropout", "pretrained", "freeze_backbone"),
+    "optimisation": ("epochs", "batch_size", "accum_steps", "lr", "lr_base_batch", "schedule", "lr_milestones",
+                     "lr_step_epochs", "lr_gamma", "warmup_epochs", "momentum", "nesterov", "weight_decay",
+                     "wd_bn_bias", "label_smoothing", "ema_decay", "ema_warmup", "clip_grad"),
+    "run": ("out", "seed", "deterministic", "logger", "checkpoint_every", "device", "threads", "amp",
+            "channels_last", "compile"),
+}  # fmt: skip
 _HINTS = typing.get_type_hints(TrainConfig)
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # beyond this OpenMP only thrashes (100,000 crashed it)
 # (field, low, high, low inclusive, high inclusive): the ranges a run can use
