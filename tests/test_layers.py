@@ -61,6 +61,25 @@ def _lazy_exports(tree: ast.Module) -> list[str]:
     return []
 
 
+def _imports(mod: str, tree: ast.Module, mods: dict[str, Path]) -> list[tuple[str, int, str]]:
+    """(first-party module, line, statement) of every import statement anywhere in ``tree``."""
+    own = set(_ancestors(mod))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno, ast.unparse(node)) for a in node.names if a.name.split(".")[0] == TOP]
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(mod, node, mods)
+            if base.split(".")[0] == TOP:
+                subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
+                if len(subs) < len(node.names):  # a name read from the module (a package's __init__) itself
+                    found.append((base, node.lineno, ast.unparse(node)))
+                else:  # `from pkg import submodule` only: pkg's __init__ runs unless it is the importer's own
+                    found += [(a, node.lineno, ast.unparse(node)) for a in [base, *_ancestors(base)] if a not in own]
+                found += [(sub, node.lineno, ast.unparse(node)) for sub in subs]
+    return found
+
+
 def import_graph() -> dict[str, dict[str, str]]:
     """module -> {imported first-party module: 'file:line: import statement'}."""
     mods = _modules()
@@ -69,27 +88,12 @@ def import_graph() -> dict[str, dict[str, str]]:
         tree = ast.parse(path.read_text(), filename=str(path))
         own = set(_ancestors(mod))
         where = f"{path.relative_to(SRC.parent)}"
-
-        def add(target: str, line: int, text: str) -> None:
+        for target, line, text in _imports(mod, tree, mods):
             for anc in _ancestors(target):  # importing a.b.c runs a/b/__init__ first, unless already running
                 if anc in mods and anc not in own and anc != mod:
                     graph[mod].setdefault(anc, f"{where}:{line}: {text} (runs {anc}/__init__.py)")
             if target in mods and target != mod:
                 graph[mod].setdefault(target, f"{where}:{line}: {text}")
-
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name.split(".")[0] == TOP:
-                        add(alias.name, node.lineno, ast.unparse(node))
-            elif isinstance(node, ast.ImportFrom):
-                base = _resolve(mod, node, mods)
-                if base.split(".")[0] != TOP:
-                    continue
-                add(base, node.lineno, ast.unparse(node))
-                for alias in node.names:
-                    if f"{base}.{alias.name}" in mods:  # `from pkg import submodule`
-                        add(f"{base}.{alias.name}", node.lineno, ast.unparse(node))
         if _is_package(mod, mods):
             for sub in _lazy_exports(tree):
                 if f"{mod}.{sub}" in mods:
