@@ -263,3 +263,17 @@ def test_one_release_table():
     assert not RELEASES["fd_mobilenet_100"].verified  # listed (git blob id known), never fetched here
     for name, r in RELEASES.items():
         assert fdm.models.model_family(name) == "fd_mobilenet" and f"{r.width:g}x-" in r.file
+
+
+def test_models_command_imports_no_torch():
+    """`fdmobilenet models` reads names and the generated table only: it answers in a fraction of a second."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys; from fdmobilenet.cli import main; main(['models']); assert 'torch' not in sys.modules"
+    env = {**os.environ, "PYTHONPATH": str(Path(fdm.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fd_mobilenet_050" in proc.stdout and "40.13" in proc.stdout
