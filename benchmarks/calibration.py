@@ -27,7 +27,8 @@ import torch
 
 from fdmobilenet.data.folders import scan_folder
 from fdmobilenet.deploy import OnnxClassifier, export_onnx, image_paths, load_batch, quantize_onnx
-from fdmobilenet.models import build_from_weights, convert
+from fdmobilenet.models import build_from_weights
+from fdmobilenet.models import convert_authors_checkpoint as convert
 
 
 def top1_top5(model, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

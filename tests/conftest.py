@@ -17,7 +17,7 @@ def imagenet_sample() -> Path:
 @pytest.fixture(scope="session")
 def official_weights(tmp_path_factory) -> dict[str, Path]:
     """The authors' 0.25x and 0.5x weights converted to safetensors: {'025': path, '050': path}."""
-    from fdmobilenet.models import convert
+    from fdmobilenet.models import convert_authors_checkpoint as convert
 
     out = tmp_path_factory.mktemp("weights")
     paths = {}

@@ -23,7 +23,8 @@ from fdmobilenet.deploy import (
     load_torchscript,
     read_onnx_metadata,
 )
-from fdmobilenet.models import build_from_weights, convert, create_model
+from fdmobilenet.models import build_from_weights, create_model
+from fdmobilenet.models import convert_authors_checkpoint as convert
 from fdmobilenet.weights import save_weights
 from helpers import SHARED, run_cli
 from helpers import require as need

@@ -230,3 +230,50 @@ def test_timm_conventions():
         with pytest.raises(ValueError, match=next(iter(kw))):
             timm.create_model("fd_mobilenet_025", **kw)
     assert timm.create_model("fd_mobilenet_025", drop_path_rate=0.0, global_pool="avg").num_classes == 1000
+
+
+def test_complexity_table_matches_profile():
+    """`fdmobilenet models` prints a generated table; it must equal profile() for every fixed-width name.
+    On a mismatch: `python -m fdmobilenet.models._factory` regenerates it."""
+    from fdmobilenet.models._complexity_table import COMPLEXITY_AT_224
+    from fdmobilenet.models._factory import complexity_at_224
+
+    fixed = [n for n in list_models() if n not in fdm.models.FAMILIES]
+    assert sorted(COMPLEXITY_AT_224) == sorted(fixed)
+    assert complexity_at_224() == COMPLEXITY_AT_224
+
+
+def test_registry_is_data_and_refuses_duplicates():
+    from fdmobilenet.models import _builder, _registry
+    from fdmobilenet.models.shufflenet import SHUFFLENET_STAGE_CHANNELS
+
+    assert tuple(SHUFFLENET_STAGE_CHANNELS) == _registry.SHUFFLENET_GROUPS
+    assert set(_builder._FAMILY_BUILDERS) == set(_registry.FAMILIES)
+    with pytest.raises(ValueError, match="already registered"):
+        _registry.register_model("fd_mobilenet_050", "fd_mobilenet", width=0.5)
+    with pytest.raises(ValueError, match="unknown family"):
+        _registry.register_model("resnet_050", "resnet")
+
+
+def test_one_release_table():
+    from fdmobilenet.models import RELEASED_WIDTHS, RELEASES, hub
+
+    assert hub.RELEASES is RELEASES
+    assert RELEASED_WIDTHS == {"fd_mobilenet_025": 0.25, "fd_mobilenet_050": 0.5}  # the verified ones
+    assert not RELEASES["fd_mobilenet_100"].verified  # listed (git blob id known), never fetched here
+    for name, r in RELEASES.items():
+        assert fdm.models.model_family(name) == "fd_mobilenet" and f"{r.width:g}x-" in r.file
+
+
+def test_models_command_imports_no_torch():
+    """`fdmobilenet models` reads names and the generated table only: it answers in a fraction of a second."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys; from fdmobilenet.cli import main; main(['models']); assert 'torch' not in sys.modules"
+    env = {**os.environ, "PYTHONPATH": str(Path(fdm.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fd_mobilenet_050" in proc.stdout and "40.13" in proc.stdout

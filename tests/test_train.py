@@ -277,7 +277,7 @@ def test_missing_or_empty_data_says_what_layout_is_expected(tmp_path: Path, caps
 
 @pytest.fixture(scope="module")
 def official_025(tmp_path_factory) -> Path:
-    from fdmobilenet.models import convert
+    from fdmobilenet.models import convert_authors_checkpoint as convert
 
     dst = tmp_path_factory.mktemp("weights") / "fd_mobilenet_025.safetensors"
     convert(shared("weights/official/0.25x-FDMobileNet-224.pth.tar"), dst)

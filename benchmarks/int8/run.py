@@ -33,7 +33,7 @@ from fdmobilenet.deploy.onnx import export_onnx, export_quantized_onnx, quantize
 from fdmobilenet.deploy.quantize import QatConfig, calibrate, convert, qat_distill, tuned_float
 from fdmobilenet.deploy.runtime import OnnxClassifier
 from fdmobilenet.models import build_from_weights
-from fdmobilenet.models import convert as convert_weights
+from fdmobilenet.models import convert_authors_checkpoint as convert_weights
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"

@@ -17,7 +17,7 @@ _EXPORTS = {
     "Profile": "complexity",
     "profile": "complexity",
     "build_from_weights": "models",
-    "convert": "models",
+    "convert_authors_checkpoint": "models",
     "create_model": "models",
     "list_models": "models",
     "solve_width": "models",

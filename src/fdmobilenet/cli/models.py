@@ -1,14 +1,16 @@
-"""``models``, ``profile`` and ``convert``: what the registry holds, what each model costs, the authors' weights."""
+"""``models``, ``profile`` and ``convert``: what the registry holds, what each model costs, the authors' weights.
+
+``models`` reads names and the generated complexity table only, so it answers without importing torch;
+``profile`` and ``convert`` import the model stack when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-import torch
-
-from ..complexity import profile
-from ..models import FAMILIES, convert, create_model, family_kwargs, list_models, solve_width
+from ..models._complexity_table import COMPLEXITY_AT_224
+from ..models._registry import FAMILIES, list_models
 from ._args import csv, csv_floats
 
 
@@ -20,13 +22,8 @@ def models_arguments(p: argparse.ArgumentParser) -> None:
 def models_run(a: argparse.Namespace) -> int:
     rows = []
     for name in list_models(a.pattern):
-        if name in FAMILIES:
-            rows.append({"model": name, "macs": None, "params": None})
-            continue
-        with torch.device("meta"):  # shapes only: no weights allocated, nothing run (seconds, not a minute)
-            model = create_model(name)
-        p = profile(model, 224)
-        rows.append({"model": name, "macs": p.macs, "params": p.params})
+        macs, params = (None, None) if name in FAMILIES else COMPLEXITY_AT_224[name]
+        rows.append({"model": name, "macs": macs, "params": params})
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -55,6 +52,9 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def profile_run(a: argparse.Namespace) -> int:
+    from ..complexity import profile  # torch: imported when profiling, not for `fdmobilenet models`
+    from ..models import create_model, family_kwargs, solve_width
+
     todo: list[tuple[str, dict]] = [(n, {}) for n in a.names]
     if a.mflops:
         for budget in a.mflops:
@@ -101,6 +101,8 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def convert_run(a: argparse.Namespace) -> int:
-    meta = convert(a.src, a.dst, a.model)
+    from ..models import convert_authors_checkpoint  # torch: imported when converting only
+
+    meta = convert_authors_checkpoint(a.src, a.dst, a.model)
     print(f"wrote {a.dst}: {meta['model']}, {meta['num_classes']} classes, source {meta['source']}")
     return 0

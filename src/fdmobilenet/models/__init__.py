@@ -1,37 +1,47 @@
-"""Models: the registry (``create_model``, ``list_models``), the two network classes and their
-settings tables, and building from weights files. Re-exports only."""
+"""Models: names (``list_models``), architectures, weights and ``create_model``. Re-exports only, imported
+on first use (PEP 562), so ``fdmobilenet models`` and other name look-ups do not import torch.
 
-from ._registry import (
-    FAMILIES,
-    PAPER_FAMILIES,
-    RELEASED_WIDTHS,
-    WIDTHS,
-    create_model,
-    default_cfg,
-    family_kwargs,
-    list_models,
-    model_family,
-    solve_width,
-)
-from .mobilenet import DepthwiseSeparableNet
-from .pretrained import build_from_weights, convert, infer_model_name, read_pretrained
-from .shufflenet import ShuffleNetV1
+Layers, lowest first (a module imports only from layers below it; tests/test_layers.py checks there is
+no cycle): ``_registry`` (names, families, fixed arguments) and ``_releases`` (the authors' release
+table), pure data -> ``common``, ``mobilenet``, ``shufflenet``, ``torchvision_nets`` (the networks) ->
+``_builder`` (architecture from a name, key maps) and ``hub`` (download and verify) -> ``pretrained``
+(convert the authors' files, build from weights) -> ``_factory`` (``create_model``, ``solve_width``).
+``_complexity_table`` holds generated MACs and parameters for ``fdmobilenet models``.
+"""
 
-__all__ = [
-    "FAMILIES",
-    "PAPER_FAMILIES",
-    "RELEASED_WIDTHS",
-    "WIDTHS",
-    "DepthwiseSeparableNet",
-    "ShuffleNetV1",
-    "build_from_weights",
-    "convert",
-    "create_model",
-    "default_cfg",
-    "family_kwargs",
-    "infer_model_name",
-    "list_models",
-    "model_family",
-    "read_pretrained",
-    "solve_width",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FAMILIES": "_registry",
+    "PAPER_FAMILIES": "_registry",
+    "RELEASED_WIDTHS": "_releases",
+    "RELEASES": "_releases",
+    "WIDTHS": "_registry",
+    "DepthwiseSeparableNet": "mobilenet",
+    "ShuffleNetV1": "shufflenet",
+    "build_from_weights": "pretrained",
+    "convert_authors_checkpoint": "pretrained",
+    "create_model": "_factory",
+    "default_cfg": "_builder",
+    "family_kwargs": "_registry",
+    "infer_model_name": "pretrained",
+    "list_models": "_registry",
+    "model_family": "_registry",
+    "read_pretrained": "pretrained",
+    "register_model": "_registry",
+    "solve_width": "_factory",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

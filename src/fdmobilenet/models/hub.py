@@ -1,9 +1,10 @@
-"""``pretrained=True`` that just works: the authors' released files, fetched once and converted once.
+"""Download and verify the authors' released files: the network layer under ``pretrained=True``.
 
 The files come from the authors' repository at a pinned commit (a later push cannot change what is
-loaded) and are checked against the checksums below before anything is kept. The download lands in
-torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), the converted safetensors beside it in
-``$TORCH_HOME/hub/fdmobilenet``; later calls read the converted file and need no network.
+loaded) and are checked against the checksums in ``_releases.py`` before anything is kept. The download
+lands in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``); ``pretrained.released_weights`` converts it
+once into ``$TORCH_HOME/hub/fdmobilenet``, so later calls read the converted file and need no network.
+This module knows files and checksums only, no models.
 """
 
 from __future__ import annotations
@@ -13,40 +14,23 @@ import os
 import sys
 import tempfile
 import urllib.error
-from dataclasses import dataclass
 from pathlib import Path
 
-AUTHORS_REPO = "qinzheng93/FD-MobileNet"  # formerly clavichord93/FD-MobileNet; GitHub redirects the old name
-AUTHORS_COMMIT = "f4531497703c76f6f8775c8f784295a64305208e"  # 2018-05-03, the last commit; saved_models/
-BASE_URL = f"https://raw.githubusercontent.com/{AUTHORS_REPO}/{AUTHORS_COMMIT}/saved_models/"
+from ._releases import AUTHORS_COMMIT, AUTHORS_REPO, BASE_URL, RELEASES, Release
 
-
-@dataclass(frozen=True)
-class Release:
-    """One released file: its name, checksums (sha256 where known, always the git blob id) and paper top-1."""
-
-    file: str
-    sha256: str | None
-    git_blob: str
-    paper_top1: float
-
-
-RELEASES: dict[str, Release] = {
-    "fd_mobilenet_025": Release(
-        "0.25x-FDMobileNet-224.pth.tar",
-        "881fe5d0c6d6dd1b92feea55a0891b3d573bbe804c9edb1670187f172b5cfba7",
-        "366f5419748b9c37894bdce77bab9bca8bc92618",
-        45.1,
-    ),
-    "fd_mobilenet_050": Release(
-        "0.5x-FDMobileNet-224.pth.tar",
-        "2659c821467f37fd265f73ffbce4ed8d4c212347db97d4f7e7cb0922f065d054",
-        "95453e152beb57f6bc16397aacd442c0f4cc1e32",
-        56.3,
-    ),
-    # In the repository but never fetched here (no network): checked by its git blob id only.
-    "fd_mobilenet_100": Release("1x-FDMobileNet-224.pth.tar", None, "b1143ec529f9116fecbcccfbb2604fa94ce04a0e", 65.3),
-}
+__all__ = [
+    "AUTHORS_COMMIT",
+    "AUTHORS_REPO",
+    "BASE_URL",
+    "RELEASES",
+    "Release",
+    "WeightsUnavailable",
+    "base_url",
+    "cache_dir",
+    "converted_path",
+    "fetch_release",
+    "verify",
+]
 
 
 class WeightsUnavailable(RuntimeError):
@@ -78,21 +62,20 @@ def verify(path: Path, release: Release) -> None:
         raise WeightsUnavailable(f"{path.name}: checksum mismatch for {release.file} (sha256 {sha}, expected {want})")
 
 
-def released_weights(name: str, root: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """The converted safetensors of ``name``'s released weights, fetched and converted on first use."""
-    from .pretrained import convert
+def converted_path(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Where the converted safetensors of ``name``'s release is cached (the blob id keeps versions apart)."""
+    return cache_dir(root) / "fdmobilenet" / f"{name}-{RELEASES[name].git_blob[:8]}.safetensors"
 
+
+def fetch_release(name: str, root: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """The authors' file for ``name`` in the cache's ``checkpoints/``, downloaded on first use; always verified
+    (also a file put there by hand). Converting it is ``pretrained.py``'s business."""
     release = RELEASES[name]
-    root = cache_dir(root)
-    converted = root / "fdmobilenet" / f"{name}-{release.git_blob[:8]}.safetensors"
-    if converted.is_file():
-        return converted
-    raw = root / "checkpoints" / release.file
+    raw = cache_dir(root) / "checkpoints" / release.file
     if not raw.is_file():
-        _download(base_url() + release.file, raw, release, converted, progress)
-    verify(raw, release)  # also a file put there by hand
-    convert(raw, converted, name)
-    return converted
+        _download(base_url() + release.file, raw, release, converted_path(name, root), progress)
+    verify(raw, release)
+    return raw
 
 
 def _download(url: str, dst: Path, release: Release, converted: Path, progress: bool) -> None:

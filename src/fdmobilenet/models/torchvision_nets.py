@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2")
+from ._registry import TORCHVISION_FAMILIES
+
 # ShuffleNetV2 stage 2-4 channels at 1.0x; other widths scale them (multiples of 4, so each unit can split
 # its channels in two). torchvision's own 0.5x table (48/96/192) is narrower than 0.5 x these.
 SHUFFLENET_V2_CHANNELS = (116, 232, 464)
