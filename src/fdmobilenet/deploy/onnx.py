@@ -22,6 +22,7 @@ from torch import nn
 
 from .._errors import ParameterError
 from .._utils import atomic_write_bytes, require
+from ..preprocess import Preprocess
 from .fold import fold_batchnorm
 from .metadata import export_metadata, read_onnx_metadata, set_onnx_metadata
 from .samples import image_paths, load_batch
@@ -195,14 +196,15 @@ class ImageCalibrationReader:
     """Feeds preprocessed calibration images to ONNX Runtime's calibrator, a few at a time."""
 
     def __init__(self, paths: Sequence[Path], meta: dict[str, Any], batch: int = 1):
-        self.paths, self.meta, self.batch, self._i = list(paths), meta, batch, 0
+        self.paths, self.batch, self._i = list(paths), batch, 0
+        self.preprocess = Preprocess.from_meta(meta)  # once, not per chunk
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         while self._i < len(self.paths):
             chunk = self.paths[self._i : self._i + self.batch]
             self._i += self.batch
             try:
-                return {INPUT_NAME: load_batch(chunk, self.meta).numpy()}
+                return {INPUT_NAME: load_batch(chunk, self.preprocess).numpy()}
             except ValueError:  # a chunk of unreadable files: try the next one
                 continue
         return None

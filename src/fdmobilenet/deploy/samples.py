@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,15 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
         yield d, names
 
 
-def load_batch(paths: Sequence[Path], meta: dict[str, Any]) -> torch.Tensor:
+def load_batch(paths: Sequence[Path], preprocess: Preprocess | Mapping[str, Any]) -> torch.Tensor:
     """Preprocess images with the eval/predict transform (unreadable ones skipped); an (N, 3, R, R) tensor.
 
-    Unlike ``eval``, JPEGs much larger than the input are decoded in draft mode: this batch only feeds
-    the PyTorch-vs-ONNX check and calibration, which see the same tensors either way.
+    ``preprocess`` is a ``Preprocess`` (callers that load several batches build it once) or the metadata
+    dict it is read from. Unlike ``eval``, JPEGs much larger than the input are decoded in draft mode:
+    this batch only feeds the PyTorch-vs-ONNX check and calibration, which see the same tensors either way.
     """
-    preprocess = Preprocess.from_meta(meta)
+    if not isinstance(preprocess, Preprocess):
+        preprocess = Preprocess.from_meta(preprocess)
     tf = preprocess.transform()
     out = []
     for p in paths:
