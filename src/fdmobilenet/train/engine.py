@@ -78,7 +78,7 @@ class Run:
     channels_last: bool
     micro: int  # images per forward pass in this process
     start_epoch: int  # the epoch this process started (or resumed) in
-    tb: Any  # the --logger's MetricLogger (main process) or None
+    tb: Any  # the logger setting's MetricLogger (main process) or None
 
 
 @dataclass
