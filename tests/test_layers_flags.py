@@ -42,9 +42,9 @@ def _flag_strings() -> list[str]:
         tree = ast.parse(path.read_text())
         skip = _skipped(tree, rel)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-                if FLAG.search(node.value):
-                    found.append(f"{rel}:{node.lineno}: {node.value!r}")
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+            if is_text and FLAG.search(node.value):
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
     return found
 
 
