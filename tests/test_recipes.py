@@ -31,7 +31,7 @@ def test_paper_milestones_are_fractions_of_the_run() -> None:
     )
     fixed = make_config({"batch_size": 64, "epochs": 5, "lr_step_epochs": 30})  # the old rule: never decays
     assert lr_at(fixed, 154, 31) == pytest.approx(peak)
-    with pytest.raises(ValueError, match="lr-milestones"):
+    with pytest.raises(ValueError, match="lr_milestones"):
         make_config({"lr_milestones": (0.5, 0.25)})
 
 

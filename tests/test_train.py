@@ -74,7 +74,7 @@ def test_recipes_and_overrides(tmp_path: Path) -> None:
     y.write_text("epochz: 3\n")
     with pytest.raises(ValueError, match="epochz"):
         parse("--data", "x", "--recipe", str(y))
-    with pytest.raises(ValueError, match="crop-scale"):
+    with pytest.raises(ValueError, match="crop_scale"):
         make_config({"crop_scale": (0.0, 1.0)})
 
 

@@ -128,7 +128,7 @@ def test_resolution_schedule_parsing() -> None:
     assert [train_resolution_at(cfg, e) for e in (0, 59, 60, 99, 100, 119)] == [160, 160, 192, 192, 224, 224]
     assert resolution_schedule(make_config({"resolution": 96})) == [(1, 96)]
     for bad in ("160,224@1", "224@5", "16", "160,224@x", "160,192@50,224@40"):
-        with pytest.raises(ValueError, match="--train-resolution"):
+        with pytest.raises(ValueError, match="`train_resolution`"):
             make_config({"train_resolution": bad})
 
 

@@ -1,4 +1,4 @@
-"""Small helpers every layer uses; nothing here imports from the rest of the package.
+"""Small helpers every layer uses; nothing here imports from the rest of the package but ``_errors``.
 
 Atomic writes (a crash never leaves half a file), optional-dependency errors that name the
 extra to install, seed mixing (reproducible per-process/per-epoch streams), figure saving and log
@@ -17,6 +17,8 @@ import platform
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from ._errors import NamesParameters
 
 DEPLOY_HINT = 'pip install "fdmobilenet[deploy]"'
 OPENVINO_HINT = 'pip install "fdmobilenet[openvino]"'
@@ -63,8 +65,9 @@ def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-class MissingDependencyError(ImportError, ValueError):
-    """An optional package is missing; the message names the extra that provides it."""
+class MissingDependencyError(NamesParameters, ImportError, ValueError):
+    """An optional package is missing; the message names the extra that provides it (and the ```parameter```
+    that asked for the package, when one did)."""
 
 
 def require(module: str, purpose: str, hint: str = DEPLOY_HINT) -> Any:

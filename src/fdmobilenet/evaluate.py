@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ._errors import ParameterError, ParameterPathError
 from ._progress import Progress
 from .data.folders import Folder, scan_folder
 from .data.images import ImageDataset, collate_skip_bad
@@ -24,7 +25,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: no CUDA device is available here; use --device cpu")
+        raise ParameterError("device", f"`device` {spec}: no CUDA device is available here; use `device` cpu")
     return device
 
 
@@ -40,10 +41,12 @@ def open_eval_data(
         path = Path(split) / "split.json" if Path(split).is_dir() else Path(split)
         record = read_split(path)
         if record is None:
-            raise FileNotFoundError(f"--split {split}: no split.json (the run used a train/val layout: --data DIR/val)")
+            raise ParameterPathError(
+                "split", f"`split` {split}: no split.json (the run used a train/val layout: `data` DIR/val)"
+            )
         folder = load_folders(data or record["root"], record["val_split"], record["seed"], record).val
     elif data is None:
-        raise ValueError("give --data DIR (an image folder or `prepare` output) or --split RUN_DIR")
+        raise ParameterError("data", "give `data` DIR (an image folder or the output of prepare) or `split` RUN_DIR")
     elif is_packed(data):
         folder = PackedFolder.open(data)
     else:

@@ -3,16 +3,23 @@ checkpoints, export metadata, the ONNX runtime, evaluation and timm's ``pretrain
 
 It is the torchvision ``Weights.meta`` idea: the numbers travel with the weights, so nobody
 re-types the ImageNet mean or the 256/224 crop ratio, and a file trained on other data says so.
+
+The two transforms live here, as in torchvision's ``references/classification/presets.py``:
+``Preprocess.transform`` is the evaluation preset (resize, center crop, normalise) and
+``train_transform`` the training one (random-resized crop, flip, normalise) that ``train`` and
+``quantize``'s fine-tuning share.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
+
+from ._errors import ParameterError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,7 +99,7 @@ class Preprocess:
         names ``source`` (the file) and the key when a value is absurd (``resolution: 100000``).
         """
         where = f"{source}: " if source else ""
-        fix = "; the file is damaged or not from fdmobilenet: re-export it" + (", or pass --resolution" * (not source))
+        fix = "; the file is damaged or not from fdmobilenet: re-export it" + (", or pass `resolution`" * (not source))
         try:
             p = cls(
                 resolution=_whole(resolution or meta.get("resolution") or 224),
@@ -103,7 +110,8 @@ class Preprocess:
             )
             _check_meta(p)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}preprocessing metadata: {e}{fix}") from None
+            msg = f"{where}preprocessing metadata: {e}{fix}"
+            raise (ValueError(msg) if source else ParameterError("resolution", msg)) from None
         return p
 
     def with_resolution(self, resolution: int) -> Preprocess:
@@ -141,6 +149,26 @@ class Preprocess:
                 T.Normalize(self.mean, self.std),
             ]
         )
+
+
+def train_transform(
+    resolution: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_scale: Sequence[float] = (0.08, 1.0),
+    hflip: bool = True,
+) -> Callable[[Any], Any]:
+    """PIL image -> augmented, normalised tensor: torchvision's ``ClassificationPresetTrain`` without extras.
+
+    One RandomResizedCrop draw, then (with ``hflip``) one flip draw per image: resumed runs replay this
+    order exactly, so keep it.
+    """
+    from torchvision import transforms as T
+
+    tf = [T.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True)]
+    if hflip:
+        tf.append(T.RandomHorizontalFlip())
+    return T.Compose([*tf, T.ToTensor(), T.Normalize(mean, std)])
 
 
 def _whole(v: Any) -> int:

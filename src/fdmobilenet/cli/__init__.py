@@ -13,6 +13,7 @@ import os
 import sys
 
 from .. import __version__
+from .._errors import NamesParameters, StoppedError, spell_params
 
 # name -> (help, module cli/MODULE.py defining NAME_arguments(parser) and NAME_run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -72,6 +73,20 @@ EXIT_BROKEN_PIPE = 128 + 13  # stdout closed early (`fdmobilenet models | head`)
 _BAD_PATH = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
+# The one map from library parameter names to flags: ``--`` + the name with ``_`` as ``-`` unless listed here.
+FLAG_OF_PARAM = {"output": "-o", "fmt": "--format", "model_name": "--model"}
+
+
+def flag_of(param: str) -> str:
+    """The command-line flag that sets library parameter ``param`` (``calibration_size`` -> ``--calibration-size``)."""
+    return FLAG_OF_PARAM.get(param, "--" + param.replace("_", "-"))
+
+
+def in_flags(text: str) -> str:
+    """Library text (a report, an error) with the parameters it names spelled as this command line's flags."""
+    return spell_params(text, flag_of)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Errors are one line, ``fdmobilenet CMD: error: ...``, with exit code 2 for bad
     input and 1 for a disk or machine that refused; ``--debug`` or ``FDM_DEBUG=1`` re-raise instead."""
@@ -88,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130
+    except StoppedError as e:  # a run ended early with its own exit code (3 diverged, 128 + signal stopped)
+        if debug:
+            raise
+        print(f"fdmobilenet {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, OSError, MemoryError, RuntimeError) as e:
         if debug or (isinstance(e, RuntimeError) and not _out_of_memory(e)):
             raise
@@ -115,4 +135,6 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, MemoryError) or _out_of_memory(e):
         said = " ".join(str(e).split())[:200]
         return f"out of memory ({said}); use smaller settings (--batch-size, --resolution, --workers)"
+    if isinstance(e, NamesParameters):
+        return e.render(flag_of)
     return str(e)  # a ValueError's first line is the error; indented lines below it list the details

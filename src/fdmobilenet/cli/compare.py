@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..models import PAPER_FAMILIES
-from ..train.compare import RunStopped, compare
+from ..train.compare import compare
 from ._args import csv_floats
 
 
@@ -39,12 +38,9 @@ def compare_run(a: argparse.Namespace) -> int:
     if a.in_memory:
         overrides["in_memory"] = True
     families = [f.strip() for f in a.families.split(",") if f.strip()]
-    try:
-        compare(
-            a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
-            a.pretrained_from, overrides,
-        )  # fmt: skip
-    except RunStopped as e:  # the run's own exit code: 128 + signal (resumable) or 3 (diverged)
-        print(f"fdmobilenet compare: error: {e}", file=sys.stderr)
-        return e.exit_code
+    # a RunStopped carries the run's own exit code (128 + signal, resumable, or 3, diverged); main uses it
+    compare(
+        a.data, a.budgets, families, a.out, a.resolution, a.epochs, a.seeds, a.recipe, a.groups,
+        a.pretrained_from, overrides,
+    )  # fmt: skip
     return 0

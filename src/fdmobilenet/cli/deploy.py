@@ -13,12 +13,14 @@ from ..deploy import (
     FORMATS,
     MIN_OPSET,
     SUFFIXES,
+    ExportConfig,
+    QatConfig,
     bench,
     export_weights,
     quantize_weights,
 )
-from ..deploy.quantize import QatConfig
 from ..models import FAMILIES, list_models
+from . import in_flags
 from ._args import positive_int, thread_count
 
 # --- export ---------------------------------------------------------------------------------------
@@ -62,10 +64,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 def export_run(a: argparse.Namespace) -> int:
     keep_float = [] if a.keep_float.strip().lower() == "none" else [s.strip() for s in a.keep_float.split(",") if s]
-    reports = export_weights(
-        a.weights,
-        a.output,
-        model_name=a.model,
+    config = ExportConfig(
         fmt=a.format,
         resolution=a.resolution,
         opset=a.opset,
@@ -75,15 +74,16 @@ def export_run(a: argparse.Namespace) -> int:
         calibration_size=a.calibration_size,
         calibration_method=a.calibration_method,
         calibration_percentile=a.calibration_percentile,
-        keep_float=keep_float,
+        keep_float=tuple(keep_float),
         verify_data=a.verify_data,
         verify_size=a.verify_size,
     )
+    reports = export_weights(a.weights, a.output, config, model_name=a.model)
     if a.json:
         print(json.dumps([r.as_dict() for r in reports], indent=1))
     else:
         for r in reports:
-            print(r)
+            print(in_flags(str(r)))
     return 0
 
 
@@ -132,7 +132,7 @@ def quantize_run(a: argparse.Namespace) -> int:
         workers=a.workers,
     )
     for r in reports:
-        print(json.dumps(r.as_dict()) if a.json else r)
+        print(json.dumps(r.as_dict()) if a.json else in_flags(str(r)))
     return 0
 
 

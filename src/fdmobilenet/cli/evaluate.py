@@ -12,6 +12,7 @@ from pathlib import Path
 from .._utils import atomic_write_bytes
 from ..data.images import find_images
 from ..deploy.pipeline import open_exported
+from ..deploy.runtime import BACKENDS
 from ..evaluate import evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
 from ..preprocess import Preprocess
@@ -31,7 +32,7 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="run an exported file instead of --weights: .onnx (fp32 or int8) or .pte (ExecuTorch)",
     )
-    p.add_argument("--backend", choices=("ort", "openvino"), default="ort", help="runtime for an .onnx file")
+    p.add_argument("--backend", choices=BACKENDS, default="ort", help="runtime for an .onnx file")
     p.add_argument(
         "--threads", type=thread_count, help="runtime threads for --exported (default: the runtime's choice)"
     )

@@ -102,4 +102,7 @@ def _say(message: str) -> None:
 def train_run(args: argparse.Namespace) -> int:
     """Train; the exit code is the run's (0, 128 + signal after a checkpointed stop, 3 on divergence)."""
     cfg, recipe = config_from_args(args)
-    return train(cfg, resume=args.resume, recipe=recipe).exit_code
+    result = train(cfg, resume=args.resume, recipe=recipe)
+    if result.error is not None:
+        raise result.error  # main prints it and exits with its code
+    return result.exit_code

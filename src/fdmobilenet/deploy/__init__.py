@@ -20,7 +20,17 @@ from .onnx import (
     float_node_names,
     quantize_onnx,
 )
-from .pipeline import FORMATS, SUFFIXES, ExportReport, export_weights, format_of, open_exported, quantize_weights
+from .pipeline import (
+    FORMATS,
+    SUFFIXES,
+    ExportConfig,
+    ExportReport,
+    export_weights,
+    format_of,
+    open_exported,
+    quantize_weights,
+)
+from .quantize import QatConfig
 from .runtime import BACKENDS, OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
@@ -35,9 +45,11 @@ __all__ = [
     "SUFFIXES",
     "Agreement",
     "ArrayCalibrationReader",
+    "ExportConfig",
     "ExportReport",
     "ImageCalibrationReader",
     "OnnxClassifier",
+    "QatConfig",
     "check_float_agreement",
     "check_keep_float",
     "complete_metadata",

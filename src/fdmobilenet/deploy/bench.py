@@ -28,15 +28,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import ParameterError
 from .._progress import Progress
 from .._utils import OPENVINO_HINT, TRAIN_HINT, MissingDependencyError, plain_log_axis, pyplot, require, save_figure
 from ..complexity import profile
 from ..models import create_model, model_family
 from .fold import fold_batchnorm
 from .onnx import export_onnx, quantize_onnx
+from .runtime import BACKENDS as RUNTIMES
 from .runtime import OnnxClassifier
 
-BACKENDS = ("torch", "torch-compile", "ort", "ort-int8", "openvino", "openvino-int8", "ort-raw", "executorch",
+# every runtime of runtime.BACKENDS timed in fp32 and int8, beside PyTorch, plain ORT and ExecuTorch
+BACKENDS = ("torch", "torch-compile", *(b for r in RUNTIMES for b in (r, f"{r}-int8")), "ort-raw", "executorch",
             "executorch-int8")  # fmt: skip
 DEFAULT_BACKENDS = ("torch", "ort", "ort-int8", "openvino", "openvino-int8")
 # The paper's comparison at matched budgets (MACs at 224 px unless @R): ~140, ~40 and ~12 MMACs.
@@ -73,7 +76,9 @@ def parse_model_spec(spec: str, default_resolution: int) -> tuple[str, int]:
     that meets the budget (e.g. ``mobilenet_v3_small:40``)."""
     name, _, res = spec.partition("@")
     if res and not res.isdigit():
-        raise ValueError(f"--models entry {spec!r}: the part after @ must be a resolution in pixels, e.g. {name}@160")
+        raise ParameterError(
+            "models", f"`models` entry {spec!r}: the part after @ must be a resolution in pixels, e.g. {name}@160"
+        )
     return name, int(res) if res else default_resolution
 
 
@@ -262,10 +267,10 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -
     panels (not over the data) and plain tick labels (12, 20, 50 rather than 1.2x10^1)."""
     plt = pyplot()
     if plt is None:
-        raise ValueError(f"--plot needs matplotlib: {TRAIN_HINT} (or pip install matplotlib)")
+        raise ParameterError("plot", f"`plot` needs matplotlib: {TRAIN_HINT} (or pip install matplotlib)")
     done = [r for r in rows if r.get("median_ms") is not None]
     if not done:
-        raise ValueError("--plot: no model ran, nothing to plot")
+        raise ParameterError("plot", "`plot`: no model ran, nothing to plot")
     backends = sorted({r["backend"] for r in done})
     families = sorted({r["family"] for r in done})
     ncol = min(3, len(backends))
@@ -299,7 +304,8 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -
 
 
 def select_backends(requested: str | None) -> list[str]:
-    """The backends to time: the ``--backends`` list (each checked to be installed), or every installed default."""
+    """The backends to time: the ``requested`` comma-separated list (each checked to be installed), or every
+    installed default."""
     if not requested:
         backends = [b for b in DEFAULT_BACKENDS if _available(b)]
         dropped = [b for b in DEFAULT_BACKENDS if b not in backends]
@@ -308,19 +314,21 @@ def select_backends(requested: str | None) -> list[str]:
         return backends
     backends = [b.strip() for b in requested.split(",") if b.strip()]
     if not backends:
-        raise ValueError(f"--backends {requested!r} names no backend; choose from {', '.join(BACKENDS)}")
+        raise ParameterError(
+            "backends", f"`backends` {requested!r} names no backend; choose from {', '.join(BACKENDS)}"
+        )
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
-        raise ValueError(f"--backends: unknown {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
+        raise ParameterError("backends", f"`backends`: unknown {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
     for b in backends:
         if b.startswith("openvino"):
-            require("openvino", f"--backends {b}", OPENVINO_HINT)
+            require("openvino", f"`backends` {b}", OPENVINO_HINT)
         elif b.startswith("ort"):
-            require("onnxruntime", f"--backends {b}")
+            require("onnxruntime", f"`backends` {b}")
         elif b.startswith("executorch"):
             from .executorch import EXECUTORCH_HINT
 
-            require("executorch", f"--backends {b}", EXECUTORCH_HINT)
+            require("executorch", f"`backends` {b}", EXECUTORCH_HINT)
     return backends
 
 
@@ -345,9 +353,10 @@ def benchmark(
             work.mkdir(parents=True, exist_ok=True)
             taken = [p for name, res in specs for p in export_files(work, name, res) if p.exists()]
             if taken:
-                raise ValueError(
-                    f"--workdir {work}: {taken[0]} exists and bench would replace it with a random-weight export; "
-                    "give an empty folder"
+                raise ParameterError(
+                    "workdir",
+                    f"`workdir` {work}: {taken[0]} exists and bench would replace it with a random-weight export; "
+                    "give an empty folder",
                 )
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fdm-bench-")))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import ParameterError
 from .._utils import atomic_write_bytes, require
 from .classifier import ExportedClassifier
 from .fold import fold_batchnorm
@@ -92,8 +93,8 @@ def set_threads(threads: int) -> None:
         portable_lib._unsafe_reset_threadpool(int(threads))
         _THREADS = int(threads)
     elif int(threads) != _THREADS:
-        raise ValueError(f"ExecuTorch's thread pool already has {_THREADS} threads in this process; "
-                         f"run .pte files with --threads {threads} in a separate process")  # fmt: skip
+        raise ParameterError("threads", f"ExecuTorch's thread pool already has {_THREADS} threads in this process; "
+                             f"run .pte files with `threads` {threads} in a separate process")  # fmt: skip
 
 
 _THREADS: int | None = None
@@ -114,7 +115,7 @@ class PteClassifier(ExportedClassifier):
         rt = _runtime()
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"--threads must be >= 1, got {threads}")
+                raise ParameterError("threads", f"`threads` must be >= 1, got {threads}")
             set_threads(threads)
         try:
             with _quiet_fd():

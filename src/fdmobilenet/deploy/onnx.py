@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import ParameterError
 from .._utils import atomic_write_bytes, require
+from ..preprocess import Preprocess
 from .fold import fold_batchnorm
 from .metadata import export_metadata, read_onnx_metadata, set_onnx_metadata
 from .samples import image_paths, load_batch
@@ -99,8 +101,11 @@ def export_quantized_onnx(
 def check_opset(opset: int) -> None:
     """Opsets 13 (what older TensorRT, RKNN, Hailo and onnx2tf toolchains read) to the exporter's own."""
     if not MIN_OPSET <= opset <= DEFAULT_OPSET:
-        raise ValueError(f"--opset {opset}: choose {MIN_OPSET} to {DEFAULT_OPSET} (13 is QuantizeLinear's per-channel "
-                         f"minimum; {DEFAULT_OPSET} is what this torch exports)")  # fmt: skip
+        raise ParameterError(
+            "opset",
+            f"`opset` {opset}: choose {MIN_OPSET} to {DEFAULT_OPSET} (13 is QuantizeLinear's per-channel "
+            f"minimum; {DEFAULT_OPSET} is what this torch exports)",
+        )
 
 
 def _constants(proto: Any) -> dict[str, np.ndarray]:
@@ -122,7 +127,9 @@ def _drop_allowzero(proto: Any, opset: int) -> None:
         if n.op_type != "Reshape" or len(keep) == len(n.attribute):
             continue
         if n.input[1] not in consts or (consts[n.input[1]] == 0).any():
-            raise ValueError(f"--opset {opset}: a Reshape needs allowzero (opset 14+); use --opset {DEFAULT_OPSET}")
+            raise ParameterError(
+                "opset", f"`opset` {opset}: a Reshape needs allowzero (opset 14+); use `opset` {DEFAULT_OPSET}"
+            )
         del n.attribute[:]
         n.attribute.extend(keep)
 
@@ -169,8 +176,8 @@ def lower_opset(proto: Any, opset: int) -> Any:
     _global_pool_nodes(proto)
     ops = {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx")}
     if unknown := ops - _STABLE_13_TO_18:
-        raise ValueError(f"--opset {opset}: the graph uses {', '.join(sorted(unknown))}, which changed after "
-                         f"opset {opset}; use --opset {DEFAULT_OPSET}")  # fmt: skip
+        raise ParameterError("opset", f"`opset` {opset}: the graph uses {', '.join(sorted(unknown))}, which "
+                             f"changed after opset {opset}; use `opset` {DEFAULT_OPSET}")  # fmt: skip
     _drop_allowzero(proto, opset)
     for o in proto.opset_import:
         if o.domain in ("", "ai.onnx"):
@@ -189,14 +196,15 @@ class ImageCalibrationReader:
     """Feeds preprocessed calibration images to ONNX Runtime's calibrator, a few at a time."""
 
     def __init__(self, paths: Sequence[Path], meta: dict[str, Any], batch: int = 1):
-        self.paths, self.meta, self.batch, self._i = list(paths), meta, batch, 0
+        self.paths, self.batch, self._i = list(paths), batch, 0
+        self.preprocess = Preprocess.from_meta(meta)  # once, not per chunk
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         while self._i < len(self.paths):
             chunk = self.paths[self._i : self._i + self.batch]
             self._i += self.batch
             try:
-                return {INPUT_NAME: load_batch(chunk, self.meta).numpy()}
+                return {INPUT_NAME: load_batch(chunk, self.preprocess).numpy()}
             except ValueError:  # a chunk of unreadable files: try the next one
                 continue
         return None
@@ -222,10 +230,12 @@ class ArrayCalibrationReader:
 
 
 def check_keep_float(keep_float: Sequence[str]) -> None:
-    """Reject --keep-float names other than 'stem' and 'classifier' before any slow work."""
+    """Reject ``keep_float`` names other than 'stem' and 'classifier' before any slow work."""
     unknown = set(keep_float) - set(KEEP_FLOAT_CHOICES)
     if unknown:
-        raise ValueError(f"--keep-float accepts stem, classifier or none, not {', '.join(sorted(unknown))}")
+        raise ParameterError(
+            "keep_float", f"`keep_float` accepts stem, classifier or none, not {', '.join(sorted(unknown))}"
+        )
 
 
 def float_node_names(proto: Any, keep_float: Sequence[str]) -> list[str]:
@@ -279,9 +289,12 @@ def quantize_onnx(
     onnx = require("onnx", "INT8 quantization")
     oq = require("onnxruntime.quantization", "INT8 quantization")
     if method not in CALIBRATION_METHODS:
-        raise ValueError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+        raise ParameterError(
+            "calibration_method",
+            f"`calibration_method` must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}",
+        )
     if calibration_size < 1:
-        raise ValueError(f"--calibration-size must be >= 1, got {calibration_size}")
+        raise ParameterError("calibration_size", f"`calibration_size` must be >= 1, got {calibration_size}")
     meta = read_onnx_metadata(fp32_path)
     if not meta.get("resolution"):
         raise ValueError(f"{fp32_path} has no fdmobilenet metadata; quantize a file written by `fdmobilenet export`")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._errors import ParameterError, ParameterPathError
 from .._utils import require
 from ..models import build_from_weights
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, train_transform
 from .executorch import PteClassifier, export_pte, export_quantized_pte
 from .metadata import export_metadata
-from .onnx import DEFAULT_OPSET, check_keep_float, check_opset, export_onnx, export_quantized_onnx, quantize_onnx
+from .onnx import (
+    CALIBRATION_METHODS,
+    DEFAULT_OPSET,
+    check_keep_float,
+    check_opset,
+    export_onnx,
+    export_quantized_onnx,
+    quantize_onnx,
+)
 from .quantize import QatConfig
 from .runtime import OnnxClassifier
 from .samples import image_paths, load_batch
@@ -38,10 +46,10 @@ def format_of(output: str | os.PathLike, fmt: str | None = None) -> str:
     suffix = Path(output).suffix.lower()
     known = ", ".join(f"{k} ({v})" for k, v in SUFFIXES.items())
     if suffix not in SUFFIXES:
-        raise ValueError(f"-o {output}: unknown suffix {suffix or '(none)'!r}; use one of {known}")
+        raise ParameterError("output", f"`output` {output}: unknown suffix {suffix or '(none)'!r}; use one of {known}")
     if fmt and fmt != SUFFIXES[suffix]:
-        raise ValueError(f"-o {output} names a {SUFFIXES[suffix]} file but --format is {fmt}; "
-                         f"drop --format (the suffix decides) or rename the output")  # fmt: skip
+        raise ParameterError("fmt", f"`output` {output} names a {SUFFIXES[suffix]} file but `fmt` is {fmt}; "
+                                    f"drop `fmt` (the suffix decides) or rename the output")  # fmt: skip
     return SUFFIXES[suffix]
 
 
@@ -63,7 +71,7 @@ class ExportReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON row ``export --json`` prints."""
+        """The JSON row of this file (what ``export`` prints as JSON)."""
         return {
             "path": self.path,
             "format": self.format,
@@ -80,63 +88,105 @@ class ExportReport:
         )
 
 
-def _check_request(fmt: str, int8: bool, calibration: str | os.PathLike | None, keep_float: Sequence[str]) -> None:
-    """Refuse inconsistent options and missing extras before the slow model build and export."""
-    if int8 and fmt not in ("onnx", "executorch"):
-        raise ValueError(f"--int8 writes .onnx (QDQ) or .pte (XNNPACK) files, not {fmt}")
-    if int8 and not calibration:
-        raise ValueError("--int8 needs --calibration DIR: a folder of photos like the ones the model will see")
-    if not int8 and calibration:
-        raise ValueError("--calibration is only used with --int8")
-    if calibration and not Path(calibration).is_dir():
-        raise FileNotFoundError(f"--calibration folder {calibration} does not exist")
-    if int8 and fmt == "onnx":
-        require("onnxruntime.quantization", "--int8")
-    if fmt == "onnx":
-        require("onnxruntime", "checking the exported ONNX file")
-    check_keep_float(keep_float)
+@dataclass(frozen=True)
+class ExportConfig:
+    """How ``export_weights`` writes and checks a file (``QatConfig``'s sibling for ``quantize_weights``).
+
+    Settings that contradict each other, or a missing calibration folder, are refused here, where the
+    command line and Python callers both pass, before the slow model build; the errors name the fields.
+    ``fmt``, if given, must agree with the output's suffix; ``int8`` needs ``calibration`` (a folder of
+    photos like the ones the model will see); ``keep_fp32`` also keeps the fp32 ONNX an INT8 ``.onnx``
+    starts from as ``NAME.fp32.onnx``; real photos for the check come from ``verify_data`` (default: the
+    calibration folder), without any only random inputs are compared.
+    """
+
+    fmt: str | None = None
+    resolution: int | None = None
+    opset: int = DEFAULT_OPSET
+    int8: bool = False
+    keep_fp32: bool = False
+    calibration: str | os.PathLike | None = None
+    calibration_size: int = 200
+    calibration_method: str = "percentile"
+    calibration_percentile: float = 99.99
+    keep_float: tuple[str, ...] = ("classifier",)
+    verify_data: str | os.PathLike | None = None
+    verify_size: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if self.fmt is not None and self.fmt not in FORMATS:
+            raise ParameterError("fmt", f"`fmt` must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        check_opset(self.opset)
+        if self.int8 and not self.calibration:
+            raise ParameterError(
+                "calibration", "`int8` needs `calibration` DIR: a folder of photos like the ones the model will see"
+            )
+        if not self.int8 and self.calibration:
+            raise ParameterError("calibration", "`calibration` is only used with `int8`")
+        if self.calibration and not Path(self.calibration).is_dir():
+            raise ParameterPathError("calibration", f"`calibration` folder {self.calibration} does not exist")
+        if self.keep_fp32 and not self.int8:
+            raise ParameterError(
+                "keep_fp32", "`keep_fp32` keeps the fp32 file an `int8` .onnx export starts from; drop it here"
+            )
+        for name in ("calibration_size", "verify_size"):
+            if getattr(self, name) < 1:
+                raise ParameterError(name, f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ParameterError(
+                "calibration_method",
+                f"`calibration_method` must be one of {', '.join(CALIBRATION_METHODS)}, "
+                f"got {self.calibration_method!r}",
+            )
+        if not 0 < self.calibration_percentile <= 100:
+            raise ParameterError(
+                "calibration_percentile",
+                f"`calibration_percentile` must be in (0, 100], got {self.calibration_percentile}",
+            )
+        check_keep_float(self.keep_float)
+
+    def check_format(self, fmt: str) -> None:
+        """Refuse settings the output's format cannot honour, and missing extras, before the slow work."""
+        if self.int8 and fmt not in ("onnx", "executorch"):
+            raise ParameterError("int8", f"`int8` writes .onnx (QDQ) or .pte (XNNPACK) files, not {fmt}")
+        if self.keep_fp32 and fmt != "onnx":
+            raise ParameterError(
+                "keep_fp32", "`keep_fp32` keeps the fp32 file an `int8` .onnx export starts from; drop it here"
+            )
+        if self.int8 and fmt == "onnx":
+            require("onnxruntime.quantization", "`int8`")
+        if fmt == "onnx":
+            require("onnxruntime", "checking the exported ONNX file")
 
 
 def export_weights(
     weights: str | os.PathLike,
     output: str | os.PathLike,
+    config: ExportConfig | None = None,
     model_name: str | None = None,
-    fmt: str | None = None,
-    resolution: int | None = None,
-    opset: int = DEFAULT_OPSET,
-    int8: bool = False,
-    keep_fp32: bool = False,
-    calibration: str | os.PathLike | None = None,
-    calibration_size: int = 200,
-    calibration_method: str = "percentile",
-    calibration_percentile: float = 99.99,
-    keep_float: Sequence[str] = ("classifier",),
-    verify_data: str | os.PathLike | None = None,
-    verify_size: int = 32,
 ) -> list[ExportReport]:
-    """Export a weights file to ``fmt`` and check every file written against the PyTorch model.
+    """Export a weights file to the format of ``output``'s suffix and check every file written against the
+    PyTorch model.
 
-    The format follows the suffix of ``output`` (``fmt``, if given, must agree). With ``int8``,
-    ``output`` is the INT8 file calibrated on ``calibration``: ONNX Runtime's static quantizer for
-    ``.onnx``, the XNNPACK quantizer for ``.pte``; ``keep_fp32`` also keeps the fp32 ONNX it started
-    from as ``NAME.fp32.onnx``. Real photos for the check come from ``verify_data`` (default: the
-    calibration folder); without any, only random inputs are compared.
+    With ``config.int8``, ``output`` is the INT8 file calibrated on ``config.calibration``: ONNX Runtime's
+    static quantizer for ``.onnx``, the XNNPACK quantizer for ``.pte``. ``model_name`` overrides the model
+    stored with the weights.
     """
-    fmt = format_of(output, fmt)
-    check_opset(opset)
-    _check_request(fmt, int8, calibration, keep_float)
-    if keep_fp32 and not (int8 and fmt == "onnx"):
-        raise ValueError("--keep-fp32 keeps the fp32 file an --int8 .onnx export starts from; drop it here")
-    model, meta = build_from_weights(weights, model_name, resolution)
-    res = resolution or meta.get("resolution", 224)
+    c = config or ExportConfig()
+    fmt = format_of(output, c.fmt)
+    c.check_format(fmt)
+    model, meta = build_from_weights(weights, model_name, c.resolution)
+    res = c.resolution or meta.get("resolution", 224)
     meta = {**meta, "source_weights": Path(weights).name}
     out = Path(output)
-    verify_dir = verify_data or calibration
+    verify_dir = c.verify_data or c.calibration
     vmeta = export_metadata(meta, res, model)
-    real = load_batch(image_paths(verify_dir, verify_size, seed=1), vmeta) if verify_dir else None
+    pre = Preprocess.from_meta(vmeta)
+    real = load_batch(image_paths(verify_dir, c.verify_size, seed=1), pre) if verify_dir else None
 
     if fmt == "executorch":
-        return [_export_pte(model, out, vmeta, res, int8, calibration, calibration_size, real)]
+        return [_export_pte(model, out, vmeta, pre, c, real)]
     if fmt != "onnx":
         exporter, loader = (export_torchscript, load_torchscript) if fmt == "torchscript" else (export_pt2, load_pt2)
         written = exporter(model, out, meta, res)
@@ -146,21 +196,21 @@ def export_weights(
         return [ExportReport(str(out), fmt, written, agreement)]
 
     with tempfile.TemporaryDirectory(prefix="fdm-export-") as tmp:
-        fp32_path = out.with_name(out.stem + ".fp32.onnx") if keep_fp32 else Path(tmp) / "fp32.onnx"
-        written = export_onnx(model, fp32_path if int8 else out, meta, res, opset)
-        check = fp32_path if int8 else out
+        fp32_path = out.with_name(out.stem + ".fp32.onnx") if c.keep_fp32 else Path(tmp) / "fp32.onnx"
+        written = export_onnx(model, fp32_path if c.int8 else out, meta, res, c.opset)
+        check = fp32_path if c.int8 else out
         agreement = measure_agreement(model, OnnxClassifier(check), real, resolution=res)
         check_float_agreement(agreement, str(check))
-        reports = [ExportReport(str(check), "onnx-fp32", written, agreement)] if keep_fp32 or not int8 else []
-        if int8:
+        reports = [ExportReport(str(check), "onnx-fp32", written, agreement)] if c.keep_fp32 or not c.int8 else []
+        if c.int8:
             written = quantize_onnx(
                 fp32_path,
                 out,
-                calibration,
-                calibration_size,
-                calibration_method,
-                keep_float,
-                percentile=calibration_percentile,
+                c.calibration,
+                c.calibration_size,
+                c.calibration_method,
+                c.keep_float,
+                percentile=c.calibration_percentile,
             )
             reports.append(_int8_report(model, out, "onnx-int8", written, real, res))
     return reports
@@ -174,33 +224,32 @@ def _int8_report(model, path: Path, fmt: str, meta: dict, real, res: int) -> Exp
     return ExportReport(str(path), fmt, meta, agreement)
 
 
-def _export_pte(model, out: Path, full: dict, res: int, int8: bool, calibration, size: int, real) -> ExportReport:
-    """fp32 or INT8 (XNNPACK quantizer, calibrated on ``size`` photos) ExecuTorch file, checked like the rest;
-    ``full`` is the export metadata."""
-    if not int8:
+def _export_pte(model, out: Path, full: dict, pre: Preprocess, c: ExportConfig, real) -> ExportReport:
+    """fp32 or INT8 (XNNPACK quantizer, calibrated on ``c.calibration_size`` photos) ExecuTorch file, checked
+    like the rest; ``full`` is the export metadata, ``pre`` the preprocessing read from it."""
+    res = pre.resolution
+    if not c.int8:
         export_pte(model, out, full, res)
         agreement = measure_agreement(model, PteClassifier(out), real, resolution=res)
         check_float_agreement(agreement, str(out))
         return ExportReport(str(out), "executorch-fp32", full, agreement)
     from .quantize import calibrate
 
-    photos = load_batch(image_paths(calibration, size, seed=0), full)
+    photos = load_batch(image_paths(c.calibration, c.calibration_size, seed=0), pre)
     quantized = calibrate(model, photos.split(16), res)
     full = {**full, "precision": "int8", "calibration": {"method": "minmax", "images": len(photos)}}
     export_quantized_pte(quantized, out, full, res)
     return _int8_report(model, out, "executorch-int8", full, real, res)
 
 
-def _photo_batches(paths: list[Path], meta: dict, batch_size: int, workers: int, seed: int):
+def _photo_batches(paths: list[Path], pre: Preprocess, batch_size: int, workers: int, seed: int):
     """``batches(epoch)``: augmented (random crop, flip) unlabeled photo batches, a seeded order per epoch."""
     from torch.utils.data import DataLoader
-    from torchvision import transforms as T
 
     from ..data.images import ImageDataset, collate_skip_bad
 
-    pre = Preprocess.from_meta(meta)
-    tf = T.Compose([T.RandomResizedCrop(pre.resolution, scale=(0.35, 1.0)), T.RandomHorizontalFlip(),
-                    T.ToTensor(), T.Normalize(pre.mean, pre.std)])  # fmt: skip
+    # gentler crops than training from scratch: the fine-tuning distils, it does not learn new classes
+    tf = train_transform(pre.resolution, pre.mean, pre.std, crop_scale=(0.35, 1.0))
     dataset = ImageDataset([(p, 0) for p in paths], tf, draft_size=pre.resolution)
 
     def batches(epoch: int):
@@ -237,23 +286,26 @@ def quantize_weights(
 
     fmt = format_of(output)
     if fmt not in ("onnx", "executorch"):
-        raise ValueError(f"-o {output}: quantize writes .onnx (QDQ) or .pte (XNNPACK) files")
+        raise ParameterError("output", f"`output` {output}: quantize writes .onnx (QDQ) or .pte (XNNPACK) files")
     check_opset(opset)
     cfg = cfg or QatConfig()  # QatConfig checks its own ranges
     paths = image_paths(data, photos, cfg.seed)
     model, meta = build_from_weights(weights, model_name)
     res = int(meta.get("resolution", 224))
     full = export_metadata({**meta, "source_weights": Path(weights).name}, res, model)
-    # The check photos are read before the (long) fine-tuning, so a bad --verify-data fails at once.
-    real = load_batch(image_paths(verify_data, verify_size, seed=1), full) if verify_data else None
+    pre = Preprocess.from_meta(full)  # once: the check photos, the fine-tuning and the calibration share it
+    # The check photos are read before the (long) fine-tuning, so a bad verify_data fails at once.
+    real = load_batch(image_paths(verify_data, verify_size, seed=1), pre) if verify_data else None
     if cfg.epochs > 0:
         if len(paths) < cfg.batch_size:
-            raise ValueError(f"--data {data}: {len(paths)} photos, fewer than one batch of {cfg.batch_size}")
-        batches, steps = _photo_batches(paths, full, cfg.batch_size, workers, cfg.seed)
+            raise ParameterError(
+                "data", f"`data` {data}: {len(paths)} photos, fewer than one batch of {cfg.batch_size}"
+            )
+        batches, steps = _photo_batches(paths, pre, cfg.batch_size, workers, cfg.seed)
         quantized = convert(qat_distill(model, batches, steps, res, cfg))
         how = {"method": "qat-distillation", "epochs": cfg.epochs, "lr": cfg.lr, "photos": len(paths)}
     else:
-        calib = load_batch(paths[:calibration_size], full)
+        calib = load_batch(paths[:calibration_size], pre)
         quantized = calibrate(model, calib.split(16), res)
         how = {"method": "ptq-minmax", "images": len(calib)}
     full = {**full, "precision": "int8", "quantization": {**how, "source": str(data)}}

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._errors import ParameterError
 from .._utils import require
 from .executorch import EXECUTORCH_HINT
 from .fold import fold_batchnorm
@@ -43,15 +44,16 @@ class QatConfig:
     def __post_init__(self) -> None:
         """Refuse values no run can use (NaN, negative epochs, lr <= 0) here, where CLI and API both pass."""
         checks = {
-            "--epochs (>= 0)": math.isfinite(self.epochs) and self.epochs >= 0,
-            "--lr (> 0)": math.isfinite(self.lr) and self.lr > 0,
-            "--batch-size (>= 1)": self.batch_size >= 1,
+            "epochs (>= 0)": math.isfinite(self.epochs) and self.epochs >= 0,
+            "lr (> 0)": math.isfinite(self.lr) and self.lr > 0,
+            "batch_size (>= 1)": self.batch_size >= 1,
             "weight_decay (>= 0)": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             "freeze_observers_at (0 to 1)": 0 <= self.freeze_observers_at <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"quantization settings out of range: {', '.join(bad)}; got {self}")
+            listed = ", ".join(f"`{b.split()[0]}` {b.split(maxsplit=1)[1]}" for b in bad)
+            raise ParameterError(bad[0].split()[0], f"quantization settings out of range: {listed}; got {self}")
 
 
 def _quantizer(qat: bool):

@@ -1,6 +1,6 @@
 """Run exported ONNX files (fp32 or INT8) on ONNX Runtime or OpenVINO, with no PyTorch model code.
 
-``OnnxClassifier`` is what ``eval --onnx``, ``predict --onnx`` and ``bench`` share: the
+``OnnxClassifier`` is what ``eval``/``predict`` of an ONNX file and ``bench`` share: the
 preprocessing comes from the file's metadata, and the call path hands the runtime the caller's
 memory directly (ONNX Runtime IO binding / OpenVINO shared tensors) and lets it write the logits
 straight into the array that is returned, so the wrapper adds no copies to what the runtime does.
@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._errors import ParameterError
 from .._utils import DEPLOY_HINT, OPENVINO_HINT, require
 from .classifier import ExportedClassifier
 from .metadata import decode_metadata, read_onnx_metadata
 
-BACKENDS = ("ort", "openvino")
+BACKENDS = ("ort", "openvino")  # the runtimes; bench derives its own list (fp32 and int8 per runtime) from it
 
 
 class OnnxClassifier(ExportedClassifier):
@@ -44,9 +45,9 @@ class OnnxClassifier(ExportedClassifier):
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX file {self.path} does not exist; make one with `fdmobilenet export`")
         if backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            raise ParameterError("backend", f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
+            raise ParameterError("threads", f"`threads` must be >= 1, got {threads}")
         self.backend, self.threads = backend, threads
         if backend == "ort":
             self._init_ort()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,15 @@ def image_paths(root: str | os.PathLike, limit: int | None = None, seed: int = 0
     return files
 
 
-def load_batch(paths: Sequence[Path], meta: dict[str, Any]) -> torch.Tensor:
+def load_batch(paths: Sequence[Path], preprocess: Preprocess | Mapping[str, Any]) -> torch.Tensor:
     """Preprocess images with the eval/predict transform (unreadable ones skipped); an (N, 3, R, R) tensor.
 
-    Unlike ``eval``, JPEGs much larger than the input are decoded in draft mode: this batch only feeds
-    the PyTorch-vs-ONNX check and calibration, which see the same tensors either way.
+    ``preprocess`` is a ``Preprocess`` (callers that load several batches build it once) or the metadata
+    dict it is read from. Unlike ``eval``, JPEGs much larger than the input are decoded in draft mode:
+    this batch only feeds the PyTorch-vs-ONNX check and calibration, which see the same tensors either way.
     """
-    preprocess = Preprocess.from_meta(meta)
+    if not isinstance(preprocess, Preprocess):
+        preprocess = Preprocess.from_meta(preprocess)
     tf = preprocess.transform()
     out = []
     for p in paths:

@@ -36,7 +36,7 @@ class Agreement:
                 f"(top-1 agreement {self.top1_agreement_real:.1f}%)"
             )
         else:
-            s += "; no real images checked (pass --verify-data DIR)"
+            s += "; no real images checked (pass `verify_data` DIR)"
         return s + f"; logits up to {self.logit_scale:.1f}"
 
 

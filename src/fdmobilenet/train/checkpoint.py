@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._errors import ParameterError
 from .._utils import atomic_write_bytes, remove_orphan_temps
 from ..preprocess import Preprocess
 from ..weights import read_weights, save_weights
@@ -177,12 +178,13 @@ def load_state(path: Path) -> dict[str, Any]:
             else "it holds objects other than tensors, which are never loaded (they could run code)"
             if isinstance(e, pickle.UnpicklingError) else f"it is cut short or damaged ({type(e).__name__})"
         )  # fmt: skip
-        raise ValueError(
-            f"{path} is not a usable training state: {why}. Restore it from a copy, or train into another --out "
-            f"(--pretrained {path.parent / 'last.safetensors'} starts from its weights)"
+        raise ParameterError(
+            "out",
+            f"{path} is not a usable training state: {why}. Restore it from a copy, or train into another `out` "
+            f"(`pretrained` {path.parent / 'last.safetensors'} starts from its weights)",
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != STATE_VERSION:
-        raise ValueError(f"{path} was written by an incompatible version; start a new run in another --out")
+        raise ParameterError("out", f"{path} was written by an incompatible version; start a new run in another `out`")
     return ckpt
 
 
@@ -197,9 +199,10 @@ def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int)
     parts.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     if steps_per_epoch != ckpt["steps_per_epoch"]:
-        raise ValueError(
+        raise ParameterError(
+            "batch_size",
             f"the checkpoint has {ckpt['steps_per_epoch']} steps per epoch but this run has {steps_per_epoch} "
-            "(was --batch-size or the data changed?); resume with the original settings"
+            "(was `batch_size` or the data changed?); resume with the original settings",
         )
     return TrainState(
         ckpt["epoch"], ckpt["step_in_epoch"], ckpt["step"], steps_per_epoch, ckpt["best_top1"], ckpt["best_epoch"],
@@ -215,7 +218,7 @@ def run_lock(out: Path, dist: Dist) -> Iterator[None]:
         yield
         return
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the run's checkpoints and metrics")
+        raise ParameterError("out", f"`out` {out} is a file; give a folder for the run's checkpoints and metrics")
     out.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
@@ -230,9 +233,10 @@ def run_lock(out: Path, dist: Dist) -> Iterator[None]:
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
-            raise ValueError(
-                f"--out {out} is in use by another training run (it holds {out / '.lock'}); wait for it to end "
-                "or choose another --out"
+            raise ParameterError(
+                "out",
+                f"`out` {out} is in use by another training run (it holds {out / '.lock'}); wait for it to end "
+                "or choose another `out`",
             ) from None
         yield
     finally:
@@ -253,7 +257,9 @@ def open_out(out: Path, resume: bool, dist: Dist, log: Callable[..., None]) -> d
     dist.barrier()
     if state_path.is_file():
         if not resume:
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            raise ParameterError(
+                "resume", f"{out} already holds a run; pass `resume` to continue it, or choose another `out`"
+            )
         return load_state(state_path)
     if resume:
         log(f"no checkpoint in {out}: starting a new run")

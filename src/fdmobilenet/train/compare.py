@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import train as training
+from .._errors import ParameterError, StoppedError
 from .._utils import atomic_write_bytes, plain_log_axis, pyplot, save_figure
 from ..complexity import profile
 from ..models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
+from .outputs import read_metrics
 
 
 @dataclass
@@ -51,7 +53,7 @@ def plan(
     """The runs to do: one per family, budget and seed (plus fine-tuning rows where widths match)."""
     for f in families:
         if f not in FAMILIES:
-            raise ValueError(f"--families: unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+            raise ParameterError("families", f"`families`: unknown family {f!r}; choose from {', '.join(FAMILIES)}")
     jobs = []
     for budget in budgets:
         for fam in families:
@@ -65,29 +67,29 @@ def plan(
                     if match:
                         src = Path(pretrained_from) / f"{match}.safetensors"
                         if not src.is_file():
-                            raise ValueError(
-                                f"--pretrained-from: {src} not found; convert the authors' weights with "
-                                f"`fdmobilenet convert` into that folder"
+                            raise ParameterError(
+                                "pretrained_from",
+                                f"`pretrained_from`: {src} not found; convert the authors' weights with "
+                                f"`fdmobilenet convert` into that folder",
                             )
                         jobs.append(Job(fam, budget, RELEASED_WIDTHS[match], seed, p.macs, p.params, str(src)))
     return jobs
 
 
-class RunStopped(RuntimeError):
+class RunStopped(StoppedError):
     """A run of the comparison ended early; ``exit_code`` is its own (128 + signal, or 3 on divergence)."""
 
     def __init__(self, name: str, exit_code: int, run_dir: Path):
         if exit_code == training.EXIT_DIVERGED:
             what = (
-                f"training {name} diverged (NaN/inf loss); running it again would diverge the same way: lower --lr "
-                f"(or choose another --recipe) and use another --out, or delete {run_dir}"
+                f"training {name} diverged (NaN/inf loss); running it again would diverge the same way: lower `lr` "
+                f"(or choose another `recipe`) and use another `out`, or delete {run_dir}"
             )
         else:
             sig = exit_code - 128
             name_sig = signal.Signals(sig).name if sig in signal.valid_signals() else f"exit code {exit_code}"
             what = f"training {name} was stopped ({name_sig}); checkpoint kept: re-run the same command to resume"
-        super().__init__(what)
-        self.exit_code = exit_code
+        super().__init__(what, exit_code)
 
 
 def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups: int, log) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups
     result = training.train(cfg, resume=resume, recipe=recipe)
     if result.exit_code != 0:
         raise RunStopped(job.name, result.exit_code, run_dir)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = read_metrics(run_dir / "metrics.jsonl")
     best = max(metrics, key=lambda m: m.get("val_top1", -1))
     row = {
         "family": job.family + ("+pretrained" if job.pretrained else ""),

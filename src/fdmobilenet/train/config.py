@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._errors import ParameterError
 from ..preprocess import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
@@ -163,19 +164,20 @@ _RANGES = [
 ]  # fmt: skip
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _param(name: str) -> str:
+    """A field as error messages name it (``_errors``: the CLI spells it as its flag)."""
+    return f"`{name}`"
 
 
 def _number(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ValueError(f"{_flag(name)} must be a finite number, got {v!r}")
+        raise ParameterError(name, f"{_param(name)} must be a finite number, got {v!r}")
     return float(v)
 
 
 def coerce_field(name: str, v: Any) -> Any:
     """``v`` as the type of field ``name`` (from a flag, a YAML file or a saved config.json), or a
-    ValueError naming the flag and what it takes: a recipe file's ``epochs: "abc"`` stops here."""
+    ParameterError naming the field and what it takes: a recipe file's ``epochs: "abc"`` stops here."""
     if name not in FIELDS:
         raise ValueError(f"unknown training setting {name!r}; valid: {', '.join(FIELDS)}")
     tp = _HINTS[name]
@@ -187,12 +189,14 @@ def coerce_field(name: str, v: Any) -> Any:
     if typing.get_origin(tp) is tuple:
         n = None if Ellipsis in typing.get_args(tp) else len(typing.get_args(tp))
         if not isinstance(v, list | tuple) or not v or (n and len(v) != n):
-            raise ValueError(f"{_flag(name)} takes {n or 'one or more'} numbers, got {v!r}")
+            raise ParameterError(name, f"{_param(name)} takes {n or 'one or more'} numbers, got {v!r}")
         return tuple(_number(name, x) for x in v)
     if tp is float:
         return _number(name, v)
     if (tp is int and (isinstance(v, bool) or not isinstance(v, int))) or not isinstance(v, tp):
-        raise ValueError(f"{_flag(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {v!r}")
+        raise ParameterError(
+            name, f"{_param(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {v!r}"
+        )
     return v
 
 
@@ -203,7 +207,9 @@ def load_recipe(name_or_file: str, _seen: tuple[Path, ...] = ()) -> dict[str, An
         return dict(RECIPES[name_or_file])
     path = Path(name_or_file)
     if not path.is_file():
-        raise ValueError(f"--recipe {name_or_file!r} is neither one of {', '.join(RECIPES)} nor a YAML file")
+        raise ParameterError(
+            "recipe", f"`recipe` {name_or_file!r} is neither one of {', '.join(RECIPES)} nor a YAML file"
+        )
     if path.resolve() in _seen:
         raise ValueError(f"{path}: its 'recipe:' chain comes back to {path}; name another base recipe")
     raw = _read_yaml(path)
@@ -219,7 +225,7 @@ def load_recipe(name_or_file: str, _seen: tuple[Path, ...] = ()) -> dict[str, An
         try:
             fields[k.replace("-", "_")] = coerce_field(k.replace("-", "_"), v)
         except ValueError as e:
-            raise ValueError(f"{path}: {k}: {e}") from None
+            raise ParameterError(getattr(e, "param", k), f"{path}: {k}: {e}") from None
     return {**base, **fields}
 
 
@@ -248,35 +254,43 @@ def make_config(overrides: dict[str, Any], base: TrainConfig | dict | None = Non
 
 
 def check_config(c: TrainConfig) -> None:
-    """Reject settings no run could use, naming the flag, before anything is read or written."""
+    """Reject settings no run could use, naming the field (the CLI: its flag), before anything is read or written."""
     for name in ("epochs", "batch_size", "accum_steps", "lr_base_batch", "lr_step_epochs"):
         if getattr(c, name) is not None and getattr(c, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+            raise ParameterError(name, f"`{name}` must be >= 1, got {getattr(c, name)}")
     if c.resolution < 32:
-        raise ValueError(f"--resolution must be >= 32 (the networks downsample 32x), got {c.resolution}")
+        raise ParameterError(
+            "resolution", f"`resolution` must be >= 32 (the networks downsample 32x), got {c.resolution}"
+        )
     if c.lr <= 0 or (c.workers or 0) < 0 or c.checkpoint_every < 0 or c.threads < 0:
-        raise ValueError("--lr must be > 0 and --workers, --checkpoint-every, --threads >= 0")
+        bad = "lr" if c.lr <= 0 else next(n for n in ("workers", "checkpoint_every", "threads") if getattr(c, n) < 0)
+        raise ParameterError(bad, "`lr` must be > 0 and `workers`, `checkpoint_every`, `threads` >= 0")
     for name, lo, hi, lo_in, hi_in in _RANGES:
         v = getattr(c, name)
         if v is not None and not ((lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)):
             where = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
-            raise ValueError(f"{_flag(name)} must be in {where}, got {v}")
+            raise ParameterError(name, f"{_param(name)} must be in {where}, got {v}")
     if min(c.std) <= 0 or (c.groups is not None and c.groups < 1):
-        raise ValueError(f"--std must be > 0 (got {c.std}) and --groups >= 1 (got {c.groups})")
+        raise ParameterError(
+            "std" if min(c.std) <= 0 else "groups",
+            f"`std` must be > 0 (got {c.std}) and `groups` >= 1 (got {c.groups})",
+        )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", c.device):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {c.device!r}")
+        raise ParameterError("device", f"`device` must be auto, cpu, cuda or cuda:N, got {c.device!r}")
     if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
-        raise ValueError(f"--crop-scale must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
+        raise ParameterError("crop_scale", f"`crop_scale` must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
     m = c.lr_milestones
     if not m or not all(a < b for a, b in zip((0.0, *m), m)) or m[-1] >= 1:
-        raise ValueError(f"--lr-milestones must be increasing fractions of the run between 0 and 1, got {m}")
-    resolution_schedule(c)  # raises on a malformed --train-resolution
+        raise ParameterError(
+            "lr_milestones", f"`lr_milestones` must be increasing fractions of the run between 0 and 1, got {m}"
+        )
+    resolution_schedule(c)  # raises on a malformed train_resolution
     if c.in_memory and c.loader == "gpu":
-        raise ValueError("--in-memory and --loader gpu are two different input pipelines; choose one")
+        raise ParameterError("loader", "`in_memory` and `loader` gpu are two different input pipelines; choose one")
     for name in ("on_bad_image", "schedule", "amp", "loader"):
         choices = FIELDS[name].metadata["choices"]
         if getattr(c, name) not in choices:
-            raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
+            raise ParameterError(name, f"`{name}` must be one of {', '.join(choices)}")
 
 
 def auto_recipe(n_train: int) -> tuple[str, str]:
@@ -328,7 +342,7 @@ def for_data(c: TrainConfig, n_train: int) -> tuple[TrainConfig, str | None]:
 
 
 def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:
-    """``--train-resolution`` as (first epoch, 1-based; resolution) pairs, the first starting at epoch 1."""
+    """``train_resolution`` as (first epoch, 1-based; resolution) pairs, the first starting at epoch 1."""
     if not c.train_resolution:
         return [(1, c.resolution)]
     steps: list[tuple[int, int]] = []
@@ -339,9 +353,10 @@ def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:
         except ValueError:
             step = (0, 0)
         if (k == 0 and step[0] != 1) or (k and step[0] <= steps[-1][0]) or step[1] < 32:
-            raise ValueError(
-                f"--train-resolution {c.train_resolution!r}: expected RES[,RES@EPOCH...] with RES >= 32 and epochs "
-                "increasing after the first (which starts at epoch 1), e.g. '160,224@101'"
+            raise ParameterError(
+                "train_resolution",
+                f"`train_resolution` {c.train_resolution!r}: expected RES[,RES@EPOCH...] with RES >= 32 and epochs "
+                "increasing after the first (which starts at epoch 1), e.g. '160,224@101'",
             )
         steps.append(step)
     return steps
@@ -356,12 +371,15 @@ def batch_layout(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int]:
     """(optimizer steps per epoch, images per forward pass in one process)."""
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(
-            f"{n_train} training images make less than one global batch of {cfg.batch_size}; lower --batch-size"
+        raise ParameterError(
+            "batch_size",
+            f"{n_train} training images make less than one global batch of {cfg.batch_size}; lower `batch_size`",
         )
     per_rank = cfg.batch_size // world
     if cfg.batch_size % world or per_rank % cfg.accum_steps:
-        raise ValueError(
-            f"--batch-size {cfg.batch_size} must divide into {world} process(es) x {cfg.accum_steps} accumulation steps"
+        raise ParameterError(
+            "batch_size",
+            f"`batch_size` {cfg.batch_size} must divide into {world} process(es) x {cfg.accum_steps} "
+            "accumulation steps",
         )
     return steps_per_epoch, per_rank // cfg.accum_steps

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._errors import ParameterError
 from .config import TrainConfig
 
 
@@ -50,7 +51,7 @@ def init_distributed(cfg: TrainConfig) -> Dist:
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if want.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise ParameterError("device", "`device` cuda was asked for but no CUDA GPU is available; use `device` cpu")
     device = torch.device("cuda", local) if want.startswith("cuda") else torch.device(want)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -16,7 +16,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import StoppedError
 from .._progress import Progress
 from .._utils import write_if_changed
 from ..evaluate import evaluate_loader
@@ -38,8 +38,11 @@ from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_m
 from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
 
 
-class Diverged(RuntimeError):
-    """The loss or the weights became NaN/inf."""
+class Diverged(StoppedError):
+    """The loss or the weights became NaN/inf; the message says which settings to change."""
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_DIVERGED)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrainResult:
     best_epoch: int | None = None
     out: Path | None = None
     epochs_done: int = 0
+    error: StoppedError | None = None  # why the run stopped early (main process; the CLI prints it)
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Run:
     channels_last: bool
     micro: int  # images per forward pass in this process
     start_epoch: int  # the epoch this process started (or resumed) in
-    tb: Any  # the --logger's MetricLogger (main process) or None
+    tb: Any  # the logger setting's MetricLogger (main process) or None
 
 
 @dataclass
@@ -97,9 +101,7 @@ def train(cfg: TrainConfig, resume: bool = False, recipe: str = "paper") -> Trai
             run, state = _setup(cfg, resume, recipe, dist, stop)
             return _fit(run, state)
     except Diverged as e:
-        if dist.main:
-            print(f"fdmobilenet train: error: {e}", file=sys.stderr)
-        return TrainResult(EXIT_DIVERGED, out=Path(cfg.out))
+        return TrainResult(EXIT_DIVERGED, out=Path(cfg.out), error=e if dist.main else None)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(was_threads)
@@ -274,8 +276,8 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
         raise Diverged(
             f"loss {g_loss / max(g_n, 1):.4g} / gradient norm {gnorm:.4g} is not finite at epoch "
             f"{epoch + 1}, global step {state.step} (lr {lr:.4g}); stopped. The last good checkpoint "
-            f"{run.out / 'last.safetensors'} was kept. Lower --lr (or use --clip-grad), check the data, "
-            "and --resume."
+            f"{run.out / 'last.safetensors'} was kept. Lower `lr` (or use `clip_grad`), check the data, "
+            "and `resume`."
         )
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
@@ -364,7 +366,7 @@ def checkpoint(
     if not all(torch.isfinite(p).all() for p in run.parts.model.parameters()):
         raise Diverged(
             f"the weights became NaN/inf at epoch {state.epoch + 1}, global step {state.step}; the last good "
-            f"checkpoint {run.out / 'last.safetensors'} was kept. Lower --lr (or use --clip-grad) and --resume."
+            f"checkpoint {run.out / 'last.safetensors'} was kept. Lower `lr` (or use `clip_grad`) and `resume`."
         )
     if run.dist.main:
         save_checkpoint(run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1, use_ema)
@@ -377,6 +379,6 @@ def _interrupted(run: Run, state: TrainState, written: bool = False) -> TrainRes
     signum = run.stop.signum or signal.SIGTERM
     run.log(
         f"caught {signal.Signals(signum).name}: checkpoint written at epoch {state.epoch + 1}, "
-        f"step {state.step_in_epoch}; continue with --resume"
+        f"step {state.step_in_epoch}; resume the run to continue"
     )
     return TrainResult(128 + int(signum), state.best_top1, state.best_epoch, run.out, state.epoch)

@@ -5,7 +5,7 @@ split and bad-file checks); ``make_loaders`` is the one place that switches betw
 
 - pil: data-loader workers decode and augment each image (torchvision transforms);
 - gpu: workers read bytes, each batch is decoded and augmented on the training device;
-- memory (``--in-memory``): the splits live decoded on the device, batches are cut and augmented there.
+- memory (``in_memory``): the splits live decoded on the device, batches are cut and augmented there.
 
 All three read the same ``EpochOrder`` and seed their augmentation from (seed, epoch, position), so
 the batches of an epoch do not depend on where a run resumed.
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .._errors import ParameterError
 from .._utils import mix, write_if_changed
 from ..data.augment import BatchAugment
 from ..data.batchloader import BatchDecodeLoader, Prefetcher
@@ -37,6 +38,7 @@ from ..data.order import EpochOrder, SeededView
 from ..data.packed import PackedFolder, PackedImageDataset
 from ..data.splits import FolderSplit, load_folders, read_split
 from ..preprocess import Preprocess
+from ..preprocess import train_transform as preset_train
 from .config import TrainConfig, auto_recipe, resolution_schedule, train_resolution_at
 from .distributed import Dist
 
@@ -48,7 +50,7 @@ class Data:
     """The training and validation images of a run, in the form its input pipeline reads them.
 
     Per-image datasets (``train``/``val``) for the pil pipeline, the files themselves (``*_source``)
-    for the gpu pipeline and for naming skipped files, on-device tensors (``memory``) for --in-memory.
+    for the gpu pipeline and for naming skipped files, on-device tensors (``memory``) for ``in_memory``.
     """
 
     classes: list[str]
@@ -59,7 +61,7 @@ class Data:
     val: Dataset | None = None
     train_source: Folder | PackedFolder | None = None
     val_source: Folder | PackedFolder | None = None
-    memory: tuple[MemoryDataset, MemoryDataset] | None = None  # (train, val) with --in-memory
+    memory: tuple[MemoryDataset, MemoryDataset] | None = None  # (train, val) with in_memory
 
     def train_name(self, i: int) -> str:
         """How a skipped training sample is reported: its file, or its index for in-memory data."""
@@ -67,17 +69,12 @@ class Data:
 
 
 def train_transform(cfg: TrainConfig, resolution: int | None = None) -> Callable[[Any], torch.Tensor]:
-    """The per-image training augmentation: RandomResizedCrop, optional flip, normalisation."""
-    from torchvision import transforms as T
-
-    tf = [T.RandomResizedCrop(resolution or cfg.resolution, scale=tuple(cfg.crop_scale), antialias=True)]
-    if cfg.hflip:
-        tf.append(T.RandomHorizontalFlip())
-    return T.Compose([*tf, T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+    """The per-image training preset (``preprocess.train_transform``) at ``cfg``'s settings."""
+    return preset_train(resolution or cfg.resolution, cfg.mean, cfg.std, cfg.crop_scale, cfg.hflip)
 
 
 def choose_recipe(data: str, val_split: float, seed: int = 0) -> tuple[str, str]:
-    """The recipe ``--recipe auto`` means for ``data`` (see ``config.auto_recipe``), and why.
+    """The recipe ``recipe="auto"`` means for ``data`` (see ``config.auto_recipe``), and why.
 
     It counts the images the run will train on: the same split ``build_data`` makes, without decoding.
     """
@@ -85,7 +82,7 @@ def choose_recipe(data: str, val_split: float, seed: int = 0) -> tuple[str, str]
 
 
 def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
-    """Open ``cfg.data`` (or the built-in digits) with its seeded split, checked per ``--on-bad-image``."""
+    """Open ``cfg.data`` (or the built-in digits) with its seeded split, checked per ``on_bad_image``."""
     train_tf = train_transform(cfg, train_resolution_at(cfg, 0))
     val_tf = Preprocess(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std).transform()
     if cfg.data is None:
@@ -96,9 +93,10 @@ def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
     _check_files(cfg, split, dist, log)
     if cfg.in_memory:
         if isinstance(split.train, PackedFolder) or isinstance(split.val, PackedFolder):
-            raise ValueError(
-                f"--in-memory reads image folders, but {cfg.data} holds prepared shards; "
-                "train on them with --loader gpu (or pil), or point --data at the original folders"
+            raise ParameterError(
+                "in_memory",
+                f"`in_memory` reads image folders, but {cfg.data} holds prepared shards; "
+                "train on them with `loader` gpu (or pil), or point `data` at the original folders",
             )
         return _memory_data(cfg, split, out, dist, log)
     draft = 2 * train_resolution_at(cfg, 0)  # decode big JPEGs at reduced scale; crops stay sharper than the output
@@ -130,7 +128,7 @@ def _digits_data(cfg: TrainConfig, out: Path, dist: Dist, train_tf: Callable, va
 
 
 def _check_files(cfg: TrainConfig, split: FolderSplit, dist: Dist, log: Log) -> None:
-    """Empty classes and non-image files are warned about; with --on-bad-image error, every image is
+    """Empty classes and non-image files are warned about; with ``on_bad_image="error"``, every image is
     decoded first and any problem stops the run before it starts."""
     problems: list[tuple[str, str]] = []
     if isinstance(split.train, Folder):
@@ -144,9 +142,10 @@ def _check_files(cfg: TrainConfig, split: FolderSplit, dist: Dist, log: Log) -> 
             problems += [(p, f"{r} (left out by prepare)") for p, r in part.bad_files()]
         if problems:
             listing = "\n".join(f"  {p}: {r}" for p, r in problems)
-            raise ValueError(
-                f"{len(problems)} problem(s) in {cfg.data} (--on-bad-image error):\n{listing}\n"
-                "Fix or remove these files, or pass --on-bad-image skip to train on the readable images."
+            raise ParameterError(
+                "on_bad_image",
+                f"{len(problems)} problem(s) in {cfg.data} (`on_bad_image` error):\n{listing}\n"
+                "Fix or remove these files, or pass `on_bad_image` skip to train on the readable images.",
             )
     elif problems and dist.main:
         for p, r in problems[:20]:
@@ -156,7 +155,7 @@ def _check_files(cfg: TrainConfig, split: FolderSplit, dist: Dist, log: Log) -> 
 
 
 def _memory_data(cfg: TrainConfig, split: FolderSplit, out: Path, dist: Dist, log: Log) -> Data:
-    """--in-memory: both splits decoded once into uint8 tensors on the device (cached on disk)."""
+    """``in_memory``: both splits decoded once into uint8 tensors on the device (cached on disk)."""
     biggest = max(cfg.resolution, *(res for _, res in resolution_schedule(cfg)))
     size = cache_size(split.train, biggest, cfg.crop_pct)
     cache_dir = out.parent / ".fdm-cache"
@@ -208,11 +207,13 @@ class MemoryBatches:
 
 
 def loader_kind(cfg: TrainConfig, data: Data, dist: Dist) -> str:
-    """memory (--in-memory), gpu (batched decode on the device) or pil (per-image in workers)."""
+    """memory (``in_memory``), gpu (batched decode on the device) or pil (per-image in workers)."""
     if data.memory is not None:
         return "memory"
     if cfg.loader == "gpu" and data.train_source is None:
-        raise ValueError("--loader gpu reads image files, but the built-in digits live in memory; pass --data DIR")
+        raise ParameterError(
+            "loader", "`loader` gpu reads image files, but the built-in digits live in memory; pass `data` DIR"
+        )
     # auto: on an H100, nvJPEG decoding alone was measured (issue 6) at ~2.5x the PIL workers' img/s;
     # this batched loader itself has not been timed on a GPU yet (benchmarks/gpu_input_pipeline.sh)
     if cfg.loader == "auto":

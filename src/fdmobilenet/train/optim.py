@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .._errors import ParameterError
 from ..complexity import profile
 from ..models import create_model
 from ..weights import load_weights, read_weights
@@ -50,24 +51,25 @@ def available_memory(device: torch.device) -> int:
 
 
 def check_memory(cfg: TrainConfig, num_classes: int, batch: int, device: torch.device) -> None:
-    """Refuse a run whose first step cannot fit (``--resolution 100000``, ``--width 1000`` were killed by
+    """Refuse a run whose first step cannot fit (``resolution=100000``, ``width=1000`` were killed by
     the kernel's OOM killer), with the estimate and what to change."""
     state, acts = step_memory(cfg, num_classes, batch)
     free = available_memory(device)
     if state + acts > free:
         gib = 2**30
-        raise ValueError(
-            f"--resolution {cfg.resolution}, --width {cfg.width or 'of ' + cfg.model}: one training step needs at "
+        raise ParameterError(
+            "batch_size",
+            f"`resolution` {cfg.resolution}, `width` {cfg.width or 'of ' + cfg.model}: one training step needs at "
             f"least {(state + acts) / gib:,.1f} GiB ({state / gib:,.1f} GiB weights and optimizer state, "
             f"{acts / gib:,.1f} GiB activations of {batch} images) but {device.type} has {free / gib:,.1f} GiB "
-            "available; lower --resolution, --width or --batch-size"
+            "available; lower `resolution`, `width` or `batch_size`",
         )
 
 
 def build_model(
     cfg: TrainConfig, classes: list[str], log: Callable[..., None], load_pretrained: bool = True
 ) -> nn.Module:
-    """``cfg.model`` for ``classes``, from ``--pretrained`` weights unless a checkpoint will replace them.
+    """``cfg.model`` for ``classes``, from ``cfg.pretrained`` weights unless a checkpoint will replace them.
 
     The pretrained classifier is kept only when it was trained on the same classes.
     """
@@ -150,7 +152,7 @@ def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """SGD over the trainable parameters; without --wd-bn-bias, 1-d tensors get no weight decay."""
+    """SGD over the trainable parameters; without ``wd_bn_bias``, 1-d tensors get no weight decay."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not cfg.wd_bn_bias:
         groups = [
@@ -163,14 +165,14 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.opti
 
 
 def peak_lr(cfg: TrainConfig) -> float:
-    """--lr scaled linearly from --lr-base-batch to the global batch (Goyal et al., 2017)."""
+    """``lr`` scaled linearly from ``lr_base_batch`` to the global batch (Goyal et al., 2017)."""
     if cfg.batch_size is None:
         raise ValueError("the batch size is chosen from the data (config.for_data) before the lr is known")
     return cfg.lr * cfg.batch_size / cfg.lr_base_batch
 
 
 def warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """--warmup-epochs in steps, capped at a tenth of the run: 5 warm-up epochs suit 300, not 10."""
+    """``warmup_epochs`` in steps, capped at a tenth of the run: 5 warm-up epochs suit 300, not 10."""
     return round(min(cfg.warmup_epochs, WARMUP_MAX_FRACTION * cfg.epochs) * steps_per_epoch)
 
 

@@ -1,5 +1,5 @@
 """What a run leaves for people besides checkpoints: ``metrics.jsonl`` (one row per epoch), the
-``--logger`` choice (``metrics.csv`` or TensorBoard scalars) and ``curves.png``."""
+``logger`` choice (``metrics.csv`` or TensorBoard scalars) and ``curves.png``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._errors import ParameterError
 from .._utils import atomic_write_bytes, pyplot, save_figure, write_if_changed
 
 TB_SCALARS = ("train_loss", "val_top1", "val_top5", "lr", "img_s")
@@ -47,7 +48,7 @@ def truncate_metrics(path: Path, epochs_done: int) -> None:
 
 
 class MetricLogger:
-    """``--logger``: after each epoch's ``metrics.jsonl`` row, ``metrics.csv`` (rewritten whole from the
+    """``logger``: after each epoch's ``metrics.jsonl`` row, ``metrics.csv`` (rewritten whole from the
     JSON rows, so a resumed run's redone epochs never appear twice) or TensorBoard scalars."""
 
     def __init__(self, kind: str, out: Path):
@@ -56,12 +57,13 @@ class MetricLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError(
-                    "--logger tensorboard needs TensorBoard: pip install 'fdmobilenet[train]' (or --logger csv)"
+                raise ParameterError(
+                    "logger",
+                    "`logger` tensorboard needs TensorBoard: pip install 'fdmobilenet[train]' (or `logger` csv)",
                 ) from None
             self.writer = SummaryWriter(str(out / "tensorboard"))
         elif kind not in ("csv", "none"):
-            raise ValueError(f"--logger must be none, csv or tensorboard, got {kind!r}")
+            raise ParameterError("logger", f"`logger` must be none, csv or tensorboard, got {kind!r}")
 
     def log(self, row: dict[str, Any], epoch: int) -> None:
         if self.writer is not None:
