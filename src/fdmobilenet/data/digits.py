@@ -20,7 +20,7 @@ DIGITS_CLASSES = [str(i) for i in range(10)]
 DIGITS_VAL_FRACTION = 0.2
 
 
-DIGITS_SPLIT_SEED = 0  # the built-in split is fixed, whatever --seed says, so results are comparable
+DIGITS_SPLIT_SEED = 0  # the built-in split is fixed, whatever `seed` says, so results are comparable
 
 
 def load_digits(resolution: int) -> tuple[list[Image.Image], list[int], list[Image.Image], list[int]]:
@@ -33,7 +33,7 @@ def load_digits(resolution: int) -> tuple[list[Image.Image], list[int], list[Ima
         from sklearn.datasets import load_digits as sk_digits
     except ImportError:
         raise ValueError(
-            "the built-in digits dataset needs scikit-learn: pip install 'fdmobilenet[train]' (or pass --data DIR)"
+            "the built-in digits dataset needs scikit-learn: pip install 'fdmobilenet[train]' (or pass `data` DIR)"
         ) from None
     d = sk_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .._errors import ParameterError
 from .._utils import mix
 
 
@@ -42,7 +43,9 @@ class EpochOrder(Sampler):
 
     def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, epoch: int, start_step: int = 0):
         if global_batch % world:
-            raise ValueError(f"--batch-size {global_batch} must be divisible by the {world} processes")
+            raise ParameterError(
+                "batch_size", f"`batch_size` {global_batch} must be divisible by the {world} processes"
+            )
         self.n, self.batch, self.rank, self.world = n, global_batch, rank, world
         self.seed, self.epoch, self.start_step = seed, epoch, start_step
 

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .._errors import ParameterError
 from .._utils import atomic_write_bytes, remove_orphan_temps
 from .folders import Folder, scan_folder
 from .images import BadImageError, load_image
@@ -78,9 +79,9 @@ def prepare(
 ) -> dict:
     """Pack ``src`` (``<class>/<image>`` folders) into ``dst``; resumable; returns the metadata."""
     if short_side < 32:
-        raise ValueError(f"--short-side must be >= 32, got {short_side}")
+        raise ParameterError("short_side", f"`short_side` must be >= 32, got {short_side}")
     if not 1 <= quality <= 100:
-        raise ValueError(f"--quality must be in 1..100, got {quality}")
+        raise ParameterError("quality", f"`quality` must be in 1..100, got {quality}")
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"{dst} is a file; give a folder for the shards (new, or a partial prepare to resume)")

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
+from .._errors import ParameterError, ParameterPathError
 from .._utils import mix
 from .folders import Folder, scan_folder
 from .packed import PackedFolder, is_packed
 
 LAYOUT_HELP = (
     "expected DIR/train/<class>/<images> and DIR/val/<class>/<images> (the ImageNet layout), "
-    "or DIR/<class>/<images> (a seeded validation split is then made with --val-split); "
+    "or DIR/<class>/<images> (a seeded validation split is then made with `val_split`); "
     "DIR, DIR/train or DIR/val may also be the output of `fdmobilenet prepare`"
 )
 
@@ -26,7 +27,7 @@ LAYOUT_HELP = (
 def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices (train, val): each class gives round(fraction * n) samples (at least one when it has two or more)."""
     if not 0 < fraction < 1:
-        raise ValueError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
+        raise ParameterError("val_split", f"`val_split` must be between 0 and 1 (exclusive), got {fraction}")
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
         by_class.setdefault(y, []).append(i)
@@ -69,7 +70,7 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
     """
     root = Path(data)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data {root} does not exist; {LAYOUT_HELP}")
+        raise ParameterPathError("data", f"`data` {root} does not exist; {LAYOUT_HELP}")
     if (root / "train").is_dir() and (root / "val").is_dir():
         train = _open(root / "train")
         try:
@@ -92,7 +93,7 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
         if missing:
             raise ValueError(
                 f"split.json lists {len(missing)} validation files no longer in {base}, e.g. {min(missing)}; "
-                "restore them or start a new run in another --out"
+                "restore them or start a new run in another `out`"
             )
         val_idx = [i for i, r in enumerate(rel) if r in val_set]
         train_idx = [i for i, r in enumerate(rel) if r not in val_set]
@@ -119,4 +120,4 @@ def read_split(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is damaged ({e}); restore it, or train into another --out") from None
+        raise ParameterError("out", f"{path} is damaged ({e}); restore it, or train into another `out`") from None
