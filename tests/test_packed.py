@@ -91,7 +91,7 @@ def test_draft_decode_gives_the_same_size_as_full_decode():
 
 
 def test_prepare_bad_arguments(photos, tmp_path):
-    with pytest.raises(ValueError, match="--short-side"):
+    with pytest.raises(ValueError, match="`short_side`"):
         packed.prepare(photos, tmp_path / "x", 8)
     with pytest.raises(FileNotFoundError, match="one sub-folder per class"):
         packed.prepare(tmp_path / "missing", tmp_path / "x")
