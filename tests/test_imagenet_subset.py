@@ -68,3 +68,15 @@ def test_train_then_eval_on_synset_folders(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["eval", "--weights", str(out / "best.safetensors"), "--data", str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 24  # every photo labelled among the model's 3 classes
+
+
+def test_in_memory_is_the_default_when_the_photos_fit(tmp_path: Path, capsys) -> None:
+    data = synset_folders(tmp_path / "d")
+    base = ["train", "--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "1"]
+    base += ["--batch-size", "8", "--threads", "1", "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "in-memory input pipeline on (default)" in out and "memory input pipeline;" in out
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["in_memory"] is True  # resume keeps it
+    assert main([*base, "--no-in-memory", "--out", str(tmp_path / "b")]) == 0
+    assert "pil input pipeline" in capsys.readouterr().out
