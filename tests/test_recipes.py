@@ -68,7 +68,7 @@ def test_ema_warmup_follows_the_update_count() -> None:
     assert fixed.module.weight.item() > 0.999  # still the first weights after 4 steps
 
 
-@pytest.mark.parametrize("pipeline", [[], ["--in-memory"]], ids=["pil", "in-memory"])
+@pytest.mark.parametrize("pipeline", [["--no-in-memory"], ["--in-memory"]], ids=["pil", "in-memory"])
 def test_default_recipe_picks_best_of_ema_and_raw_and_resumes_exactly(pipeline, tmp_path: Path, capsys) -> None:
     data = cifar_subset(tmp_path / "data", per_class=40)  # 320 train / 80 val: auto -> small, batch 64
     args = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "4"]

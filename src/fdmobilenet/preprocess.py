@@ -184,3 +184,22 @@ def imagenet_classes() -> tuple[list[str], list[str]]:
     text = resources.files("fdmobilenet").joinpath("imagenet_classes.tsv").read_text()
     rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
     return [r[1] for r in rows], [r[2] for r in rows]
+
+
+@functools.cache
+def imagenet_label_names() -> list[str]:
+    """The 1000 readable names made unique ('crane' and 'maillot' appear twice in ImageNet-1k: those two
+    carry their synset), so a subset of ImageNet classes can be named, stored and matched by name alone."""
+    synsets, names = imagenet_classes()
+    twice = {n for n in names if names.count(n) > 1}
+    return [f"{n} ({s})" if n in twice else n for s, n in zip(synsets, names)]
+
+
+def imagenet_rows(classes: Sequence[str]) -> list[int] | None:
+    """The ImageNet-1k class index of each of ``classes`` when every one is an ImageNet class name
+    (a synset-folder subset such as Imagenette), else None: what lets fine-tuning start a 10-way head
+    from the matching rows of a 1000-way classifier."""
+    index = {n: i for i, n in enumerate(imagenet_label_names())}
+    index.update({n: i for i, n in enumerate(imagenet_classes()[1]) if n not in index})
+    rows = [index.get(c) for c in classes]
+    return None if not classes or None in rows else rows  # type: ignore[return-value]

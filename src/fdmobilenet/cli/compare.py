@@ -22,7 +22,11 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     p.add_argument("--val-split", type=float, help="validation fraction for DIRs without val/")
     p.add_argument("--workers", type=int, help="data-loading processes")
-    p.add_argument("--in-memory", action="store_true", help="decode the dataset once into memory (small datasets)")
+    p.add_argument(
+        "--in-memory",
+        action=argparse.BooleanOptionalAction,
+        help="decode the dataset once into memory (default: when it fits a quarter of free memory, as `train`)",
+    )
     p.add_argument("--loader", choices=("auto", "pil", "gpu"), help="input pipeline (see `train --loader`)")
     p.add_argument("--train-resolution", help="training crop size by epoch, e.g. 160,224@9 (see `train`)")
     p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
@@ -32,11 +36,9 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
 def compare_run(a: argparse.Namespace) -> int:
     overrides = {
         k: getattr(a, k)
-        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution")
+        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution", "in_memory")
         if getattr(a, k, None) is not None
     }
-    if a.in_memory:
-        overrides["in_memory"] = True
     families = [f.strip() for f in a.families.split(",") if f.strip()]
     # a RunStopped carries the run's own exit code (128 + signal, resumable, or 3, diverged); main uses it
     compare(

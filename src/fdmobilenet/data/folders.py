@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..preprocess import imagenet_classes
+from ..preprocess import imagenet_classes, imagenet_label_names
 from .images import IMAGE_EXTENSIONS, BadImageError, find_images, is_image_file, load_image, walk_files
 
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -46,7 +46,8 @@ class Folder:
 def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> Folder:
     """Find ``root/<class>/<image>`` files.
 
-    Sub-folders named by ImageNet synset ids are labelled in the standard 1000-class order.
+    Sub-folders named by ImageNet synset ids are labelled in the standard 1000-class order, or, given
+    ``class_names`` of a model trained on fewer ImageNet classes, by their names among those.
     Otherwise, given ``class_names`` (stored with weights), each folder must be one of them;
     without, the sorted folder names are the classes (torchvision's ImageFolder order).
     Every file with an image extension is listed (``find_images``: the walk ``predict`` and ``quantize``
@@ -64,8 +65,19 @@ def scan_folder(root: str | Path, class_names: Sequence[str] | None = None) -> F
         raise ValueError(f"{root} has no class sub-folders; expected {root}/<class name>/<image files>")
     names = [d.name for d in dirs]
     synsets, readable = imagenet_classes()
-    if all(_SYNSET.match(n) for n in names) and set(names) <= set(synsets):
+    imagenet = all(_SYNSET.match(n) for n in names) and set(names) <= set(synsets)
+    if imagenet and (class_names is None or len(class_names) == len(synsets)):
         classes, index = readable, {s: i for i, s in enumerate(synsets)}
+    elif imagenet:  # a model of a few ImageNet classes (trained on synset folders) scoring synset folders
+        named = dict(zip(synsets, imagenet_label_names()))
+        classes, position = list(class_names), {c: i for i, c in enumerate(class_names)}
+        unknown = [n for n in names if named[n] not in position]
+        if unknown:
+            raise ValueError(
+                f"{root}: folders {unknown[:5]} are ImageNet classes the weights were not trained on "
+                f"(they know {len(classes)}: {', '.join(classes[:5])}, ...); score them with weights that know them"
+            )
+        index = {n: position[named[n]] for n in names}
     elif class_names is not None:
         classes, index = list(class_names), {c: i for i, c in enumerate(class_names)}
         unknown = [n for n in names if n not in index]

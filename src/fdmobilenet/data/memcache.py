@@ -83,6 +83,13 @@ def cache_size(folder: Folder, resolution: int, crop_pct: float = 0.875, probe: 
     return min(target, int(np.median(sides))) if sides else target
 
 
+def cache_bytes_bound(n_images: int, size: int) -> int:
+    """An upper bound of the uint8 cache of ``n_images`` photos at ``size``: each is stored on a canvas
+    of at most ``size * MAX_ASPECT`` on either side (portrait and landscape photos share one canvas)."""
+    side = int(size * MAX_ASPECT)
+    return n_images * 3 * side * side
+
+
 def fit(img: Image.Image, size: int, max_aspect: float = MAX_ASPECT) -> np.ndarray:
     """Shorter side to ``size`` (bilinear, antialiased, the long side truncated as torchvision's Resize
     does), the longer side centre-cut to at most ``max_aspect`` x ``size``: a (3, h, w) uint8 array."""

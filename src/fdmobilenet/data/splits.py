@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .._errors import ParameterError, ParameterPathError
 from .._utils import mix
+from ..preprocess import imagenet_classes, imagenet_label_names
 from .folders import Folder, scan_folder
 from .packed import PackedFolder, is_packed
 
@@ -77,6 +79,7 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
             val = _open(root / "val", train.classes)
         except ValueError as e:
             raise ValueError(f"{root}/val does not match {root}/train: {e}") from None
+        train, val = dataset_classes(train, val)
         return FolderSplit(train, val, f"{root}/train and {root}/val", None)
     base = root / "train" if (root / "train").is_dir() else root
     try:
@@ -110,7 +113,40 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
         return Folder([folder.samples[i] for i in idx], folder.classes, base)
 
     desc = f"{base} with a seeded stratified {val_split:.0%} validation split ({len(val_idx)} images)"
-    return FolderSplit(pick(train_idx), pick(val_idx), desc, record)
+    return FolderSplit(*dataset_classes(pick(train_idx), pick(val_idx)), desc, record)
+
+
+Part = Folder | PackedFolder
+
+
+def dataset_classes(train: Part, val: Part) -> tuple[Part, Part]:
+    """Synset folders are read in the 1000-class ImageNet order; a run trains on the classes its data has.
+
+    Imagenette's 10 synset folders would otherwise give a 1000-way classifier whose 990 unused rows
+    hold two thirds of a 0.25x model's parameters. The kept classes stay in ImageNet order, named
+    by ``imagenet_label_names`` (so ``preprocess.imagenet_rows`` finds their rows again for fine-tuning).
+    """
+    if list(train.classes) != imagenet_classes()[1]:
+        return train, val
+    present = sorted({*_labels(train), *_labels(val)})
+    if len(present) == len(train.classes):
+        return train, val
+    names = [imagenet_label_names()[i] for i in present]
+    remap = np.full(len(train.classes), -1, dtype=np.int64)
+    remap[present] = np.arange(len(present))
+    return _relabelled(train, names, remap), _relabelled(val, names, remap)
+
+
+def _labels(part: Part) -> list[int]:
+    return part.labels.tolist() if isinstance(part, PackedFolder) else [y for _, y in part.samples]
+
+
+def _relabelled(part: Part, names: list[str], remap: np.ndarray) -> Part:
+    if isinstance(part, PackedFolder):
+        rows = part.rows.copy()
+        rows[:, 3] = remap[rows[:, 3]]
+        return PackedFolder(part.root, names, rows, part._maps)
+    return Folder([(p, int(remap[y])) for p, y in part.samples], names, part.root)
 
 
 def read_split(path: Path) -> dict | None:

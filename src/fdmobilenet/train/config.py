@@ -22,6 +22,7 @@ from ..preprocess import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
 PAPER_BATCH = 256
 MIN_AUTO_BATCH = 64
+MEMORY_SHARE = 4  # --in-memory by default when the decoded data takes at most 1/4 of free memory
 MIN_STEPS_PER_EPOCH = 100  # below this the automatic batch size halves (small datasets)
 FINETUNE_LR_FACTOR = 10  # fine-tuning (--pretrained without --lr) runs at the recipe's lr / 10
 WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
@@ -52,8 +53,10 @@ class TrainConfig:
     train_resolution: str | None = _f(None, "training crop size by epoch, e.g. '160,192@61,224@101': 160 px, "
                                       "192 from epoch 61, 224 from epoch 101; evaluation stays at --resolution "
                                       "(default: --resolution throughout)")  # fmt: skip
-    in_memory: bool = _f(False, "decode once into a uint8 tensor on the device and augment whole batches "
-                         "there (data that fits in memory; cached beside --out, rebuilt on change)")  # fmt: skip
+    in_memory: bool | None = _f(None, "decode once into a uint8 tensor on the device and augment whole batches "
+                                "there (cached beside --out, rebuilt on change); default: on for image folders "
+                                "whose decoded photos take at most a quarter of the free memory (the log says "
+                                "which; --no-in-memory reads the files every epoch)")  # fmt: skip
     on_bad_image: str = _f("skip", "unreadable files: skip (report per epoch) or error (fail before training)",
                            choices=("skip", "error"))  # fmt: skip
     # model

@@ -11,6 +11,7 @@ model init, EMA, loaders, steps), which is what lets a resumed run end with the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -131,6 +132,8 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     _seed_everything(cfg, dist)
     check_memory(cfg, 2, 1, dist.device)  # before any data is resized to cfg.resolution
     data = build_data(cfg, out, dist, log)
+    if cfg.data is not None:  # config.json records the pipeline chosen, so a resumed run keeps it
+        cfg = dataclasses.replace(cfg, in_memory=data.memory is not None)
     cfg, note = for_data(cfg, data.n_train)
     if note:
         log(note)

@@ -33,14 +33,15 @@ from ..data.batchloader import BatchDecodeLoader, Prefetcher
 from ..data.digits import DIGITS_CLASSES, ImageListDataset, export_images, load_digits
 from ..data.folders import Folder, empty_classes, find_bad_images, non_image_files
 from ..data.images import ImageDataset, collate_skip_bad
-from ..data.memcache import MemoryDataset, cache_size, load_or_build
+from ..data.memcache import MemoryDataset, cache_bytes_bound, cache_size, load_or_build
 from ..data.order import EpochOrder, SeededView
 from ..data.packed import PackedFolder, PackedImageDataset
 from ..data.splits import FolderSplit, load_folders, read_split
 from ..preprocess import Preprocess
 from ..preprocess import train_transform as preset_train
-from .config import TrainConfig, auto_recipe, resolution_schedule, train_resolution_at
+from .config import MEMORY_SHARE, TrainConfig, auto_recipe, resolution_schedule, train_resolution_at
 from .distributed import Dist
+from .optim import available_memory
 
 Log = Callable[..., None]
 
@@ -91,7 +92,7 @@ def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
     if split.record is not None and dist.main:
         write_if_changed(out / "split.json", json.dumps(split.record, indent=1).encode())
     _check_files(cfg, split, dist, log)
-    if cfg.in_memory:
+    if use_memory(cfg, split, dist.device, log):
         if isinstance(split.train, PackedFolder) or isinstance(split.val, PackedFolder):
             raise ParameterError(
                 "in_memory",
@@ -108,6 +109,29 @@ def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
 
     train, val = SeededView(dataset(split.train, train_tf, draft), cfg.seed), dataset(split.val, val_tf)
     return Data(split.train.classes, split.description, len(train), len(val), train, val, split.train, split.val)
+
+
+def use_memory(cfg: TrainConfig, split: FolderSplit, device: torch.device, log: Log) -> bool:
+    """``--in-memory``, or by default: image folders whose decoded photos fit a quarter of the free memory.
+
+    Decoding once and augmenting whole batches trains 1.5-1.9x faster than decoding every photo every
+    epoch on a small CPU, so a user should not have to know to ask for it.
+    """
+    if cfg.in_memory is not None:
+        return cfg.in_memory
+    packed = isinstance(split.train, PackedFolder) or isinstance(split.val, PackedFolder)
+    if packed or cfg.loader != "auto":  # an explicit --loader is the pipeline asked for
+        return False
+    size = cache_size(split.train, max(res for _, res in resolution_schedule(cfg)), cfg.crop_pct)
+    need = cache_bytes_bound(len(split.train) + len(split.val), size)
+    free = min(available_memory(torch.device("cpu")), available_memory(device))
+    fits = need * MEMORY_SHARE <= free
+    log(
+        f"in-memory input pipeline {'on' if fits else 'off'} (default): the decoded photos take at most "
+        f"{need / 2**30:.2f} GiB, {'within' if fits else 'more than'} a quarter of the {free / 2**30:.1f} GiB "
+        "free (the in_memory setting overrides this choice)"
+    )
+    return fits
 
 
 def _digits_data(cfg: TrainConfig, out: Path, dist: Dist, train_tf: Callable, val_tf: Callable) -> Data:

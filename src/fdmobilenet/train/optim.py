@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .._errors import ParameterError
 from ..complexity import profile
 from ..models import create_model
+from ..preprocess import imagenet_rows
 from ..weights import load_weights, read_weights
 from .config import WARMUP_MAX_FRACTION, TrainConfig
 
@@ -82,8 +83,12 @@ def build_model(
         same_head = sd.get("classifier.weight", torch.empty(0)).shape[:1] == (len(classes),)
         same_names = meta.get("class_names") in (None, classes)
         load_weights(model, cfg.pretrained, strict_classifier=False)
+        rows = imagenet_rows(classes) if sd.get("classifier.weight", torch.empty(0)).shape[:1] == (1000,) else None
         if same_head and same_names:
             log(f"loaded {cfg.pretrained} (classifier included)")
+        elif rows is not None and hasattr(model, "get_classifier"):
+            _head_from_rows(model, sd, rows)
+            log(f"loaded {cfg.pretrained}; classifier from its rows of the {len(classes)} ImageNet classes present")
         else:
             model.reset_classifier(len(classes))
             log(f"loaded {cfg.pretrained}; classifier re-initialised for {len(classes)} classes")
@@ -91,6 +96,16 @@ def build_model(
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("classifier."))
     return model
+
+
+def _head_from_rows(model: nn.Module, sd: dict[str, torch.Tensor], rows: list[int]) -> None:
+    """Start a head of a few ImageNet classes from those classes' rows of a 1000-way classifier: the
+    fine-tuned model predicts them from the first step instead of from a random head."""
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(sd["classifier.weight"][rows].reshape(head.weight.shape))
+        if head.bias is not None and "classifier.bias" in sd:
+            head.bias.copy_(sd["classifier.bias"][rows])
 
 
 @dataclass
