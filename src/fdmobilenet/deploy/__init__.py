@@ -4,7 +4,8 @@ distillation (``quantize``), and runners for ONNX (ONNX Runtime, OpenVINO) and `
 ``export_weights`` / ``quantize_weights`` are what the ``export`` / ``quantize`` commands run. Re-exports only.
 
 Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, runtime
--> quantize -> pipeline.
+-> quantize -> pipeline; ``bench`` (latency of every model on every runtime, what ``bench`` runs) sits
+beside pipeline and imports the layers below it.
 """
 
 from .fold import fold_batchnorm
