@@ -17,6 +17,7 @@ from .._errors import ParameterError, ParameterPathError
 from .._utils import mix
 from ..preprocess import imagenet_classes, imagenet_label_names
 from .folders import Folder, scan_folder
+from .images import is_image_file
 from .packed import PackedFolder, is_packed
 
 LAYOUT_HELP = (
@@ -64,6 +65,29 @@ def _open(path: Path, classes: Sequence[str] | None = None) -> Folder | PackedFo
     return packed
 
 
+def check_layout(base: Path) -> None:
+    """Refuse a training folder whose layout is wrong, before a run trains on it: images at its top
+    level (they would be ignored), or a single class folder (a 1-class classifier scores 100 % and
+    learns nothing) -- usually ``data`` pointing one level above the class folders."""
+    if is_packed(base):
+        return
+    top = sorted(p.name for p in base.iterdir() if p.is_file() and is_image_file(p))
+    dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if top:
+        raise ParameterError(
+            "data",
+            f"{base} has {len(top)} image(s) at its top level (e.g. {top[0]}), which training ignores; "
+            f"put them in one sub-folder per class, {base}/<class>/<images>",
+        )
+    if len(dirs) == 1:
+        inner = dirs[0]
+        nested = any(p.is_dir() and not p.name.startswith(".") for p in inner.iterdir())
+        hint = f"point `data` at {inner} (its sub-folders look like the classes)" if nested else "add class folders"
+        raise ParameterError(
+            "data", f"{base} has a single class folder ({inner.name}); a classifier needs two or more: {hint}"
+        )
+
+
 def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict | None = None) -> FolderSplit:
     """The train and val image lists of ``data``; a folder of classes is split (stratified, seeded).
 
@@ -79,9 +103,11 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
             val = _open(root / "val", train.classes)
         except ValueError as e:
             raise ValueError(f"{root}/val does not match {root}/train: {e}") from None
+        check_layout(root / "train")
         train, val = dataset_classes(train, val)
         return FolderSplit(train, val, f"{root}/train and {root}/val", None)
     base = root / "train" if (root / "train").is_dir() else root
+    check_layout(base)
     try:
         folder = _open(base)
     except ValueError as e:
