@@ -30,3 +30,14 @@ def test_images_at_the_top_level(tmp_path: Path, capsys) -> None:
     shutil.copy(next((FLOWERS_MINI / "daisy").glob("*.jpg")), data / "stray.jpg")
     code, _, err = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "o")
     assert code == 2 and "1 image(s) at its top level (e.g. stray.jpg)" in err and f"{data}/<class>/<images>" in err
+
+
+def test_resume_says_what_it_changes(tmp_path: Path, capsys) -> None:
+    data = mini_subset(tmp_path / "d", 4, classes=2)
+    args = ["train", "--data", data, "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "4"]
+    args += ["--threads", "1", "--workers", "0", "--out", tmp_path / "o"]
+    assert run_cli(capsys, *args, "--epochs", "1")[0] == 0
+    code, out, _ = run_cli(capsys, *args, "--epochs", "2", "--resume")
+    assert code == 0 and "resume: --epochs changes from 1 to 2 (asked for)" in out
+    code, out, _ = run_cli(capsys, *args, "--epochs", "2", "--resume")
+    assert code == 0 and "resume:" not in out  # the same plan: nothing to say

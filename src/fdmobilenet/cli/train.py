@@ -13,6 +13,7 @@ from typing import Any
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
 from ..train.config import FIELDS, SECTIONS
+from . import flag_of
 
 _HINTS = typing.get_type_hints(TrainConfig)
 
@@ -69,7 +70,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
             base = json.loads(saved.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{saved} is damaged ({e}); restore it, or train into another --out") from None
-        return make_config(given, make_config({k: v for k, v in base.items() if k != "recipe"})), base["recipe"]
+        saved_cfg = make_config({k: v for k, v in base.items() if k != "recipe"})
+        cfg = make_config(given, saved_cfg)
+        changed = [k for k in given if getattr(cfg, k) != getattr(saved_cfg, k)]
+        for k in changed:  # the run's plan changes only when asked, and says so
+            _say(f"resume: {flag_of(k)} changes from {getattr(saved_cfg, k)} to {getattr(cfg, k)} (asked for)")
+        return cfg, base["recipe"]
     if recipe_name == "auto":
         recipe_name = _auto_recipe(given)
         recipe = load_recipe(recipe_name)
