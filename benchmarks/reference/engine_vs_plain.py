@@ -9,6 +9,7 @@ Cases (splits are made by ``split.py`` under ``--work``; see CASES):
   cifar2k    2,000 CIFAR-10 training images (200 a class), 1,000 others held out; FD 0.25x at 64 px, 5 epochs
   flowers    flowers-256, 20 % held out; FD 0.25x at 224 px, 20 epochs, defaults / --in-memory / README recipe
   finetune   flowers, the authors' 0.5x weights, 5 epochs (the README's fine-tuning command)
+  speed224   flowers, FD 0.25x at 224 px, 3 epochs: training img/s of the two loops side by side
   imagenette-fd / -mb / -sh   Imagenette (shared train), seeded 15 % hold-out (1,420 photos), 224 px, 10 epochs,
              12 MFLOPs: FD-MobileNet 0.25x / MobileNet V1 0.125x / ShuffleNet V1 g=3 0.225x, the widths
              `compare --budgets 12` solves; the engine with no recipe flags is what the default `compare` runs
@@ -60,6 +61,10 @@ CASES: dict[str, tuple[list[str], dict[str, list[str]]]] = {
         },
     ),
 }  # fmt: skip
+CASES["speed224"] = (
+    ["datasets/flowers-256/train", "--val-fraction", "0.2"],
+    {r: ["--model", "fd_mobilenet_025", "--epochs", "3"] for r in ("plain", "engine (defaults)")},
+)
 for _tag, _model, _width in (("fd", "fd_mobilenet", "0.25"), ("mb", "mobilenet_v1", "0.125"),
                              ("sh", "shufflenet_v1", "0.225")):  # fmt: skip
     _net = ["--model", _model, "--width", _width, "--resolution", "224", "--epochs", "10"]
