@@ -7,8 +7,7 @@ re-types the ImageNet mean or the 256/224 crop ratio, and a file trained on othe
 The two transforms live here, as in torchvision's ``references/classification/presets.py``:
 ``Preprocess.transform`` is the evaluation preset (resize, center crop, normalise) and
 ``train_transform`` the training one (random-resized crop, flip, optional RandAugment or TrivialAugment,
-normalise, optional random erasing) that ``train`` and
-``quantize``'s fine-tuning share.
+normalise, optional random erasing) that ``train`` and ``quantize``'s fine-tuning share.
 """
 
 from __future__ import annotations
