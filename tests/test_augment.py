@@ -165,3 +165,140 @@ def test_memcache_keeps_whole_photos_and_evaluates_like_the_eval_transform(tmp_p
         for i, (h, w) in enumerate(ds.sizes.tolist()):
             alone = crop_resize(canvas[i : i + 1, :, :h, :w], boxes[i : i + 1], 64)
             assert torch.allclose(batched[i : i + 1], alone, atol=1e-3)
+
+
+# --- strong augmentation: auto_augment and random_erasing (issue 20) ---------------------------------
+
+
+def _photos(n: int = 6) -> list[Image.Image]:
+    return [Image.open(p).convert("RGB") for p in sorted(FLOWERS_MINI.rglob("*.jpg"))[:n]]
+
+
+def test_pil_train_transform_with_the_options_off_is_unchanged():
+    """Same seed, same tensor and the same random draws as the transform before the options existed."""
+    from fdmobilenet.preprocess import IMAGENET_MEAN, IMAGENET_STD, train_transform
+
+    before = T.Compose([T.RandomResizedCrop(32, scale=(0.36, 1.0), antialias=True), T.RandomHorizontalFlip(),
+                        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])  # fmt: skip
+    now = train_transform(32, crop_scale=(0.36, 1.0), auto_augment="none", random_erasing=0.0)
+    for seed, img in enumerate(_photos()):
+        torch.manual_seed(seed)
+        ref, ref_next = before(img), torch.rand(3)
+        torch.manual_seed(seed)
+        assert torch.equal(now(img), ref) and torch.equal(torch.rand(3), ref_next)
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_policies_change_images_after_the_same_crop(policy):
+    from fdmobilenet.preprocess import train_transform
+
+    plain, strong = train_transform(32), train_transform(32, auto_augment=policy, ra_magnitude=15)
+    changed = 0
+    for seed, img in enumerate(_photos(8)):
+        torch.manual_seed(seed)
+        a = plain(img)
+        torch.manual_seed(seed)
+        b = strong(img)
+        torch.manual_seed(seed)
+        assert torch.equal(strong(img), b)  # seeded: what SeededView relies on for exact resume
+        changed += not torch.equal(a, b)
+    assert changed >= 5  # an op can draw identity (or a zero magnitude): most images still change
+
+
+def test_pil_random_erasing_erases_the_normalised_tensor():
+    from fdmobilenet.preprocess import train_transform
+
+    img = _photos(1)[0]
+    torch.manual_seed(0)
+    plain = train_transform(64)(img)
+    torch.manual_seed(0)
+    erased = train_transform(64, random_erasing=1.0)(img)
+    diff = plain != erased
+    assert diff.any() and (erased[diff] == 0).all()  # torchvision's value 0: the mean colour after normalising
+
+
+def _memory(n: int = 10, side: int = 40) -> object:
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g)
+    return SimpleNamespace(images=images, sizes=torch.full((n, 2), side), labels=torch.arange(n))
+
+
+def test_memory_batches_with_strong_augmentation_are_a_function_of_seed_epoch_step():
+    from fdmobilenet.data.order import EpochOrder
+    from fdmobilenet.train.inputs import MemoryBatches
+
+    mem = _memory()
+    aug = BatchAugment(32, "rrc", (0.36, 1.0), auto_augment="trivialaugment", random_erasing=0.5)
+
+    def batches(epoch: int, start: int) -> list[torch.Tensor]:
+        order = EpochOrder(10, 4, 0, 1, seed=5, epoch=epoch, start_step=start)
+        return [b[0] for b in MemoryBatches(mem, order, 4, aug, True, seed=5, epoch=epoch, start=start)]
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    whole = batches(1, 0)
+    assert torch.equal(torch.get_rng_state(), state)  # the engine's global stream is untouched
+    resumed = batches(1, 1)  # a run resumed at step 1 gets the same batch 1
+    assert len(whole) == 2 and len(resumed) == 1 and torch.equal(resumed[0], whole[1])
+    assert all(torch.equal(a, b) for a, b in zip(batches(1, 0), whole))
+    assert not torch.equal(batches(2, 0)[0], whole[0])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_batch_augment_policies_change_crops_and_off_draws_nothing_more():
+    mem = _memory(8)
+    idx, sizes = torch.arange(8), mem.sizes
+
+    def run(**kw) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(7)
+        out = BatchAugment(32, "rrc", **kw)(mem.images, generator=g, sizes=sizes, index=idx)
+        return out, torch.rand(2, generator=g)
+
+    plain, plain_next = run()
+    off, off_next = run(auto_augment="none", random_erasing=0.0)
+    assert torch.equal(off, plain) and torch.equal(off_next, plain_next)  # off: the batches of before
+    ra, _ = run(auto_augment="randaugment", ra_magnitude=15)
+    assert sum(not torch.equal(a, b) for a, b in zip(ra, plain)) >= 5  # per image, not one op for the batch
+    erased, _ = run(random_erasing=1.0)
+    assert all((e != p).any() for e, p in zip(erased, plain))
+    # the float path (a batch without an index: a GPU's roi_align) takes the same options
+    g = torch.Generator().manual_seed(7)
+    out = BatchAugment(32, "rrc", auto_augment="trivialaugment", random_erasing=0.5)(mem.images, generator=g)
+    assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"auto_augment": "autoaugment"}, "auto_augment"),
+        ({"ra_magnitude": 31}, "ra_magnitude"),
+        ({"ra_magnitude": -1}, "ra_magnitude"),
+        ({"random_erasing": 1.5}, "random_erasing"),
+        ({"random_erasing": -0.1}, "random_erasing"),
+        ({"loader": "gpu", "auto_augment": "trivialaugment"}, "auto_augment"),
+        ({"loader": "gpu", "random_erasing": 0.25}, "random_erasing"),
+    ],
+)
+def test_bad_strong_augmentation_settings_are_refused_naming_the_field(overrides, field):
+    from fdmobilenet._errors import ParameterError
+    from fdmobilenet.train import make_config
+
+    with pytest.raises(ParameterError, match=f"`{field}`") as e:
+        make_config(overrides)
+    assert e.value.param == field
+
+
+def test_long_recipe_is_small_plus_strong_augmentation_and_listed_in_help(capsys):
+    from fdmobilenet.train.config import RECIPES, TrainConfig
+    from helpers import run_cli
+
+    assert RECIPES["long"] == {**RECIPES["small"], "auto_augment": "trivialaugment", "random_erasing": 0.25}
+    assert (TrainConfig.auto_augment, TrainConfig.random_erasing) == ("none", 0.0)  # the defaults stay off
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    for flag in ("--auto-augment", "--ra-magnitude", "--random-erasing", "trivialaugment"):
+        assert flag in out
+    code, _, err = run_cli(capsys, "train", "--loader", "gpu", "--random-erasing", "0.5")
+    assert code != 0 and "--random-erasing" in err and "--loader" in err  # the CLI speaks in flags

@@ -16,7 +16,7 @@ from fdmobilenet.train import lr_at, make_config, peak_lr
 from fdmobilenet.train.config import auto_batch_size, auto_recipe, for_data
 from fdmobilenet.train.optim import ema_warmup_avg_fn, warmup_steps
 from fdmobilenet.weights import read_weights
-from helpers import assert_same_weights, cifar_subset, metrics, train_until_sigterm
+from helpers import RESUME_ARGS, assert_same_weights, cifar_subset, metrics, mini_subset, train_until_sigterm
 
 
 def test_paper_milestones_are_fractions_of_the_run() -> None:
@@ -104,3 +104,20 @@ def test_finetuning_defaults_to_a_tenth_of_the_recipe_lr(official_weights, tmp_p
     assert "lr 0.01 (a tenth of the recipe's" in capsys.readouterr().out
     assert parse("--pretrained", str(official_weights["025"]), "--lr", "0.05")[0].lr == 0.05  # --lr wins
     assert parse("--pretrained", str(official_weights["025"]), "--recipe", "paper")[0].lr == 0.1  # as named
+
+
+@pytest.mark.parametrize("pipeline", [["--no-in-memory"], ["--in-memory"]], ids=["pil", "in-memory"])
+def test_strong_augmentation_resumes_exactly_after_sigterm(pipeline, tmp_path: Path) -> None:
+    """TrivialAugment and random erasing are seeded per image (pil) or per batch (in-memory), not by the
+    global RNG's history: a run stopped mid-epoch and resumed ends with the uninterrupted run's weights."""
+    data = mini_subset(tmp_path / "data", per_class=40)  # 160 train / 40 val: 10 steps an epoch
+    args = ["--data", str(data), *RESUME_ARGS, "--epochs", "2", "--workers", "0", *pipeline]
+    args += ["--auto-augment", "trivialaugment", "--random-erasing", "0.25"]
+    straight = tmp_path / "straight"
+    assert main(["train", *args, "--out", str(straight)]) == 0
+    stopped = tmp_path / "stopped"
+    state = train_until_sigterm(args, stopped, step=13)
+    assert state["epoch"] == 1 and state["step_in_epoch"] >= 3  # stopped inside epoch 2
+    assert main(["train", "--data", str(data), "--out", str(stopped), "--resume"]) == 0
+    assert_same_weights(stopped / "last.safetensors", straight / "last.safetensors")
+    assert [r["val_top1"] for r in metrics(stopped)] == [r["val_top1"] for r in metrics(straight)]

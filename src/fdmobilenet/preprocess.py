@@ -6,8 +6,8 @@ re-types the ImageNet mean or the 256/224 crop ratio, and a file trained on othe
 
 The two transforms live here, as in torchvision's ``references/classification/presets.py``:
 ``Preprocess.transform`` is the evaluation preset (resize, center crop, normalise) and
-``train_transform`` the training one (random-resized crop, flip, normalise) that ``train`` and
-``quantize``'s fine-tuning share.
+``train_transform`` the training one (random-resized crop, flip, optional RandAugment or TrivialAugment,
+normalise, optional random erasing) that ``train`` and ``quantize``'s fine-tuning share.
 """
 
 from __future__ import annotations
@@ -157,18 +157,45 @@ def train_transform(
     std: Sequence[float] = IMAGENET_STD,
     crop_scale: Sequence[float] = (0.08, 1.0),
     hflip: bool = True,
+    auto_augment: str = "none",
+    ra_magnitude: int = 9,
+    random_erasing: float = 0.0,
 ) -> Callable[[Any], Any]:
-    """PIL image -> augmented, normalised tensor: torchvision's ``ClassificationPresetTrain`` without extras.
+    """PIL image -> augmented, normalised tensor: torchvision's ``ClassificationPresetTrain``.
 
     One RandomResizedCrop draw, then (with ``hflip``) one flip draw per image: resumed runs replay this
-    order exactly, so keep it.
+    order exactly, so keep it. ``auto_augment`` (``randaugment``: 2 ops at ``ra_magnitude``;
+    ``trivialaugment``) runs on the PIL crop and ``random_erasing`` (its probability) on the normalised
+    tensor, as in the presets; both draw after the crop and flip, so with them off nothing changes.
     """
     from torchvision import transforms as T
 
     tf = [T.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True)]
     if hflip:
         tf.append(T.RandomHorizontalFlip())
-    return T.Compose([*tf, T.ToTensor(), T.Normalize(mean, std)])
+    policy = auto_augment_policy(auto_augment, ra_magnitude)
+    tf += [policy] if policy else []
+    tf += [T.ToTensor(), T.Normalize(mean, std)]
+    if random_erasing:
+        from torchvision.transforms import v2
+
+        tf.append(v2.RandomErasing(random_erasing))
+    return T.Compose(tf)
+
+
+def auto_augment_policy(name: str, ra_magnitude: int = 9) -> Callable[[Any], Any] | None:
+    """torchvision's v2 ``RandAugment(2, ra_magnitude)`` or ``TrivialAugmentWide()`` for ``name``, bilinear as in
+    its classification presets (PIL images and uint8 tensors alike); None for ``none``."""
+    if name == "none":
+        return None
+    from torchvision.transforms import InterpolationMode, v2
+
+    bilinear = InterpolationMode.BILINEAR
+    if name == "randaugment":
+        return v2.RandAugment(num_ops=2, magnitude=ra_magnitude, interpolation=bilinear)
+    if name == "trivialaugment":
+        return v2.TrivialAugmentWide(interpolation=bilinear)
+    raise ParameterError("auto_augment", f"`auto_augment` must be none, randaugment or trivialaugment, got {name!r}")
 
 
 def _whole(v: Any) -> int:

@@ -4,16 +4,21 @@ Tiny networks train so fast that per-image PIL transforms become the bottleneck.
 batch of uint8 images gets its RandomResizedCrop boxes sampled at once (same distribution as
 torchvision's ``RandomResizedCrop.get_params``), is cropped and resized (one ``roi_align`` call on a
 GPU; per image with the uint8 antialiased kernel on the CPU, see ``crop_resize``), flipped and normalised.
+The optional strong augmentation (a RandAugment/TrivialAugment policy on each uint8 crop, random erasing on
+each normalised image) is torchvision's v2 transforms, per image, seeded from the batch's generator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+from ..preprocess import auto_augment_policy
 
 _ATTEMPTS = 10
 
@@ -88,9 +93,11 @@ def _crop_resize_uint8(
     size: int,
     index: list[int] | None = None,
     flips: list[bool] | None = None,
+    as_uint8: bool = False,
 ) -> torch.Tensor:
     """Box ``i`` of ``images[index[i]]`` (default: ``images[i]``), whole pixels, resized (and flipped where
-    ``flips[i]``) in uint8; one float tensor at the end. Channels-last, the layout the fast kernel wants."""
+    ``flips[i]``) in uint8; one float tensor at the end (``as_uint8``: none). Channels-last, the layout the
+    fast kernel wants."""
     h, w = images.shape[-2:]
     b = boxes.round().long().tolist()
     out = torch.empty((len(b), images.shape[1], size, size), dtype=torch.uint8)
@@ -102,7 +109,7 @@ def _crop_resize_uint8(
         crop = F.interpolate(crop.contiguous(memory_format=torch.channels_last), size=(size, size),
                              mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
         out[i : i + 1] = crop.flip(-1) if flips is not None and flips[i] else crop
-    return out.float()
+    return out if as_uint8 else out.float()
 
 
 def random_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -131,12 +138,38 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], inpl
     return x.sub_(m).div_(s) if inplace else (x - m) / s
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Inside: torch's global RNG (what torchvision's transforms draw from) seeded with ``seed``, on the CPU
+    and on ``device`` when it is a GPU. After: exactly as before, so the training step's stream is untouched."""
+    cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for d in cuda:
+            with torch.cuda.device(d):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _per_image(transform: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``transform`` applied to each image of the batch on its own (v2 transforms treat a batch as one image:
+    one draw for all)."""
+    for i in range(x.shape[0]):
+        x[i] = transform(x[i])
+    return x
+
+
 class BatchAugment:
     """Train/eval transforms for a uint8 batch of equal-size images on any device.
 
     ``mode='rrc'``: RandomResizedCrop(scale) + flip, the ImageNet recipe; ``mode='pad-crop'``:
     pad-and-crop + flip, resized to ``size``, the CIFAR recipe. ``train=False`` gives the center
     crop (``crop_pct``) used for evaluation.
+
+    ``auto_augment`` (``preprocess.auto_augment_policy``) on each uint8 crop and ``random_erasing`` (its
+    probability) on each normalised image, as torchvision's presets do per image: they draw from torch's
+    global RNG, so they run inside ``seeded_global_rng`` with a seed drawn from the batch's generator after
+    the crops and flips (off: no draw, the same batches as without them).
     """
 
     def __init__(
@@ -149,12 +182,26 @@ class BatchAugment:
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         hflip: bool = True,
+        auto_augment: str = "none",
+        ra_magnitude: int = 9,
+        random_erasing: float = 0.0,
     ):
         if mode not in ("rrc", "pad-crop"):
             raise ValueError(f"augmentation mode must be 'rrc' or 'pad-crop', got {mode!r}")
         self.size, self.mode, self.scale, self.padding = size, mode, tuple(scale), padding
         self.crop_pct, self.mean, self.std = crop_pct, tuple(mean), tuple(std)
         self.flip_p = 0.5 if hflip else 0.0
+        self.policy = auto_augment_policy(auto_augment, ra_magnitude)
+        self.erase = None
+        if random_erasing:
+            from torchvision.transforms import v2
+
+            self.erase = v2.RandomErasing(random_erasing)
+
+    @property
+    def strong(self) -> bool:
+        """Whether training batches get the policy or random erasing (and so draw a seed for them)."""
+        return self.policy is not None or self.erase is not None
 
     def __call__(
         self,
@@ -175,12 +222,13 @@ class BatchAugment:
             ws = torch.full((n,), w, dtype=torch.float64)
         else:
             hs, ws = sizes[:, 0].double().cpu(), sizes[:, 1].double().cpu()
+        seed = None
         if index is not None:  # uint8 on the CPU: crop, resize and flip per image in uint8, then one float pass
             boxes = rrc_boxes(hs, ws, self.scale, generator=generator) if train else center_boxes(hs, ws, self.crop_pct)
             flips = (torch.rand(n, generator=generator) < self.flip_p).tolist() if train else None
-            out = _crop_resize_uint8(x, boxes, self.size, index.tolist(), flips)
-            return normalize(out, self.mean, self.std, inplace=True)
-        if not train:
+            seed = self._seed(generator) if train and self.strong else None
+            out = _crop_resize_uint8(x, boxes, self.size, index.tolist(), flips, as_uint8=seed is not None)
+        elif not train:
             boxes = center_boxes(hs, ws, self.crop_pct if self.mode == "rrc" else 1.0)
             out = crop_resize(x, boxes, self.size)
         elif self.mode == "rrc":
@@ -190,4 +238,18 @@ class BatchAugment:
             out = random_flip(pad_crop(x.float(), self.padding, generator), self.flip_p, generator)
             if (h, w) != (self.size, self.size):
                 out = crop_resize(out, center_boxes(hs, ws, 1.0), self.size)
-        return normalize(out, self.mean, self.std)
+        if train and self.strong and seed is None:
+            seed = self._seed(generator)
+        if seed is None:
+            return normalize(out.float(), self.mean, self.std, inplace=index is not None)
+        with seeded_global_rng(seed, out.device):
+            if self.policy is not None:
+                crops = out if out.dtype == torch.uint8 else out.round_().clamp_(0, 255).to(torch.uint8)
+                out = _per_image(self.policy, crops)
+            out = normalize(out.float(), self.mean, self.std, inplace=True)
+            return _per_image(self.erase, out) if self.erase is not None else out
+
+    @staticmethod
+    def _seed(generator: torch.Generator | None) -> int:
+        """The seed of a batch's policy and erasing draws, from its generator (after its crops and flips)."""
+        return int(torch.randint(0, 2**62, (), generator=generator))

@@ -26,6 +26,8 @@ MEMORY_SHARE = 4  # --in-memory by default when the decoded data takes at most 1
 MIN_STEPS_PER_EPOCH = 100  # below this the automatic batch size halves (small datasets)
 FINETUNE_LR_FACTOR = 10  # fine-tuning (--pretrained without --lr) runs at the recipe's lr / 10
 WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
+AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")  # auto_augment: torchvision v2 policies
+RA_MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -59,6 +61,13 @@ class TrainConfig:
                                 "which; --no-in-memory reads the files every epoch)")  # fmt: skip
     on_bad_image: str = _f("skip", "unreadable files: skip (report per epoch) or error (fail before training)",
                            choices=("skip", "error"))  # fmt: skip
+    # strong augmentation (torchvision's references/classification presets): off by default
+    auto_augment: str = _f("none", "per-image policy after the crop and flip, before normalisation: randaugment "
+                           "(2 ops at --ra-magnitude), trivialaugment (TrivialAugmentWide), none; for runs of "
+                           "30+ epochs", choices=AUTO_AUGMENTS)  # fmt: skip
+    ra_magnitude: int = _f(9, f"randaugment: magnitude of each op, 0..{RA_MAX_MAGNITUDE}")
+    random_erasing: float = _f(0.0, "probability of erasing a random rectangle of each normalised training "
+                               "image (0: off)")  # fmt: skip
     # model
     model: str = _f("fd_mobilenet_100", "registered model name (`fdmobilenet models`)")
     width: float | None = _f(None, "width multiplier, for a bare family name such as fd_mobilenet")
@@ -142,12 +151,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "out": "runs/digits",
     },
 }
+# ours, for 30+ epochs: `small` plus the strong augmentation that only pays off once a run is long enough
+# to fit augmented images (shorter runs underfit with it)
+RECIPES["long"] = {**RECIPES["small"], "auto_augment": "trivialaugment", "random_erasing": 0.25}
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Section title -> its fields, in TrainConfig's order: `train --help` shows one argument group per section
 # (tests/test_train_help.py checks that every field is in exactly one).
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("data", "val_split", "resolution", "crop_scale", "hflip", "crop_pct", "mean", "std", "workers", "loader",
-             "train_resolution", "in_memory", "on_bad_image"),
+             "train_resolution", "in_memory", "on_bad_image", "auto_augment", "ra_magnitude", "random_erasing"),
     "model": ("model", "width", "groups", "dropout", "pretrained", "freeze_backbone"),
     "optimisation": ("epochs", "batch_size", "accum_steps", "lr", "lr_base_batch", "schedule", "lr_milestones",
                      "lr_step_epochs", "lr_gamma", "warmup_epochs", "momentum", "nesterov", "weight_decay",
@@ -294,6 +306,24 @@ def check_config(c: TrainConfig) -> None:
         choices = FIELDS[name].metadata["choices"]
         if getattr(c, name) not in choices:
             raise ParameterError(name, f"`{name}` must be one of {', '.join(choices)}")
+    _check_augment(c)
+
+
+def _check_augment(c: TrainConfig) -> None:
+    """The strong-augmentation fields: their values, and the pipelines that can apply them."""
+    if c.auto_augment not in AUTO_AUGMENTS:
+        raise ParameterError("auto_augment", f"`auto_augment` must be one of {', '.join(AUTO_AUGMENTS)}")
+    if not 0 <= c.ra_magnitude <= RA_MAX_MAGNITUDE:
+        raise ParameterError("ra_magnitude", f"`ra_magnitude` must be in [0, {RA_MAX_MAGNITUDE}], got {c.ra_magnitude}")
+    if not 0 <= c.random_erasing <= 1:
+        raise ParameterError("random_erasing", f"`random_erasing` must be in [0, 1], got {c.random_erasing}")
+    if c.loader == "gpu" and (c.auto_augment != "none" or c.random_erasing):
+        # its batches are augmented in a prefetch thread, where seeding torch's global RNG (which the
+        # torchvision policies draw from) would race the training step's own use of it
+        bad = "auto_augment" if c.auto_augment != "none" else "random_erasing"
+        raise ParameterError(
+            bad, "`auto_augment` and `random_erasing` need `loader` pil or `in_memory`; `loader` gpu cannot apply them"
+        )
 
 
 def auto_recipe(n_train: int) -> tuple[str, str]:

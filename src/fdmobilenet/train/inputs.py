@@ -71,7 +71,14 @@ class Data:
 
 def train_transform(cfg: TrainConfig, resolution: int | None = None) -> Callable[[Any], torch.Tensor]:
     """The per-image training preset (``preprocess.train_transform``) at ``cfg``'s settings."""
-    return preset_train(resolution or cfg.resolution, cfg.mean, cfg.std, cfg.crop_scale, cfg.hflip)
+    return preset_train(
+        resolution or cfg.resolution, cfg.mean, cfg.std, cfg.crop_scale, cfg.hflip, **strong_augment(cfg)
+    )
+
+
+def strong_augment(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg``'s strong-augmentation settings, as both training transforms (per image, per batch) take them."""
+    return {"auto_augment": cfg.auto_augment, "ra_magnitude": cfg.ra_magnitude, "random_erasing": cfg.random_erasing}
 
 
 def choose_recipe(data: str, val_split: float, seed: int = 0) -> tuple[str, str]:
@@ -239,9 +246,11 @@ def loader_kind(cfg: TrainConfig, data: Data, dist: Dist) -> str:
             "loader", "`loader` gpu reads image files, but the built-in digits live in memory; pass `data` DIR"
         )
     # auto: on an H100, nvJPEG decoding alone was measured (issue 6) at ~2.5x the PIL workers' img/s;
-    # this batched loader itself has not been timed on a GPU yet (benchmarks/gpu_input_pipeline.sh)
+    # this batched loader itself has not been timed on a GPU yet (benchmarks/gpu_input_pipeline.sh).
+    # It cannot apply auto_augment or random_erasing (config.check_config): those runs read with pil.
     if cfg.loader == "auto":
-        return "gpu" if dist.device.type == "cuda" and data.train_source is not None else "pil"
+        strong = cfg.auto_augment != "none" or cfg.random_erasing > 0
+        return "gpu" if dist.device.type == "cuda" and data.train_source is not None and not strong else "pil"
     return cfg.loader
 
 
@@ -305,7 +314,7 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
     if kind == "memory":
         assert data.memory is not None
         train_mem, val_mem = data.memory
-        augment = lambda res: BatchAugment(res, "rrc", cfg.crop_scale, **norm)
+        augment = lambda res: BatchAugment(res, "rrc", cfg.crop_scale, **norm, **strong_augment(cfg))
         val: Iterable[Any] = MemoryBatches(val_mem, val_idx, val_batch, augment(cfg.resolution), False)
 
         def train(epoch: int, start_step: int) -> Iterator[Any]:
