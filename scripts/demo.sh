@@ -28,5 +28,7 @@ if [ -f "$W" ] && [ -d "$DATA" ]; then
   $FDM eval --weights "$OUT/fd_mobilenet_050.safetensors" --data "$DATA"
   $FDM predict --weights "$OUT/fd_mobilenet_050.safetensors" --topk 3 "$(find "$DATA" -name '*.JPEG' | sort | head -1)"
 else
-  echo "(skipping the official-weights part: $W or $DATA not found)"
+  echo "(skipping the authors' weights on ImageNet photos: $W or $DATA not found. The weights come from the"
+  echo " authors' repository at a pinned commit: python -c 'import fdmobilenet as f; f.create_model(\"fd_mobilenet_050\", pretrained=True)'"
+  echo " downloads, checks and converts them once; offline, see docs/model-card.md, or set FDM_SHARED=DIR)"
 fi

@@ -37,7 +37,10 @@ def mini_photos(n: int | None = None) -> list[Path]:
 def require(p: Path) -> Path:
     """A shared file or folder: missing is a failure in CI (CI=true) and a skip elsewhere."""
     if not p.exists():
-        msg = f"shared data {p} is missing (set FDM_SHARED to the shared folder)"
+        msg = (
+            f"shared data {p} is missing (set FDM_SHARED to the shared folder; the authors' weights alone come "
+            "from their pinned download: create_model(name, pretrained=True), see docs/model-card.md)"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)

@@ -91,12 +91,13 @@ def _download(url: str, dst: Path, release: Release, converted: Path, progress: 
             # tqdm's bar only on a terminal: in a log file its carriage returns make one endless line
             torch.hub.download_url_to_file(url, tmp, progress=progress and sys.stderr.isatty())
         except (urllib.error.URLError, OSError, ValueError) as e:
+            model = converted.name.rsplit("-", 1)[0]  # <name>-<blob>.safetensors: $FDM_WEIGHTS wants <name>
             raise WeightsUnavailable(
                 f"could not download {url} ({type(e).__name__}: {e}).\n"
                 "Without a network: download that file elsewhere and put it at "
                 f"{dst} (it is checked and converted on the next call), or convert it yourself with "
-                f"`fdmobilenet convert {release.file} {converted.name}` and pass pretrained=PATH, "
-                "or set $FDM_WEIGHTS to a folder of converted <model name>.safetensors files "
+                f"`fdmobilenet convert {release.file} {model}.safetensors` and pass pretrained=PATH, "
+                f"or set $FDM_WEIGHTS to the folder holding {model}.safetensors "
                 "($FDM_WEIGHTS_URL points at a mirror)."
             ) from e
         verify(Path(tmp), release)
