@@ -1,8 +1,9 @@
 """``fdmobilenet compare``: the paper's experiment on your data, in one command.
 
 Every (family, budget) pair gets the width whose multiply-adds meet the budget at the chosen
-resolution, then trains with the same recipe and seeds; the val accuracy is reported against
-MFLOPs. Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
+resolution, then trains with the same recipe and seeds; the val accuracy (mean ± sd over seeds) is
+reported against MFLOPs, with a paired-bootstrap verdict on each pair of families per budget
+(``verdicts``). Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
 interrupted run resumes from its last checkpoint.
 """
 
@@ -285,13 +286,14 @@ def _plot(summary: list[dict[str, Any]], fams: list[str], budgets: list[float], 
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, f in enumerate(fams):
         rs = sorted((r for r in summary if r["family"] == f), key=lambda r: r["mmacs"])
-        shift = 1 + 0.015 * (k - (len(fams) - 1) / 2)  # a few % apart on the log axis
+        shift = 1 + 0.025 * (k - (len(fams) - 1) / 2)  # a few % apart on the log axis
         ax.errorbar(
             [r["mmacs"] * shift for r in rs], [r["top1_mean"] for r in rs], yerr=[r["top1_std"] or 0 for r in rs],
             marker=markers[k % len(markers)], linestyle=styles[k % len(styles)], capsize=3, label=f,
         )  # fmt: skip
     plain_log_axis(ax, "x", [r["mmacs"] for r in summary])  # 12, 20, 50 rather than 1.2x10^1
     ax.set_xticks(budgets)  # at the budgets the points were trained for (each within 3 % of its point)
+    ax.tick_params(axis="x", which="minor", bottom=False)
     ax.set_xlabel("MFLOPs budget (multiply-adds; families offset slightly)")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(title, fontsize=9)
@@ -358,7 +360,8 @@ def compare(
     d = Path(data)
     name = f"{d.parent.name}/{d.name}" if d.name in ("train", "images", "data") else d.name
     seeds_text = f"{seeds} seed{'s' if seeds > 1 else ''}"
-    title = f"{name}, {resolution} px, {epochs} epochs, {seeds_text}, recipe {Path(recipe).stem}"
+    epochs_text = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    title = f"{name}, {resolution} px, {epochs_text}, {seeds_text}, recipe {Path(recipe).stem}"
     write_reports(summary, out, title, split, found)
     log(f"[compare] wrote {out}/results.md, results.csv, results.json, accuracy_vs_mflops.png")
     for v in found:
