@@ -1,8 +1,9 @@
 """``fdmobilenet compare``: the paper's experiment on your data, in one command.
 
 Every (family, budget) pair gets the width whose multiply-adds meet the budget at the chosen
-resolution, then trains with the same recipe and seeds; the val accuracy is reported against
-MFLOPs. Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
+resolution, then trains with the same recipe and seeds; the val accuracy (mean ± sd over seeds) is
+reported against MFLOPs, with a paired-bootstrap verdict on each pair of families per budget
+(``verdicts``). Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
 interrupted run resumes from its last checkpoint.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import signal
 import statistics
 import time
@@ -22,8 +24,14 @@ from .. import train as training
 from .._errors import ParameterError, StoppedError
 from .._utils import atomic_write_bytes, plain_log_axis, pyplot, save_figure
 from ..complexity import profile
+from ..data.splits import load_folders, read_split
 from ..models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
+from .config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, TrainConfig, auto_recipe
 from .outputs import read_metrics
+from .verdicts import MISSING, describe_split, format_mean_sd, mean_sd, verdicts
+
+SMALL_DATA_SEEDS = 3  # default seeds below the paper recipe's threshold: one small-data run decides nothing
+SMALL_DATA_IMAGES = PAPER_BATCH * MIN_STEPS_PER_EPOCH  # 25,600, where ``auto_recipe`` switches to ``paper``
 
 
 @dataclass
@@ -51,9 +59,7 @@ def plan(
     pretrained_from: str | None = None,
 ) -> list[Job]:
     """The runs to do: one per family, budget and seed (plus fine-tuning rows where widths match)."""
-    for f in families:
-        if f not in FAMILIES:
-            raise ParameterError("families", f"`families`: unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+    check_plan(budgets, families, seeds)
     jobs = []
     for budget in budgets:
         for fam in families:
@@ -74,6 +80,41 @@ def plan(
                             )
                         jobs.append(Job(fam, budget, RELEASED_WIDTHS[match], seed, p.macs, p.params, str(src)))
     return jobs
+
+
+def check_plan(budgets: list[float], families: list[str], seeds: int | None) -> None:
+    """Refuse what would plan nothing or nonsense (no runs, a ``nan`` MFLOPs model) before any work starts."""
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ParameterError("seeds", f"`seeds` must be a whole number >= 1 (runs per cell), got {seeds!r}")
+    if not budgets:
+        raise ParameterError("budgets", "`budgets` is empty; give at least one budget in MFLOPs, e.g. 12,40,140")
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b) or b <= 0:
+            raise ParameterError("budgets", f"`budgets` must be finite numbers of MFLOPs > 0, got {b!r}")
+    if not families:
+        raise ParameterError("families", f"`families` is empty; choose from {', '.join(FAMILIES)}")
+    for f in families:
+        if f not in FAMILIES:
+            raise ParameterError("families", f"`families`: unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+
+
+def count_images(data: str, val_split: float) -> tuple[int, int]:
+    """Training and validation images of ``data`` (the seed-0 split ``train`` makes), counted without decoding."""
+    split = load_folders(data, val_split, 0)
+    return len(split.train), len(split.val)
+
+
+def default_seeds(n_train: int) -> tuple[int, str]:
+    """How many seeds ``compare`` trains when not told, and why (for the log).
+
+    Below the paper recipe's threshold a run is cheap and its top-1 moves with the seed (initialisation,
+    data order, held-out split) by about as much as families differ, so three seeds; above it, one.
+    """
+    if n_train < SMALL_DATA_IMAGES:
+        return SMALL_DATA_SEEDS, (
+            f"{n_train:,} training images < {SMALL_DATA_IMAGES:,}: on small data one run's top-1 moves with the seed"
+        )
+    return 1, f"{n_train:,} training images >= {SMALL_DATA_IMAGES:,}: runs are long and vary little with the seed"
 
 
 class RunStopped(StoppedError):
@@ -133,13 +174,13 @@ def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds, one row per (family, budget)."""
+    """Mean and sample standard deviation (n - 1) over seeds, one row per (family, budget); no sd for one seed."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["family"], r["budget_mflops"]), []).append(r)
     out = []
     for (fam, budget), rs in groups.items():
-        top1 = [r["top1"] for r in rs]
+        mean, sd = mean_sd([r["top1"] for r in rs])
         top5 = [r["top5"] for r in rs if r["top5"] is not None]
         out.append(
             {
@@ -149,19 +190,64 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mmacs": round(rs[0]["macs"] / 1e6, 2),
                 "params": rs[0]["params"],
                 "seeds": len(rs),
-                "top1_mean": round(statistics.mean(top1), 2),
-                "top1_std": round(statistics.stdev(top1), 2) if len(top1) > 1 else 0.0,
+                "top1_mean": round(mean, 2),
+                "top1_std": None if sd is None else round(sd, 2),
                 "top5_mean": round(statistics.mean(top5), 2) if top5 else None,
                 "train_seconds": round(sum(r["train_seconds"] for r in rs), 1),
                 "img_per_s": rs[0]["img_per_s"],
+                "mean": round(mean, 3),
+                "sd": None if sd is None else round(sd, 3),
             }
         )
     return out
 
 
-def write_reports(summary: list[dict[str, Any]], out: Path, title: str) -> None:
-    """results.json, results.csv, results.md (family x budget table) and accuracy_vs_mflops.png."""
-    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=1).encode())
+def _verdict_lines(found: list[dict[str, Any]]) -> list[str]:
+    """The "Verdicts" section of results.md."""
+    lines = ["", "## Verdicts", ""]
+    if not found:
+        return [*lines, "One family per budget: nothing to compare."]
+    lines += [
+        "Difference in val top-1 (points, A − B) with a 95 % interval from a paired bootstrap over the validation "
+        "photos and the seeds (2,000 resamples, the same photos for both families); a family is *ahead* when the "
+        "interval excludes 0.",
+        "",
+        "| budget | A | B | A − B | 95 % interval | verdict | photos | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in found:
+        diff = "—" if v["diff"] is None else f"{v['diff']:+.2f}"
+        interval = "—" if v["lo"] is None else f"[{v['lo']:+.2f}, {v['hi']:+.2f}]"
+        photos = "—" if v["photos"] is None else f"{v['photos']:,}"
+        lines.append(
+            f"| {v['budget']:g} MFLOPs | {v['a']} | {v['b']} | {diff} | {interval} | {v['verdict']} | {photos} "
+            f"| {v['seeds']} |"
+        )
+    notes = []
+    if any(v["covers"] == "photos" for v in found):
+        notes.append(
+            "With 1 seed the interval covers photo sampling only, not seed-to-seed variation (initialisation, data "
+            "order, split): train more seeds before trusting a verdict."
+        )
+    if any(v["verdict"] == MISSING for v in found):
+        notes.append(
+            "Some runs have no val_predictions.csv (trained before it was written): their pairs show the difference "
+            "of the means only; compare the mean ± sd rows above."
+        )
+    return [*lines, *([""] + notes if notes else [])]
+
+
+def write_reports(
+    summary: list[dict[str, Any]],
+    out: Path,
+    title: str,
+    split: dict[str, Any] | None = None,
+    found: list[dict[str, Any]] | None = None,
+) -> None:
+    """results.json, results.csv, results.md (family x budget table, split, verdicts) and accuracy_vs_mflops.png."""
+    found = found or []
+    report = {"title": title, "split": split, "rows": summary, "verdicts": found}
+    atomic_write_bytes(out / "results.json", json.dumps(report, indent=1).encode())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(summary[0]))
     writer.writeheader()
@@ -170,36 +256,61 @@ def write_reports(summary: list[dict[str, Any]], out: Path, title: str) -> None:
     budgets = sorted({r["budget_mflops"] for r in summary})
     fams = list(dict.fromkeys(r["family"] for r in summary))
     cell = {(r["family"], r["budget_mflops"]): r for r in summary}
-    lines = [f"# {title}", "", "val top-1 % (mean ± std over seeds; width, MMACs)", ""]
+    lines = [f"# {title}", ""]
+    if split:
+        photos = f", {split['photos']:,} validation photos" if split.get("photos") else ""
+        lines += [f"Split: {split['text']}{photos}.", ""]
+    n_seeds = sorted({r["seeds"] for r in summary})
+    how = "one seed" if n_seeds == [1] else f"mean ± sample sd over {'/'.join(map(str, n_seeds))} seeds"
+    lines += [f"val top-1 % ({how}; width, MMACs)", ""]
     lines.append("| family | " + " | ".join(f"{b:g} MFLOPs" for b in budgets) + " |")
     lines.append("|---" * (len(budgets) + 1) + "|")
     for f in fams:
         cells = []
         for b in budgets:
             r = cell.get((f, b))
-            cells.append(
-                f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} (w {r['width']:g}, {r['mmacs']:.1f} M)" if r else "—"
-            )
+            value = format_mean_sd(r["top1_mean"], r["top1_std"], r["seeds"]) if r else ""
+            cells.append(f"{value} (w {r['width']:g}, {r['mmacs']:.1f} M)" if r else "—")
         lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    lines += _verdict_lines(found)
     atomic_write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
+    _plot(summary, fams, budgets, out, title)
+
+
+def _plot(summary: list[dict[str, Any]], fams: list[str], budgets: list[float], out: Path, title: str) -> None:
+    """Accuracy against MMACs; families side by side (offsets, markers, line styles) so equal lines stay visible."""
     plt = pyplot()
     if plt is None:
         return
+    markers, styles = "osD^vP*X", ("-", "--", "-.", ":")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for f in fams:
+    for k, f in enumerate(fams):
         rs = sorted((r for r in summary if r["family"] == f), key=lambda r: r["mmacs"])
+        shift = 1 + 0.025 * (k - (len(fams) - 1) / 2)  # a few % apart on the log axis
         ax.errorbar(
-            [r["mmacs"] for r in rs], [r["top1_mean"] for r in rs], yerr=[r["top1_std"] for r in rs],
-            marker="o", capsize=3, label=f,
+            [r["mmacs"] * shift for r in rs], [r["top1_mean"] for r in rs], yerr=[r["top1_std"] or 0 for r in rs],
+            marker=markers[k % len(markers)], linestyle=styles[k % len(styles)], capsize=3, label=f,
         )  # fmt: skip
     plain_log_axis(ax, "x", [r["mmacs"] for r in summary])  # 12, 20, 50 rather than 1.2x10^1
-    ax.set_xlabel("MMACs (multiply-adds)")
+    ax.set_xticks(budgets)  # at the budgets the points were trained for (each within 3 % of its point)
+    ax.tick_params(axis="x", which="minor", bottom=False)
+    ax.set_xlabel("MFLOPs budget (multiply-adds; families offset slightly)")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     save_figure(fig, out / "accuracy_vs_mflops.png", dpi=120)
+
+
+def _split_report(
+    run_dirs: list[Path], data: str, n_val: int | None, val_split: float, found: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The split the runs measured on, with its number of validation photos."""
+    split = describe_split([read_split(d / "split.json") for d in run_dirs], data, n_val)
+    if split["photos"] is None:
+        split["photos"] = next((v["photos"] for v in found if v["photos"]), None) or count_images(data, val_split)[1]
+    return split
 
 
 def compare(
@@ -209,26 +320,52 @@ def compare(
     out: str | Path,
     resolution: int = 224,
     epochs: int = 10,
-    seeds: int = 1,
+    seeds: int | None = None,
     recipe: str = "auto",
     groups: int = 3,
     pretrained_from: str | None = None,
     overrides: dict[str, Any] | None = None,
     log=print,
 ) -> list[dict[str, Any]]:
-    """Train every (family, budget, seed) and write the reports; returns the summary rows."""
+    """Train every (family, budget, seed) and write the reports; returns the summary rows.
+
+    ``seeds`` None: 3 on small data (below the paper recipe's 25,600 training images), else 1 (the log says why).
+    """
     out = Path(out)
+    check_plan(budgets, families, seeds)  # before the images are counted
+    val_split = (overrides or {}).get("val_split", TrainConfig.val_split)
+    n_val = None
+    if recipe == "auto" or seeds is None:
+        n_train, n_val = count_images(data, val_split)
+        if recipe == "auto":
+            recipe, why = auto_recipe(n_train)
+            log(f"[compare] recipe {recipe} (auto: {why})")
+        if seeds is None:
+            seeds, why = default_seeds(n_train)
+            log(f"[compare] {seeds} seed{'s' if seeds > 1 else ''} per family and budget (default: {why})")
     jobs = plan(budgets, families, resolution, seeds, groups, pretrained_from)
-    if recipe == "auto":
-        recipe, why = training.choose_recipe(data, (overrides or {}).get("val_split", training.TrainConfig.val_split))
-        log(f"[compare] recipe {recipe} (auto: {why})")
     base = {"data": data, "resolution": resolution, "epochs": epochs, **(overrides or {})}
     log(f"[compare] {len(jobs)} runs: {', '.join(j.name for j in jobs)}")
     rows = [_run_one(j, base, recipe, out, groups, log) for j in jobs]
     summary = summarise(rows)
+    runs: dict[tuple[str, float], dict[int, Path]] = {}
+    for job, row in zip(jobs, rows, strict=True):
+        runs.setdefault((row["family"], job.budget), {})[job.seed] = out / "runs" / job.name
+    found = verdicts(runs)
+    means = {(r["family"], r["budget_mflops"]): r["mean"] for r in summary}
+    for v in found:
+        if v["diff"] is None and v["verdict"] == MISSING:  # the difference of the means, without an interval
+            v["diff"] = round(means[(v["a"], v["budget"])] - means[(v["b"], v["budget"])], 2)
+    split = _split_report([out / "runs" / j.name for j in jobs], data, n_val, val_split, found)
     d = Path(data)
     name = f"{d.parent.name}/{d.name}" if d.name in ("train", "images", "data") else d.name
-    title = f"{name}, {resolution} px, {epochs} epochs, {seeds} seed(s), recipe {Path(recipe).stem}"
-    write_reports(summary, out, title)
+    seeds_text = f"{seeds} seed{'s' if seeds > 1 else ''}"
+    epochs_text = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    title = f"{name}, {resolution} px, {epochs_text}, {seeds_text}, recipe {Path(recipe).stem}"
+    write_reports(summary, out, title, split, found)
     log(f"[compare] wrote {out}/results.md, results.csv, results.json, accuracy_vs_mflops.png")
+    for v in found:
+        interval = f" [{v['lo']:+.2f}, {v['hi']:+.2f}]" if v["lo"] is not None else ""
+        diff = f"{v['diff']:+.2f} points{interval}: " if v["diff"] is not None else ""
+        log(f"[compare] {v['budget']:g} MFLOPs, {v['a']} vs {v['b']}: {diff}{v['verdict']}")
     return summary
