@@ -170,9 +170,10 @@ def flowers(tmp_path_factory) -> tuple[Path, Path]:
     return data, tmp / "teacher" / "best.safetensors"
 
 
-def test_mixup_cutmix_and_teacher_resume_exactly(flowers, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("pipeline", [["--no-in-memory"], ["--in-memory"]], ids=["pil", "in-memory"])
+def test_mixup_cutmix_and_teacher_resume_exactly(pipeline, flowers, tmp_path: Path, capsys) -> None:
     data, teacher = flowers
-    args = ["--data", str(data), *TINY, "--epochs", "2", "--mixup", "0.2", "--cutmix", "1.0"]
+    args = ["--data", str(data), *TINY, *pipeline, "--epochs", "2", "--mixup", "0.2", "--cutmix", "1.0"]
     args += ["--teacher", str(teacher), "--kd-temperature", "2", "--kd-weight", "0.7"]
     straight = tmp_path / "straight"
     assert main(["train", *args, "--out", str(straight)]) == 0
@@ -192,7 +193,7 @@ def test_mixup_cutmix_and_teacher_resume_exactly(flowers, tmp_path: Path, capsys
 
     # without mixing and distillation the same run ends elsewhere: the loss really changed
     plain = tmp_path / "plain"
-    assert main(["train", "--data", str(data), *TINY, "--epochs", "2", "--out", str(plain)]) == 0
+    assert main(["train", "--data", str(data), *TINY, *pipeline, "--epochs", "2", "--out", str(plain)]) == 0
     with pytest.raises(AssertionError, match="weights differ"):
         assert_same_weights(plain / "last.safetensors", straight / "last.safetensors")
 
@@ -240,7 +241,9 @@ def test_compare_distils_every_run_from_the_same_teacher(flowers, tmp_path: Path
         seen.append((cfg.model, cfg.width, cfg.teacher))
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").write_text(json.dumps({"val_top1": 50.0, "val_top5": 90.0, "time_s": 1.0, "img_s": 9}))
+        (out / "metrics.jsonl").write_text(
+            json.dumps({"epoch": 1, "val_top1": 50.0, "val_top5": 90.0, "time_s": 1.0, "img_s": 9}) + "\n"
+        )
         return TrainResult(0, 50.0, 0, out, cfg.epochs)
 
     monkeypatch.setattr("fdmobilenet.train.train", fake_train)
