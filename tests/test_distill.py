@@ -158,6 +158,26 @@ def test_timm_teacher_only_from_the_local_cache(tmp_path: Path, monkeypatch) -> 
         torch.testing.assert_close(teacher.net.state_dict()[k], v, msg=k)
 
 
+def test_torchvision_and_registered_teachers_from_local_files(imagenet_teacher: Path, tmp_path, monkeypatch) -> None:
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(ResNet18_Weights.DEFAULT.url).name
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(2)
+    net = resnet18().eval()
+    torch.save(net.state_dict(), cached)  # where torchvision's download would have put it
+    teacher = load_teacher("torchvision:resnet18", ["goldfish", "tench"])
+    assert teacher.rows == [1, 0] and not teacher.renormalise  # ImageNet mean/std, as the run's default
+    torch.testing.assert_close(teacher.net.fc.weight, net.fc.weight)
+    torch.save({"model": nn.Linear(1, 1)}, cached)  # a pickled module: loading it would run code
+    with pytest.raises(ParameterError, match="could not be loaded \\(UnpicklingError"):
+        load_teacher("torchvision:resnet18", ["tench"])
+    monkeypatch.setenv("FDM_WEIGHTS", str(tmp_path))  # registered names: $FDM_WEIGHTS/<name>.safetensors
+    (tmp_path / "fd_mobilenet_025.safetensors").write_bytes(imagenet_teacher.read_bytes())
+    assert load_teacher("fd_mobilenet_025", ["tench"]).rows == [0]
+
+
 # --- through `train`: a tiny trained teacher distils a second run, exactly under SIGTERM and resume -----------
 
 

@@ -290,8 +290,12 @@ def _torchvision(spec: str, name: str) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
     if not path.is_file():
         raise _not_cached(spec, str(path), f"torchvision.models.get_model({arch!r}, weights='DEFAULT')")
-    with _weights_only_loads():  # the builder finds the file in the cache (and checks its hash): no network
-        net = models.get_model(arch, weights=weights, progress=False)
+    try:
+        with _weights_only_loads():  # the builder finds the file in the cache: no network
+            net = models.get_model(arch, weights=weights, progress=False)
+    except Exception as e:  # noqa: BLE001 - a damaged file, or a pickle that asks to run code: never loaded
+        raise ParameterError("teacher", f"`teacher` {spec}: {path} could not be loaded ({type(e).__name__}: "
+                             f"{str(e)[:200]}); delete it and download it again") from None  # fmt: skip
     tf = weights.transforms()
     cats = weights.meta.get("categories") or []
     info = {"class_names": None if len(cats) == 1000 else list(cats), "num_classes": len(cats), "path": path}
