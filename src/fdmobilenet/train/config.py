@@ -91,11 +91,12 @@ class TrainConfig:
     ema_warmup: bool = _f(True, "EMA decay ramps up as min(decay, (1+n)/(10+n)) over the first n updates (as "
                           "timm's EMA), so a short run's average is not mostly the initialisation")  # fmt: skip
     clip_grad: float = _f(0.0, "clip the gradient norm to this value (0: off)")
-    mixup: float = _f(0.0, "MixUp: Beta(a, a) alpha of blending each micro-batch with itself reversed, soft targets "
-                      "(0: off; 0.2 as timm's and torchvision's recipes); with --cutmix, one of the two per "
-                      "micro-batch")  # fmt: skip
-    cutmix: float = _f(0.0, "CutMix: Beta(a, a) alpha of pasting a box from another image of the micro-batch "
-                       "(0: off; 1.0 as timm's and torchvision's recipes)")  # fmt: skip
+    mixup: float = _f(0.0, "MixUp: alpha of the Beta(alpha, alpha) weight blending each image of a micro-batch "
+                      "with the next one, targets blended alike (0: off; torchvision's recipes use 0.2); with "
+                      "--cutmix, one of the two per micro-batch")  # fmt: skip
+    cutmix: float = _f(0.0, "CutMix: alpha of the Beta(alpha, alpha) area kept when a box of the next image of "
+                       "the micro-batch is pasted in, targets by area (0: off; torchvision's recipes use "
+                       "1.0)")  # fmt: skip
     # distillation
     teacher: str | None = _f(None, "distil from this model's predictions: a weights file of this package "
                              "(.safetensors, e.g. a run's best.safetensors), a registered name whose released "

@@ -48,7 +48,8 @@ class Teacher(nn.Module):
     ):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
-        self.rows = rows
+        self.rows = rows  # for the log; ``index`` is the same on the device
+        self.register_buffer("index", torch.tensor(rows or [], dtype=torch.long), persistent=False)
         self.renormalise = any(abs(s - 1) > 1e-6 for s in scale) or any(abs(b) > 1e-6 for b in shift)
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -65,7 +66,7 @@ class Teacher(nn.Module):
         if self.renormalise:
             x = x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
         logits = self.net(x)
-        return logits[:, self.rows] if self.rows is not None else logits
+        return logits.index_select(1, self.index) if self.rows is not None else logits
 
 
 def distill_loss(
