@@ -35,13 +35,14 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loader", choices=("auto", "pil", "gpu"), help="input pipeline (see `train --loader`)")
     p.add_argument("--train-resolution", help="training crop size by epoch, e.g. 160,224@9 (see `train`)")
     p.add_argument("--pretrained-from", help="folder with converted official weights: adds fine-tuning rows")
+    p.add_argument("--teacher", help="distil every run from this model (see `train --teacher`)")
     p.add_argument("--out", default="runs/compare", help="folder of the runs and the report")
 
 
 def compare_run(a: argparse.Namespace) -> int:
     overrides = {
         k: getattr(a, k)
-        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution", "in_memory")
+        for k in ("batch_size", "lr", "val_split", "workers", "loader", "train_resolution", "in_memory", "teacher")
         if getattr(a, k, None) is not None
     }
     families = [f.strip() for f in a.families.split(",") if f.strip()]

@@ -3,7 +3,8 @@
 Every (family, budget) pair gets the width whose multiply-adds meet the budget at the chosen
 resolution, then trains with the same recipe and seeds; the val accuracy (mean ± sd over seeds) is
 reported against MFLOPs, with a paired-bootstrap verdict on each pair of families per budget
-(``verdicts``). Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
+(``verdicts``). Settings given as ``overrides`` (a ``teacher`` to distil from, the input pipeline, ...)
+apply to every run alike. Finished runs are kept (``done.json`` in their folder) and skipped on a re-run; an
 interrupted run resumes from its last checkpoint.
 """
 

@@ -100,6 +100,22 @@ class TrainConfig:
     ema_warmup: bool = _f(True, "EMA decay ramps up as min(decay, (1+n)/(10+n)) over the first n updates (as "
                           "timm's EMA), so a short run's average is not mostly the initialisation")  # fmt: skip
     clip_grad: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+    mixup: float = _f(0.0, "MixUp: alpha of the Beta(alpha, alpha) weight blending each image of a micro-batch "
+                      "with the next one, targets blended alike (0: off; torchvision's recipes use 0.2); with "
+                      "--cutmix, one of the two per micro-batch")  # fmt: skip
+    cutmix: float = _f(0.0, "CutMix: alpha of the Beta(alpha, alpha) area kept when a box of the next image of "
+                       "the micro-batch is pasted in, targets by area (0: off; torchvision's recipes use "
+                       "1.0)")  # fmt: skip
+    # distillation
+    teacher: str | None = _f(None, "distil from this model's predictions: a weights file of this package "
+                             "(.safetensors, e.g. a run's best.safetensors), a registered name whose released "
+                             "weights are already cached (offline), or timm:NAME / torchvision:NAME with weights "
+                             "already in the local cache (training never downloads). Its classes must be the "
+                             "run's, or it is a 1000-class ImageNet model and the run's classes are ImageNet "
+                             "class names (their rows are used)")  # fmt: skip
+    kd_temperature: float = _f(4.0, "distillation temperature T: both softmaxes at logits / T")
+    kd_weight: float = _f(0.5, "distillation loss weight w: (1 - w) * cross-entropy + w * T^2 * "
+                          "KL(teacher || student), Hinton's loss")  # fmt: skip
     # run
     out: str = _f("runs/train", "output folder: checkpoints, config.json, metrics.jsonl, curves.png")
     seed: int = _f(0, "seed of initialisation, data order and augmentation")
@@ -163,7 +179,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("model", "width", "groups", "dropout", "pretrained", "freeze_backbone"),
     "optimisation": ("epochs", "batch_size", "accum_steps", "lr", "lr_base_batch", "schedule", "lr_milestones",
                      "lr_step_epochs", "lr_gamma", "warmup_epochs", "momentum", "nesterov", "weight_decay",
-                     "wd_bn_bias", "label_smoothing", "ema_decay", "ema_warmup", "clip_grad"),
+                     "wd_bn_bias", "label_smoothing", "ema_decay", "ema_warmup", "clip_grad", "mixup", "cutmix"),
+    "distillation": ("teacher", "kd_temperature", "kd_weight"),
     "run": ("out", "seed", "deterministic", "logger", "checkpoint_every", "device", "threads", "amp",
             "channels_last", "compile"),
 }  # fmt: skip
@@ -176,6 +193,10 @@ _RANGES = [
     ("lr_gamma", 0, 1, False, True), ("weight_decay", 0, math.inf, True, False),
     ("warmup_epochs", 0, math.inf, True, False), ("clip_grad", 0, math.inf, True, False),
     ("width", 0, math.inf, False, False), ("threads", 0, MAX_THREADS, True, True),
+]  # fmt: skip
+_RANGES += [  # the loss: batch mixing and distillation
+    ("mixup", 0, math.inf, True, False), ("cutmix", 0, math.inf, True, False),
+    ("kd_temperature", 0, math.inf, False, False), ("kd_weight", 0, 1, True, True),
 ]  # fmt: skip
 
 

@@ -33,8 +33,10 @@ from .._utils import write_if_changed
 from ..evaluate import evaluate_loader
 from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
 from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
+from .distill import Teacher, check_recorded, distill_loss, load_teacher
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
+from .mixing import BatchMix
 from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
 from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
 
@@ -74,7 +76,9 @@ class Run:
     model: nn.Module  # what a step calls: the raw model, DDP-wrapped and/or compiled
     ddp_model: nn.Module  # the raw model or its DDP wrapper (for no_sync)
     trainable: list[nn.Parameter]
-    criterion: nn.Module
+    criterion: nn.Module  # cross-entropy with the run's label smoothing (integer or soft targets)
+    mix: BatchMix | None  # mixup/cutmix of each micro-batch, or None
+    teacher: Teacher | None  # distillation: a frozen model, not wrapped, one per process
     amp_dtype: torch.dtype | None
     channels_last: bool
     micro: int  # images per forward pass in this process
@@ -140,9 +144,16 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     kind = loader_kind(cfg, data, dist)
     steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
     check_memory(cfg, len(data.classes), micro, dist.device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
+    teacher = None  # built without drawing from the global RNGs (load_teacher forks them)
+    if cfg.teacher:
+        teacher = load_teacher(cfg.teacher, data.classes, dist.device, cfg.mean, cfg.std, channels_last)
+        rows = f"its rows of the {len(data.classes)} ImageNet classes" if teacher.rows else "all its classes"
+        renorm = "; inputs renormalised to its mean/std" if teacher.renormalise else ""
+        log(f"distilling from {cfg.teacher} ({rows}{renorm}): T {cfg.kd_temperature:g}, weight {cfg.kd_weight:g}")
+    check_recorded(out, teacher, resumed=ckpt is not None, write=dist.main)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
     lr0 = lr_at(cfg, 0, steps_per_epoch)
     parts = build_parts(cfg, data.classes, log, dist.device, channels_last, lr0, amp, pretrained=ckpt is None)
     state = TrainState(steps_per_epoch=steps_per_epoch)
@@ -170,11 +181,12 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     tb = MetricLogger(cfg.logger, out) if dist.main and state.epoch < cfg.epochs else None  # finished: write nothing
     loaders = make_loaders(cfg, data, dist, kind, micro)
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # soft targets too (mixup/cutmix)
+    mix = BatchMix(cfg.mixup, cfg.cutmix, len(data.classes), cfg.seed) if cfg.mixup or cfg.cutmix else None
     run = Run(
         cfg=cfg, recipe=recipe, dist=dist, stop=stop, log=log, out=out, data=data, loaders=loaders, parts=parts,
-        model=model, ddp_model=ddp_model, trainable=trainable, criterion=criterion, amp_dtype=amp_dtype,
-        channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
+        model=model, ddp_model=ddp_model, trainable=trainable, criterion=criterion, mix=mix, teacher=teacher,
+        amp_dtype=amp_dtype, channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
     )  # fmt: skip
     return run, state
 
@@ -257,15 +269,21 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
     step_loss = step_n = 0.0
     for j, (x, y, _, _) in enumerate(batches):
         x = x.to(dist.device, non_blocking=True)
+        y = y.to(dist.device, non_blocking=True)
+        if run.mix is not None:  # soft targets; seeded by (seed, step, micro-batch, rank), global RNGs untouched
+            x, y = run.mix(x, y, state.step, j, dist.rank)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(dist.device, non_blocking=True)
         sync = dist.world == 1 or j == cfg.accum_steps - 1
         with (
             contextlib.nullcontext() if sync else run.ddp_model.no_sync(),
             torch.autocast(dist.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None),
         ):
-            loss = run.criterion(run.model(x), y)
+            logits = run.model(x)
+            if run.teacher is None:
+                loss = run.criterion(logits, y)
+            else:  # the teacher sees the same (mixed) batch, under no_grad, in eval mode
+                loss = distill_loss(logits, run.teacher(x), y, run.criterion, cfg.kd_temperature, cfg.kd_weight)
             parts.scaler.scale(loss / cfg.accum_steps).backward()
         step_loss += float(loss.detach()) * len(y)
         step_n += len(y)
