@@ -197,3 +197,15 @@ def test_predictions_file_is_read_in_index_order(tmp_path):
     p.write_text("index,target,pred\n0,1,1\n2,1,1\n")  # a gap: not a whole validation set
     assert vd.read_predictions(p) is None
     assert vd.read_predictions(tmp_path / "absent.csv") is None
+
+
+def test_a_kept_run_with_other_settings_is_refused(tmp_path) -> None:
+    from fdmobilenet.train.compare import _same_settings
+
+    run = tmp_path / "runs" / "fd_mobilenet-12M-s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"teacher": None, "epochs": 10, "in_memory": True}))
+    _same_settings(run, {"epochs": 10, "in_memory": None})  # same plan (None: decided by the run)
+    with pytest.raises(ParameterError, match="`teacher` None, not 'big.safetensors'") as e:
+        _same_settings(run, {"teacher": "big.safetensors"})
+    assert e.value.param == "out"

@@ -134,9 +134,31 @@ class RunStopped(StoppedError):
         super().__init__(what, exit_code)
 
 
+def _same_settings(run_dir: Path, overrides: dict[str, Any]) -> None:
+    """A run kept from an earlier compare must have been trained with the settings asked for now: a
+    ``teacher`` (or epochs, lr, ...) added to the same ``out`` would otherwise report the old runs."""
+    saved_file = run_dir / "config.json"
+    if not saved_file.is_file():
+        return
+    try:
+        saved = json.loads(saved_file.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return  # a damaged config is reported by the training run that reads it
+    asked = json.loads(json.dumps({k: v for k, v in overrides.items() if v is not None}))
+    differ = [k for k, v in asked.items() if isinstance(saved, dict) and k in saved and saved[k] != v]
+    if differ:
+        k = differ[0]
+        raise ParameterError(
+            "out",
+            f"{run_dir} was trained with `{k}` {saved[k]!r}, not {asked[k]!r}; compare into another `out` "
+            "(its runs are kept as they are)",
+        )
+
+
 def _run_one(job: Job, overrides: dict[str, Any], recipe: str, out: Path, groups: int, log) -> dict[str, Any]:
     run_dir = out / "runs" / job.name
     done = run_dir / "done.json"
+    _same_settings(run_dir, overrides)
     if done.is_file():
         log(f"[compare] {job.name}: done before, kept")
         return json.loads(done.read_text())
