@@ -8,7 +8,8 @@ The learning rate is a pure function of the optimizer step and the data order a 
 
 Modules: ``config`` (settings, recipes, schedules), ``distributed`` (ranks), ``inputs`` (data and the
 three input pipelines), ``optim`` (model, optimizer, learning rate), ``checkpoint`` (state and files),
-``outputs`` (metrics, TensorBoard, curves), ``engine`` (the loop) and, on top, ``compare`` (budget-matched
+``outputs`` (metrics, TensorBoard, curves), ``mixing`` (MixUp/CutMix of a batch), ``distill`` (teachers and
+the distillation loss), ``engine`` (the loop) and, on top, ``compare`` (budget-matched
 runs of several families and their report: what the ``compare`` command runs).
 """
 
