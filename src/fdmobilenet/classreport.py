@@ -47,7 +47,7 @@ class ClassReport:
     support: np.ndarray  # images of each true class
     confusion: np.ndarray  # [true, predicted] counts
     top1: float  # percent
-    macro_f1: float
+    macro_f1: float  # over the classes in the targets or the predictions (scikit-learn's default)
     pairs: list[ConfusedPair]  # off-diagonal cells, most images first
 
     @property
@@ -113,6 +113,7 @@ def class_report(
     labels = list(range(k))
     prec, rec, f1, sup = metrics.precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
     cm = metrics.confusion_matrix(y, p, labels=labels)
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0  # macro F1 over these, as scikit-learn does by default
     off = cm.copy()
     np.fill_diagonal(off, 0)
     t_idx, p_idx = np.nonzero(off)
@@ -123,7 +124,7 @@ def class_report(
     ]
     return ClassReport(
         list(class_names), prec, rec, f1, sup.astype(np.int64), cm, 100.0 * int((y == p).sum()) / len(y),
-        float(np.mean(f1)), pairs,
+        float(np.mean(f1[present])), pairs,
     )  # fmt: skip
 
 
@@ -132,8 +133,9 @@ def render_table(report: ClassReport, show_all: int = 30, worst: int = 15, pairs
     the ``pairs`` most confused pairs: the lines a terminal or a training log shows."""
     names = [printable(n) for n in report.class_names]
     k = len(names)
-    order = sorted(range(k), key=lambda i: (report.f1[i], -report.support[i], i))
-    shown = order if k <= show_all else order[:worst]
+    seen = [i for i in range(k) if report.support[i] or report.confusion[:, i].any()]
+    order = sorted(seen, key=lambda i: (report.f1[i], -report.support[i], i))
+    shown = order if len(order) <= show_all else order[:worst]
     width = min(max([len(names[i]) for i in shown] + [5]), 40)
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
     for i in shown:
@@ -142,8 +144,10 @@ def render_table(report: ClassReport, show_all: int = 30, worst: int = 15, pairs
             f"{name:<{width}}  {report.precision[i]:9.3f}  {report.recall[i]:6.3f}  {report.f1[i]:5.3f}  "
             f"{int(report.support[i]):7d}"
         )
-    if len(shown) < k:
-        lines.append(f"({k - len(shown)} more classes with a higher F1: per_class.csv of the report lists all {k})")
+    if len(shown) < len(order):
+        lines.append(f"({len(order) - len(shown)} more classes with a higher F1: the report's per_class.csv lists all)")
+    if len(seen) < k:
+        lines.append(f"({k - len(seen)} of the {k} classes are neither in the data nor predicted: left out)")
     lines.append(f"top-1 {report.top1:.2f}%  macro F1 {report.macro_f1:.3f}  ({report.n} images, {k} classes)")
     if report.pairs:
         lines.append("most confused (true -> predicted: images, share of the true class):")
