@@ -209,3 +209,53 @@ def test_eval_report_folder(tiny_run, tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(capsys, *base, "--report", tmp_path)
     assert code == 2 and "--report" in err and "other files" in err
     assert (tmp_path / "taken.txt").read_text() == "not ours"
+
+
+def _no_sklearn(monkeypatch) -> None:
+    import fdmobilenet.classreport as cr
+    from fdmobilenet._utils import require
+
+    def refuse(module: str, purpose: str, hint: str = ""):
+        return require("sklearn_is_not_installed_here", purpose, hint)
+
+    monkeypatch.setattr(cr, "require", refuse)
+
+
+def test_without_scikit_learn_train_and_eval_still_work(tiny_run, tmp_path: Path, monkeypatch, capsys) -> None:
+    from fdmobilenet.train.outputs import write_run_report
+
+    _, out = tiny_run
+    _no_sklearn(monkeypatch)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "val_predictions.csv").write_bytes((out / "val_predictions.csv").read_bytes())
+    lines: list[str] = []
+    write_run_report(run, ["a", "b", "c", "d", "e"], lines.append)
+    assert len(lines) == 1 and "fdmobilenet[train]" in lines[0] and not (run / "report").exists()
+    base = ["eval", "--weights", out / "best.safetensors", "--split", out, "--device", "cpu"]
+    code, stdout, err = run_cli(capsys, *base)
+    assert code == 0 and "top-1" in stdout and "precision" not in stdout and "fdmobilenet[train]" in err
+    code, _, err = run_cli(capsys, *base, "--report", tmp_path / "rep")
+    assert code == 2 and "fdmobilenet[train]" in err and not (tmp_path / "rep").exists()
+
+
+def test_engine_validates_ema_and_raw_weights_in_one_pass(tmp_path: Path, monkeypatch) -> None:
+    from fdmobilenet.cli import main
+    from fdmobilenet.train import engine
+
+    calls: list[tuple[list[str], int]] = []
+
+    def counting(models, loader, *args, **kwargs):
+        counted = _Counted(loader)
+        got = evaluate_models(models, counted, *args, **kwargs)
+        calls.append((list(models), counted.passes))
+        return got
+
+    monkeypatch.setattr(engine, "evaluate_models", counting)
+    data = mini_subset(tmp_path / "flowers", per_class=8)
+    args = ["--data", data, "--model", "fd_mobilenet_025", "--resolution", 32, "--epochs", 2, "--batch-size", 8]
+    args += ["--val-split", 0.25, "--ema-decay", 0.9, "--threads", 1, "--workers", 0, "--out", tmp_path / "run"]
+    assert main(["train", *map(str, args)]) == 0
+    assert calls == [(["ema", "raw"], 1), (["ema", "raw"], 1)]
+    rows = metrics(tmp_path / "run")
+    assert [r["val_top1"] for r in rows] == [max(r["val_top1_ema"], r["val_top1_raw"]) for r in rows]
