@@ -1,4 +1,5 @@
-"""Top-1/top-5 evaluation of a folder (plain, prepared, or a training run's validation split) and
+"""Top-1/top-5 evaluation of a folder (plain, prepared, or a training run's validation split), optionally
+with each image's top-1 (for ``classreport``) and of several models over one pass of the data, and
 batched top-k prediction of image files, on any device."""
 
 from __future__ import annotations

@@ -292,7 +292,8 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
 
 
 def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> None:
-    """Count bad files over processes, validate, log a metrics row, write ``last`` (and ``best``)."""
+    """Count bad files over processes, validate (EMA and raw weights in one pass), log a metrics row, write
+    ``last`` (and ``best`` with its ``val_predictions.csv``)."""
     cfg, dist, out = run.cfg, run.dist, run.out
     _record_bad(run, state, epoch, stats.bad)
     scores, local = _validate(run, _candidates(run.parts))
