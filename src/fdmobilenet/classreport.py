@@ -249,7 +249,7 @@ def _matrix_figure(plt: Any, report: ClassReport) -> Any:
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    font = max(3.0, min(10.0, 260 / max(k, 1)))
+    font = max(4.0, min(10.0, 0.45 * 0.8 * side * 72 / k))  # about half a cell's height, in points
     names = [printable(n)[:30] for n in report.class_names]
     ax.set_xticks(range(k), names, rotation=90, fontsize=font)
     ax.set_yticks(range(k), names, fontsize=font)
