@@ -1,12 +1,14 @@
-"""Top-1/top-5 evaluation of a folder (plain, prepared, or a training run's validation split) and
+"""Top-1/top-5 evaluation of a folder (plain, prepared, or a training run's validation split), optionally
+with each image's top-1 (for ``classreport``) and of several models over one pass of the data, and
 batched top-k prediction of image files, on any device."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -82,6 +84,12 @@ class EvalResult:
     top5: float  # percent
     n: int
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of skipped files
+    correct1: int = 0  # the counts behind top1/top5, which processes of a run add up
+    correct5: int = 0
+    # with ``keep_preds``: per scored image, in dataset-index order, its index, true class and top-1 class
+    index: np.ndarray | None = None
+    targets: np.ndarray | None = None
+    preds: np.ndarray | None = None
 
     def as_dict(self) -> dict:
         return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "n": self.n, "bad": len(self.bad)}
@@ -96,8 +104,10 @@ def evaluate(
     workers: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    keep_preds: bool = False,
 ) -> EvalResult:
-    """Accuracy of ``model`` on every readable image of ``folder``; unreadable ones are listed, not fatal."""
+    """Accuracy of ``model`` on every readable image of ``folder``; unreadable ones are listed, not fatal.
+    ``keep_preds`` also returns each image's target and top-1 class (for ``classreport``)."""
     loader = DataLoader(
         eval_dataset(folder, transform),
         batch_size=batch_size,
@@ -105,7 +115,7 @@ def evaluate(
         collate_fn=collate_skip_bad,
         pin_memory=torch.device(device).type == "cuda",
     )
-    return evaluate_loader(model, loader, folder, device, progress)
+    return evaluate_loader(model, loader, folder, device, progress, keep_preds)
 
 
 @torch.no_grad()
@@ -115,32 +125,74 @@ def evaluate_loader(
     folder: Folder | PackedFolder | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    keep_preds: bool = False,
 ) -> EvalResult:
     """Same as ``evaluate`` over any loader yielding ``collate_skip_bad`` batches (``BatchDecodeLoader``'s too).
 
     ``folder`` (a ``Folder`` or ``PackedFolder``) names the skipped files; without it they are
     counted by index.
     """
-    model.eval().to(device)
-    correct1 = correct5 = n = 0
+    return evaluate_models({"model": model}, loader, folder, device, progress, keep_preds)["model"]
+
+
+@torch.no_grad()
+def evaluate_models(
+    models: Mapping[str, nn.Module],
+    loader: Iterable,
+    folder: Folder | PackedFolder | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    keep_preds: bool = False,
+) -> dict[str, EvalResult]:
+    """``evaluate_loader`` of several models over one pass of ``loader``: each batch is decoded once and
+    every model scores it (training validates its EMA and raw weights so). Results by the same names."""
+    if not models:
+        raise ParameterError("models", "`models` is empty: give at least one model to evaluate")
+    for m in models.values():
+        m.eval().to(device)
+    c1 = dict.fromkeys(models, 0)
+    c5 = dict.fromkeys(models, 0)
+    kept: dict[str, list[torch.Tensor]] = {name: [] for name in models}
+    idxs: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    n = 0
     bad: list[tuple[str, str]] = []
     bar = Progress(_len(loader), "eval", "batch", enabled=progress)
-    for imgs, labels, _, bad_items in loader:
+    for imgs, labels, idx, bad_items in loader:
         bar.update()
         bad += [(folder.name(i) if folder is not None else f"#{i}", reason) for i, reason in bad_items]
         if imgs is None:
             continue
-        logits = model(imgs.to(device))
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices.cpu()
-        hit = top == labels[:, None]
-        correct1 += hit[:, 0].sum().item()
-        correct5 += hit.any(dim=1).sum().item()
+        imgs, labels = imgs.to(device), labels.cpu()
+        for name, model in models.items():
+            logits = model(imgs)
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices.cpu()
+            hit = top == labels[:, None]
+            c1[name] += int(hit[:, 0].sum())
+            c5[name] += int(hit.any(dim=1).sum())
+            if keep_preds:
+                kept[name].append(top[:, 0])
+        if keep_preds:
+            idxs.append(torch.as_tensor(idx).cpu())
+            targets.append(labels)
         n += len(labels)
     bar.close()
     if n == 0:
         raise ValueError("no readable images to evaluate" + (f" ({len(bad)} unreadable)" if bad else ""))
-    return EvalResult(100.0 * correct1 / n, 100.0 * correct5 / n, n, bad)
+    results = {}
+    order = index = target = None
+    if keep_preds:
+        index = torch.cat(idxs).numpy().astype(np.int64)
+        order = np.argsort(index, kind="stable")
+        index, target = index[order], torch.cat(targets).numpy().astype(np.int64)[order]
+    for name in models:
+        r = EvalResult(100.0 * c1[name] / n, 100.0 * c5[name] / n, n, list(bad), c1[name], c5[name])
+        if keep_preds:
+            r.index, r.targets = index, target
+            r.preds = torch.cat(kept[name]).numpy().astype(np.int64)[order]
+        results[name] = r
+    return results
 
 
 def _len(loader: Iterable) -> int | None:

@@ -9,11 +9,20 @@ import json
 import sys
 from pathlib import Path
 
-from .._utils import atomic_write_bytes
+from .._utils import TRAIN_HINT, MissingDependencyError, atomic_write_bytes
+from ..classreport import (
+    ClassReport,
+    check_report_dir,
+    class_report,
+    printable,
+    render_table,
+    write_report,
+    written_note,
+)
 from ..data.images import find_images
 from ..deploy.pipeline import open_exported
 from ..deploy.runtime import BACKENDS
-from ..evaluate import evaluate, open_eval_data, predict, resolve_device
+from ..evaluate import EvalResult, evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
 from ..preprocess import Preprocess
 from ._args import positive_int, thread_count
@@ -65,22 +74,53 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
         help="a training run's folder (or its split.json): score only the validation images it held out of "
         "--data (default: the run's --data)",
     )
-    p.add_argument("--json", action="store_true", help="print {top1, top5, n, ...} as JSON (percent)")
+    p.add_argument(
+        "--json", action="store_true", help="print {top1, top5, n, per_class, confused_pairs, ...} as JSON (percent)"
+    )
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write the per-class report there: per_class.csv, confusion.csv, confused_pairs.csv, confusion.png "
+        "(a new folder, or one holding only such a report)",
+    )
 
 
 def eval_run(a: argparse.Namespace) -> int:
+    if a.report:
+        check_report_dir(a.report)  # before the evaluation, which may take long
     model, meta, tf, device = _load(a)
-    folder = open_eval_data(a.data, meta.get("class_names"), a.split)
-    r = evaluate(model, folder, tf, a.batch_size, a.workers, device, progress=not a.json)
+    names = meta.get("class_names")
+    folder = open_eval_data(a.data, names, a.split)
+    r = evaluate(model, folder, tf, a.batch_size, a.workers, device, progress=not a.json, keep_preds=True)
     for path, reason in r.bad:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
+    report = _class_report(r, names or folder.classes, required=bool(a.report))
+    if a.report and report is not None:
+        write_report(report, a.report)
+        print(written_note(report, a.report), file=sys.stderr)
     what = f"the validation split of {a.split}" if a.split else a.data
     if a.json:
         source = {"onnx": str(a.onnx), "backend": a.backend} if a.onnx else {"weights": str(a.weights)}
-        print(json.dumps({**r.as_dict(), "model": meta["model"], "data": str(what), **source}))
+        per_class = report.as_dict() if report is not None else {}
+        print(json.dumps({**r.as_dict(), "model": meta["model"], "data": str(what), **source, **per_class}))
     else:
         print(f"{meta['model']} on {what}: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%  ({r.n} images)")
+        if report is not None:
+            print(render_table(report))
     return 0
+
+
+def _class_report(r: EvalResult, names: list[str], required: bool) -> ClassReport | None:
+    """The per-class report; without scikit-learn one line on stderr (an error when --report asked for it)."""
+    if len(names) <= int(max(r.targets.max(), r.preds.max())):  # weights without class names: their indices
+        names = [*names, *map(str, range(len(names), int(max(r.targets.max(), r.preds.max())) + 1))]
+    try:
+        return class_report(r.targets, r.preds, names)
+    except MissingDependencyError:
+        if required:
+            raise
+        print(f"(the per-class table needs scikit-learn: {TRAIN_HINT})", file=sys.stderr)
+        return None
 
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,8 @@ from torch import nn
 from .._errors import StoppedError
 from .._progress import Progress
 from .._utils import write_if_changed
-from ..evaluate import evaluate_loader
+from ..classreport import write_predictions
+from ..evaluate import EvalResult, evaluate_models
 from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
 from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
 from .distill import Teacher, check_recorded, distill_loss, load_teacher
@@ -38,7 +39,7 @@ from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
 from .mixing import BatchMix
 from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
-from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
+from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics, write_run_report
 
 
 class Diverged(StoppedError):
@@ -208,6 +209,7 @@ def _fit(run: Run, state: TrainState) -> TrainResult:
             run.log(f"{run.out} had already finished its {cfg.epochs} epochs")
         else:
             plot_curves(run.out)
+            write_run_report(run.out, run.data.classes, run.log)
         run.log(
             f"done: best val top-1 {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
             f"checkpoint {run.out / 'best.safetensors'}"
@@ -308,10 +310,11 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
 
 
 def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> None:
-    """Count bad files over processes, validate, log a metrics row, write ``last`` (and ``best``)."""
+    """Count bad files over processes, validate (EMA and raw weights in one pass), log a metrics row, write
+    ``last`` (and ``best`` with its ``val_predictions.csv``)."""
     cfg, dist, out = run.cfg, run.dist, run.out
     _record_bad(run, state, epoch, stats.bad)
-    scores = {name: _validate(run, m) for name, m in _candidates(run.parts).items()}
+    scores, local = _validate(run, _candidates(run.parts))
     chosen = max(scores, key=lambda k: scores[k][0])  # the EMA wins ties: it is what `last` holds
     top1, top5, nbad = scores[chosen]
     train_loss = state.loss_sum / max(state.loss_n, 1)
@@ -352,7 +355,10 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
     state.epoch, state.step_in_epoch = epoch + 1, 0
     checkpoint(run, state, "last", scores[next(iter(scores))][0])
     if is_best:
+        index, targets, preds = _gather_predictions(run, local[chosen])  # every process: a collective
         checkpoint(run, state, "best", top1, use_ema=chosen == "ema")
+        if dist.main:  # the per-image top-1 of what best.safetensors holds, for the report and paired comparisons
+            write_predictions(out / "val_predictions.csv", index, targets, preds)
 
 
 def _candidates(parts: Parts) -> dict[str, nn.Module]:
@@ -360,11 +366,31 @@ def _candidates(parts: Parts) -> dict[str, nn.Module]:
     return {"ema": parts.ema.module, "raw": parts.model} if parts.ema is not None else {"model": parts.model}
 
 
-def _validate(run: Run, model: nn.Module) -> tuple[float, float, float]:
-    """(top-1 %, top-5 %, unreadable files) of ``model`` on the validation split, over all processes."""
-    r = evaluate_loader(model, run.loaders.val, run.data.val_source, run.dist.device)
-    c1, c5, nv, nbad = run.dist.all_reduce([r.top1 * r.n / 100, r.top5 * r.n / 100, r.n, len(r.bad)])
-    return 100 * c1 / nv, 100 * c5 / nv, nbad
+def _validate(
+    run: Run, models: dict[str, nn.Module]
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, EvalResult]]:
+    """(top-1 %, top-5 %, unreadable files) of each of ``models`` on the validation split, over all
+    processes, from one pass of the loader (each batch decoded once); and this process's own results,
+    with its per-image predictions."""
+    local = evaluate_models(models, run.loaders.val, run.data.val_source, run.dist.device, keep_preds=True)
+    sums = run.dist.all_reduce([x for r in local.values() for x in (r.correct1, r.correct5, r.n, len(r.bad))])
+    scores = {}
+    for j, name in enumerate(local):
+        c1, c5, nv, nbad = sums[4 * j : 4 * j + 4]
+        scores[name] = (100 * c1 / nv, 100 * c5 / nv, nbad)
+    return scores, local
+
+
+def _gather_predictions(run: Run, r: EvalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index, target, top-1) of every validation image, from all processes' shards, in index order."""
+    parts = [(r.index, r.targets, r.preds)]
+    if run.dist.world > 1:
+        gathered: list[Any] = [None] * run.dist.world
+        torch.distributed.all_gather_object(gathered, parts[0])
+        parts = gathered
+    index, targets, preds = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    order = np.argsort(index, kind="stable")
+    return index[order], targets[order], preds[order]
 
 
 def _record_bad(run: Run, state: TrainState, epoch: int, bad: list[tuple[str, str]]) -> None:

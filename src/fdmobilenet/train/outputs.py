@@ -1,5 +1,6 @@
 """What a run leaves for people besides checkpoints: ``metrics.jsonl`` (one row per epoch), the
-``logger`` choice (``metrics.csv`` or TensorBoard scalars) and ``curves.png``."""
+``logger`` choice (``metrics.csv`` or TensorBoard scalars), ``curves.png`` and, from the best weights'
+``val_predictions.csv``, the per-class ``report/``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .._errors import ParameterError
-from .._utils import atomic_write_bytes, pyplot, save_figure, write_if_changed
+from .._utils import MissingDependencyError, atomic_write_bytes, pyplot, save_figure, write_if_changed
+from ..classreport import class_report, read_predictions, render_table, write_report, written_note
 
 TB_SCALARS = ("train_loss", "val_top1", "val_top5", "lr", "img_s")
 
@@ -110,3 +113,21 @@ def plot_curves(out: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, out / "curves.png", dpi=100)
+
+
+def write_run_report(out: Path, classes: list[str], log: Callable[..., None]) -> None:
+    """``report/`` (per-class metrics, confusions) of the best weights' ``val_predictions.csv``, and its
+    table in the log; without scikit-learn or matplotlib one line says what to install, and the run is done."""
+    path = out / "val_predictions.csv"
+    if not path.is_file():  # a run resumed from a version that did not write it, and no better epoch since
+        log(f"(no {path}: the per-class report of best.safetensors comes from eval on the run's split)")
+        return
+    _, targets, preds = read_predictions(path)
+    try:
+        report = class_report(targets, preds, classes)
+        write_report(report, out / "report")
+    except MissingDependencyError:
+        log("(the per-class report needs scikit-learn and matplotlib: pip install 'fdmobilenet[train]')")
+        return
+    log(render_table(report))
+    log(written_note(report, out / "report"))
