@@ -217,6 +217,9 @@ def test_torchrun_two_gloo_processes_agree_with_one_process(resume_setup, tmp_pa
     data, _ = resume_setup
     common = ["--data", str(data), "--model", "fd_mobilenet_025", "--resolution", "32", "--epochs", "2"]
     common += ["--batch-size", "16", "--lr", "0.05", "--lr-base-batch", "16", "--workers", "0", "--threads", "1"]
+    # the PIL pipeline seeds each image's crop by its index, so 2 ranks draw the crops 1 process draws;
+    # the in-memory one (the default for data this small) draws them per batch and rank
+    common += ["--no-in-memory"]
     ddp = torchrun_cmd(29517, "train", *common, "--out", str(tmp_path / "ddp"))
     r = subprocess.run(ddp, env=env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
