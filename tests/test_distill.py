@@ -268,6 +268,7 @@ def test_compare_distils_every_run_from_the_same_teacher(flowers, tmp_path: Path
 
     monkeypatch.setattr("fdmobilenet.train.train", fake_train)
     args = ["compare", "--data", str(data), "--budgets", "0.6,1.5", "--families", "fd_mobilenet,mobilenet_v1"]
+    args += ["--seeds", "1"]
     args += ["--resolution", "32", "--epochs", "1", "--recipe", "small", "--out", str(tmp_path / "cmp")]
     assert main([*args, "--teacher", str(teacher)]) == 0
     assert len(seen) == 4 and {t for *_, t in seen} == {str(teacher)}

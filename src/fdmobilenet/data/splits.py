@@ -107,11 +107,11 @@ def load_folders(data: str | Path, val_split: float, seed: int, recorded: dict |
         train, val = dataset_classes(train, val)
         return FolderSplit(train, val, f"{root}/train and {root}/val", None)
     base = root / "train" if (root / "train").is_dir() else root
-    check_layout(base)
     try:
         folder = _open(base)
     except ValueError as e:
         raise ValueError(f"{e}; {LAYOUT_HELP}") from None
+    check_layout(base)
     if isinstance(folder, PackedFolder):  # prepared data never changes: its row numbers name its images
         rel, labels = [f"#{i}" for i in range(len(folder))], folder.labels.tolist()
     else:
