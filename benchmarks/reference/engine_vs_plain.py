@@ -10,6 +10,7 @@ Cases (splits are made by ``split.py`` under ``--work``; see CASES):
   flowers    flowers-256, 20 % held out; FD 0.25x at 224 px, 20 epochs, defaults / --in-memory / README recipe
   finetune   flowers, the authors' 0.5x weights, 5 epochs (the README's fine-tuning command)
   speed224   flowers, FD 0.25x at 224 px, 3 epochs: training img/s of the two loops side by side
+  imagenette-fd-long   imagenette-fd with --recipe long (TrivialAugment, random erasing 0.25)
   imagenette-fd-kd   imagenette-fd distilled from the authors' 0.5x ImageNet weights (their 10 matching rows)
   imagenette-fd / -mb / -sh   Imagenette (shared train), seeded 15 % hold-out (1,420 photos), 224 px, 10 epochs,
              12 MFLOPs: FD-MobileNet 0.25x / MobileNet V1 0.125x / ShuffleNet V1 g=3 0.225x, the widths
@@ -74,6 +75,10 @@ for _tag, _model, _width in (("fd", "fd_mobilenet", "0.25"), ("mb", "mobilenet_v
         {"plain": _net, "engine (defaults)": _net},
     )
 # distillation: the same FD-MobileNet 0.25x run taught by the authors' 0.5x ImageNet model (its 10 rows)
+CASES["imagenette-fd-long"] = (
+    ["datasets/imagenette/train", "--val-fraction", "0.15"],
+    {"engine --recipe long": [*CASES["imagenette-fd"][1]["plain"], "--recipe", "long"]},
+)
 CASES["imagenette-fd-kd"] = (
     ["datasets/imagenette/train", "--val-fraction", "0.15"],
     {"engine --teacher authors-0.5x": [*CASES["imagenette-fd"][1]["plain"], "--teacher",
