@@ -6,9 +6,9 @@ light uses of the package do not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import Any
+
+from ._utils import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,14 +27,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if "timm" in sys.modules:  # register with timm only if the user already uses it (timm is slow to import)

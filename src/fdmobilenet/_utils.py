@@ -20,6 +20,24 @@ from typing import Any
 
 from ._errors import NamesParameters
 
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Any, Any]:
+    """PEP 562 ``__getattr__`` and ``__dir__`` for a package whose public names live in submodules
+    (``exports``: name -> submodule), imported on first use: light look-ups never pay for torch."""
+
+    def getattr_(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(f".{exports[name]}", package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def dir_() -> list[str]:
+        import sys
+
+        return sorted([*vars(sys.modules[package]), *exports])
+
+    return getattr_, dir_
+
+
 DEPLOY_HINT = 'pip install "fdmobilenet[deploy]"'
 OPENVINO_HINT = 'pip install "fdmobilenet[openvino]"'
 TRAIN_HINT = 'pip install "fdmobilenet[train]"'

@@ -11,8 +11,7 @@ table), pure data -> ``common``, ``mobilenet``, ``shufflenet``, ``torchvision_ne
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._utils import lazy_exports
 
 _EXPORTS = {
     "FAMILIES": "_registry",
@@ -37,11 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
