@@ -18,7 +18,7 @@ from ._progress import Progress
 from .data.folders import Folder, scan_folder
 from .data.images import ImageDataset, collate_skip_bad
 from .data.packed import PackedFolder, PackedImageDataset, is_packed
-from .data.splits import load_folders, read_split
+from .data.splits import load_folders, read_split, relabelled
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -64,12 +64,7 @@ def _relabel(folder: Folder | PackedFolder, class_names: Sequence[str] | None) -
     unknown = [c for c in folder.classes if c not in index]
     if unknown:
         raise ValueError(f"classes {unknown[:5]} of the data are not among the {len(index)} the weights know")
-    remap = [index[c] for c in folder.classes]
-    if isinstance(folder, PackedFolder):
-        rows = folder.rows.copy()
-        rows[:, 3] = [remap[y] for y in rows[:, 3]]
-        return PackedFolder(folder.root, list(class_names), rows, folder._maps)
-    return Folder([(p, remap[y]) for p, y in folder.samples], list(class_names), folder.root)
+    return relabelled(folder, list(class_names), np.array([index[c] for c in folder.classes], dtype=np.int64))
 
 
 def eval_dataset(folder: Folder | PackedFolder, transform: Callable) -> torch.utils.data.Dataset:

@@ -160,14 +160,15 @@ def dataset_classes(train: Part, val: Part) -> tuple[Part, Part]:
     names = [imagenet_label_names()[i] for i in present]
     remap = np.full(len(train.classes), -1, dtype=np.int64)
     remap[present] = np.arange(len(present))
-    return _relabelled(train, names, remap), _relabelled(val, names, remap)
+    return relabelled(train, names, remap), relabelled(val, names, remap)
 
 
 def _labels(part: Part) -> list[int]:
     return part.labels.tolist() if isinstance(part, PackedFolder) else [y for _, y in part.samples]
 
 
-def _relabelled(part: Part, names: list[str], remap: np.ndarray) -> Part:
+def relabelled(part: Part, names: list[str], remap: np.ndarray) -> Part:
+    """``part`` with label ``y`` replaced by ``remap[y]`` and the classes by ``names``."""
     if isinstance(part, PackedFolder):
         rows = part.rows.copy()
         rows[:, 3] = remap[rows[:, 3]]
