@@ -108,7 +108,13 @@ def write_checkpoint(out: Path, tag: str, weights: dict[str, torch.Tensor], meta
 
 
 def weights_meta(
-    cfg: TrainConfig, recipe: str, classes: list[str], state: TrainState, ema: bool, val_top1: float | None = None
+    cfg: TrainConfig,
+    recipe: str,
+    classes: list[str],
+    state: TrainState,
+    ema: bool,
+    val_top1: float | None = None,
+    metric: str = "val_top1",
 ) -> dict[str, Any]:
     """The metadata of a checkpoint's weights: enough to rebuild, preprocess for and label the model."""
     pre = Preprocess(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std).to_meta()
@@ -124,8 +130,8 @@ def weights_meta(
         "step": state.step,
         "ema": ema,
     }
-    if val_top1 is not None:
-        meta["val_top1"] = round(val_top1, 4)
+    if val_top1 is not None:  # the score `best` follows: top-1 %, or a detector's mAP@0.5 %
+        meta[metric] = round(val_top1, 4)
     return meta
 
 
@@ -139,12 +145,13 @@ def save_checkpoint(
     parts: Parts,
     val_top1: float | None = None,
     use_ema: bool | None = None,
+    metric: str = "val_top1",
 ) -> None:
     """Write checkpoint ``tag`` (``last`` or ``best``): the EMA weights when there is an EMA (unless
     ``use_ema`` is False: a ``best`` whose raw weights validated better), with the raw model in the state
     file so training continues from it."""
     use_ema = parts.ema is not None if use_ema is None else use_ema and parts.ema is not None
-    meta = weights_meta(cfg, recipe, classes, state, use_ema, val_top1)
+    meta = weights_meta(cfg, recipe, classes, state, use_ema, val_top1, metric)
     st = {
         "version": STATE_VERSION,
         "epoch": state.epoch,

@@ -30,16 +30,15 @@ from torch import nn
 from .._errors import StoppedError
 from .._progress import Progress
 from .._utils import write_if_changed
-from ..classreport import write_predictions
-from ..evaluate import EvalResult, evaluate_models
 from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
 from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
-from .distill import Teacher, check_recorded, distill_loss, load_teacher
+from .distill import Teacher, check_recorded, load_teacher
 from .distributed import Dist, Stop, init_distributed
-from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
+from .inputs import Data, Loaders
 from .mixing import BatchMix
 from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
-from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics, write_run_report
+from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
+from .tasks import Task, task_for
 
 
 class Diverged(StoppedError):
@@ -54,7 +53,7 @@ class TrainResult:
     """How a run ended: 0 (done), 128 + signal (stopped, resumable) or ``EXIT_DIVERGED``."""
 
     exit_code: int
-    best_top1: float | None = None
+    best_top1: float | None = None  # the best validation score: top-1 %, or a detector's mAP@0.5 %
     best_epoch: int | None = None
     out: Path | None = None
     epochs_done: int = 0
@@ -67,6 +66,7 @@ class Run:
 
     cfg: TrainConfig
     recipe: str
+    task: Task  # classification or detection: data, model, loss and validation score
     dist: Dist
     stop: Stop
     log: Callable[..., None]
@@ -77,7 +77,7 @@ class Run:
     model: nn.Module  # what a step calls: the raw model, DDP-wrapped and/or compiled
     ddp_model: nn.Module  # the raw model or its DDP wrapper (for no_sync)
     trainable: list[nn.Parameter]
-    criterion: nn.Module  # cross-entropy with the run's label smoothing (integer or soft targets)
+    criterion: nn.Module | None  # classification: cross-entropy with label smoothing (integer or soft targets)
     mix: BatchMix | None  # mixup/cutmix of each micro-batch, or None
     teacher: Teacher | None  # distillation: a frozen model, not wrapped, one per process
     amp_dtype: torch.dtype | None
@@ -134,15 +134,16 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     out = Path(cfg.out)
     ckpt = open_out(out, resume, dist, log)
     cfg = for_machine(cfg)
+    task = task_for(cfg)
     _seed_everything(cfg, dist)
     check_memory(cfg, 2, 1, dist.device)  # before any data is resized to cfg.resolution
-    data = build_data(cfg, out, dist, log)
+    data = task.build_data(cfg, out, dist, log)
     if cfg.data is not None:  # config.json records the pipeline chosen, so a resumed run keeps it
         cfg = dataclasses.replace(cfg, in_memory=data.memory is not None)
     cfg, note = for_data(cfg, data.n_train)
     if note:
         log(note)
-    kind = loader_kind(cfg, data, dist)
+    kind = task.loader_kind(cfg, data, dist)
     steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
     check_memory(cfg, len(data.classes), micro, dist.device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
@@ -156,7 +157,8 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     lr0 = lr_at(cfg, 0, steps_per_epoch)
-    parts = build_parts(cfg, data.classes, log, dist.device, channels_last, lr0, amp, pretrained=ckpt is None)
+    model = task.build_model(cfg, data.classes, log, load_pretrained=ckpt is None)
+    parts = build_parts(cfg, model, dist.device, channels_last, lr0, amp)
     state = TrainState(steps_per_epoch=steps_per_epoch)
     if ckpt is not None:
         state = restore(ckpt, out, parts, steps_per_epoch)
@@ -180,14 +182,14 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
         f"{dist.device.type}{', ' + amp if amp_dtype else ''}; {kind} input pipeline; output in {out}"
     )
     tb = MetricLogger(cfg.logger, out) if dist.main and state.epoch < cfg.epochs else None  # finished: write nothing
-    loaders = make_loaders(cfg, data, dist, kind, micro)
+    loaders = task.make_loaders(cfg, data, dist, kind, micro)
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # soft targets too (mixup/cutmix)
     mix = BatchMix(cfg.mixup, cfg.cutmix, len(data.classes), cfg.seed) if cfg.mixup or cfg.cutmix else None
     run = Run(
-        cfg=cfg, recipe=recipe, dist=dist, stop=stop, log=log, out=out, data=data, loaders=loaders, parts=parts,
-        model=model, ddp_model=ddp_model, trainable=trainable, criterion=criterion, mix=mix, teacher=teacher,
-        amp_dtype=amp_dtype, channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
+        cfg=cfg, recipe=recipe, task=task, dist=dist, stop=stop, log=log, out=out, data=data, loaders=loaders,
+        parts=parts, model=model, ddp_model=ddp_model, trainable=trainable, criterion=criterion, mix=mix,
+        teacher=teacher, amp_dtype=amp_dtype, channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
     )  # fmt: skip
     return run, state
 
@@ -209,9 +211,9 @@ def _fit(run: Run, state: TrainState) -> TrainResult:
             run.log(f"{run.out} had already finished its {cfg.epochs} epochs")
         else:
             plot_curves(run.out)
-            write_run_report(run.out, run.data.classes, run.log)
+            run.task.report(run)
         run.log(
-            f"done: best val top-1 {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
+            f"done: best {_metric_name(run.task)} {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
             f"checkpoint {run.out / 'best.safetensors'}"
         )
     return TrainResult(0, state.best_top1, state.best_epoch, run.out, cfg.epochs)
@@ -271,7 +273,7 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
     step_loss = step_n = 0.0
     for j, (x, y, _, _) in enumerate(batches):
         x = x.to(dist.device, non_blocking=True)
-        y = y.to(dist.device, non_blocking=True)
+        y = _to(y, dist.device)
         if run.mix is not None:  # soft targets; seeded by (seed, step, micro-batch, rank), global RNGs untouched
             x, y = run.mix(x, y, state.step, j, dist.rank)
         if run.channels_last:
@@ -281,11 +283,7 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
             contextlib.nullcontext() if sync else run.ddp_model.no_sync(),
             torch.autocast(dist.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None),
         ):
-            logits = run.model(x)
-            if run.teacher is None:
-                loss = run.criterion(logits, y)
-            else:  # the teacher sees the same (mixed) batch, under no_grad, in eval mode
-                loss = distill_loss(logits, run.teacher(x), y, run.criterion, cfg.kd_temperature, cfg.kd_weight)
+            loss = run.task.loss(run, x, y, j)
             parts.scaler.scale(loss / cfg.accum_steps).backward()
         step_loss += float(loss.detach()) * len(y)
         step_n += len(y)
@@ -311,34 +309,34 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
 
 def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> None:
     """Count bad files over processes, validate (EMA and raw weights in one pass), log a metrics row, write
-    ``last`` (and ``best`` with its ``val_predictions.csv``)."""
-    cfg, dist, out = run.cfg, run.dist, run.out
+    ``last`` (and ``best`` with the task's files, e.g. ``val_predictions.csv``)."""
+    cfg, dist, out, metric = run.cfg, run.dist, run.out, run.task.metric
     _record_bad(run, state, epoch, stats.bad)
-    scores, local = _validate(run, _candidates(run.parts))
-    chosen = max(scores, key=lambda k: scores[k][0])  # the EMA wins ties: it is what `last` holds
-    top1, top5, nbad = scores[chosen]
+    scores, local = run.task.validate(run, _candidates(run.parts))
+    chosen = max(scores, key=lambda k: scores[k].value)  # the EMA wins ties: it is what `last` holds
+    score = scores[chosen]
     train_loss = state.loss_sum / max(state.loss_n, 1)
     lr_now = lr_at(cfg, max(state.step - 1, 0), state.steps_per_epoch)
-    is_best = top1 > state.best_top1
+    is_best = score.value > state.best_top1
     if is_best:
-        state.best_top1, state.best_epoch = top1, epoch
-    if len(scores) > 1:  # the EMA's and the raw weights' accuracy, and which one this epoch's best is
-        row_ema = {"val_top1_ema": round(scores["ema"][0], 4), "val_top1_raw": round(scores["raw"][0], 4)}
-        shown = f" ({chosen}; ema {scores['ema'][0]:.2f}%, raw {scores['raw'][0]:.2f}%)"
+        state.best_top1, state.best_epoch = score.value, epoch
+    if len(scores) > 1:  # the EMA's and the raw weights' score, and which one this epoch's best is
+        ema, raw = scores["ema"].value, scores["raw"].value
+        row_ema = {f"{metric}_ema": round(ema, 4), f"{metric}_raw": round(raw, 4)}
+        shown = f" ({chosen}; ema {ema:.2f}%, raw {raw:.2f}%)"
     else:
         row_ema, shown = {}, ""
     row = {
         "epoch": epoch + 1,
         "step": state.step,
         "train_loss": round(train_loss, 5),
-        "val_top1": round(top1, 4),
-        "val_top5": round(top5, 4),
+        **score.row,
         "lr": lr_now,
         "time_s": round(time.time() - stats.t0, 2),
         "img_s": round(stats.img_s, 1),
         "images": int(state.loss_n),  # trained on in this epoch (unreadable ones excluded)
         "bad_skipped": int(state.bad_count),
-        "val_bad": int(nbad),
+        "val_bad": int(score.nbad),
         **row_ema,
     }
     if dist.main:
@@ -346,51 +344,34 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
         if run.tb is not None:
             run.tb.log(row, epoch + 1)
     extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
-    extra = (extra if state.bad_count else "") + (f"  ({int(nbad)} unreadable val image(s))" if nbad else "")
+    extra = (extra if state.bad_count else "") + (f"  ({score.nbad} unreadable val image(s))" if score.nbad else "")
     run.log(
-        f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  val top-1 {top1:6.2f}%{shown}  "
-        f"top-5 {top5:6.2f}%  lr {lr_now:.4g}  {row['time_s']:.1f}s  {row['img_s']:.0f} img/s{extra}"
+        f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  {score.text}{shown}  "
+        f"lr {lr_now:.4g}  {row['time_s']:.1f}s  {row['img_s']:.0f} img/s{extra}"
     )
     state.loss_sum = state.loss_n = state.bad_count = 0.0
     state.epoch, state.step_in_epoch = epoch + 1, 0
-    checkpoint(run, state, "last", scores[next(iter(scores))][0])
+    checkpoint(run, state, "last", scores[next(iter(scores))].value)
     if is_best:
-        index, targets, preds = _gather_predictions(run, local[chosen])  # every process: a collective
-        checkpoint(run, state, "best", top1, use_ema=chosen == "ema")
-        if dist.main:  # the per-image top-1 of what best.safetensors holds, for the report and paired comparisons
-            write_predictions(out / "val_predictions.csv", index, targets, preds)
+        checkpoint(run, state, "best", score.value, use_ema=chosen == "ema")
+        run.task.write_best(run, local[chosen])
+
+
+def _metric_name(task: Task) -> str:
+    """How the log names the score ``best`` follows."""
+    return {"val_top1": "val top-1", "val_map50": "val mAP@0.5"}.get(task.metric, task.metric)
+
+
+def _to(y: Any, device: torch.device) -> Any:
+    """Targets to the device: a label tensor, or a detector's list of per-image dicts of tensors."""
+    if isinstance(y, torch.Tensor):
+        return y.to(device, non_blocking=True)
+    return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()} for t in y]
 
 
 def _candidates(parts: Parts) -> dict[str, nn.Module]:
     """The weights to validate: the EMA first (what ``last`` holds), then the raw model; or the model alone."""
     return {"ema": parts.ema.module, "raw": parts.model} if parts.ema is not None else {"model": parts.model}
-
-
-def _validate(
-    run: Run, models: dict[str, nn.Module]
-) -> tuple[dict[str, tuple[float, float, float]], dict[str, EvalResult]]:
-    """(top-1 %, top-5 %, unreadable files) of each of ``models`` on the validation split, over all
-    processes, from one pass of the loader (each batch decoded once); and this process's own results,
-    with its per-image predictions."""
-    local = evaluate_models(models, run.loaders.val, run.data.val_source, run.dist.device, keep_preds=True)
-    sums = run.dist.all_reduce([x for r in local.values() for x in (r.correct1, r.correct5, r.n, len(r.bad))])
-    scores = {}
-    for j, name in enumerate(local):
-        c1, c5, nv, nbad = sums[4 * j : 4 * j + 4]
-        scores[name] = (100 * c1 / nv, 100 * c5 / nv, nbad)
-    return scores, local
-
-
-def _gather_predictions(run: Run, r: EvalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(index, target, top-1) of every validation image, from all processes' shards, in index order."""
-    parts = [(r.index, r.targets, r.preds)]
-    if run.dist.world > 1:
-        gathered: list[Any] = [None] * run.dist.world
-        torch.distributed.all_gather_object(gathered, parts[0])
-        parts = gathered
-    index, targets, preds = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    order = np.argsort(index, kind="stable")
-    return index[order], targets[order], preds[order]
 
 
 def _record_bad(run: Run, state: TrainState, epoch: int, bad: list[tuple[str, str]]) -> None:
@@ -416,7 +397,9 @@ def checkpoint(
             f"checkpoint {run.out / 'last.safetensors'} was kept. Lower `lr` (or use `clip_grad`) and `resume`."
         )
     if run.dist.main:
-        save_checkpoint(run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1, use_ema)
+        save_checkpoint(
+            run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1, use_ema, run.task.metric
+        )
 
 
 def _interrupted(run: Run, state: TrainState, written: bool = False) -> TrainResult:

@@ -119,17 +119,9 @@ class Parts:
 
 
 def build_parts(
-    cfg: TrainConfig,
-    classes: list[str],
-    log: Callable[..., None],
-    device: torch.device,
-    channels_last: bool,
-    lr: float,
-    amp: str,
-    pretrained: bool = True,
+    cfg: TrainConfig, model: nn.Module, device: torch.device, channels_last: bool, lr: float, amp: str
 ) -> Parts:
-    """The model on ``device`` (initialised from the global RNG), its EMA, the optimizer and the scaler."""
-    model = build_model(cfg, classes, log, load_pretrained=pretrained)
+    """``model`` (the task's, initialised from the global RNG) on ``device``, its EMA, the optimizer and the scaler."""
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     ema = None
     if cfg.ema_decay > 0:

@@ -1,0 +1,152 @@
+"""What a task plugs into the one training engine: its data and loaders, its model, the loss of a
+micro-batch, and the validation score that ``best`` follows.
+
+The engine (``engine.py``) owns everything else — schedule, steps, accumulation, EMA, signals, NaN
+checks, checkpoints, metrics and resume — so a detector trains with the same guarantees as a classifier.
+``ClassificationTask`` is this module's; ``detect.DetectionTask`` is the detection one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..classreport import write_predictions
+from ..evaluate import EvalResult, evaluate_models
+from .config import TrainConfig
+from .distill import distill_loss
+from .distributed import Dist
+from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
+from .optim import build_model
+from .outputs import write_run_report
+
+if TYPE_CHECKING:
+    from .engine import Run
+
+Log = Callable[..., None]
+
+
+@dataclass
+class Score:
+    """One model's validation result: ``value`` is what ``best`` follows (higher is better)."""
+
+    value: float
+    row: dict[str, float]  # its metrics.jsonl columns
+    text: str  # its part of the epoch's log line
+    nbad: int = 0  # unreadable validation files
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """The interface; ``ClassificationTask`` documents each part."""
+
+    name = "task"
+    metric = "val_score"  # the metrics.jsonl key `best` follows, also written to the weights' metadata
+
+    def build_data(self, cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
+        raise NotImplementedError
+
+    def loader_kind(self, cfg: TrainConfig, data: Data, dist: Dist) -> str:
+        raise NotImplementedError
+
+    def make_loaders(self, cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int) -> Loaders:
+        raise NotImplementedError
+
+    def build_model(self, cfg: TrainConfig, classes: list[str], log: Log, load_pretrained: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def setup(self, run: Run) -> None:
+        """Per-run state built after the model (criterion, mixing, teacher)."""
+
+    def loss(self, run: Run, x: Any, y: Any, micro_batch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validate(self, run: Run, models: dict[str, nn.Module]) -> tuple[dict[str, Score], dict[str, Any]]:
+        raise NotImplementedError
+
+    def write_best(self, run: Run, local: Any) -> None:
+        """Files that go with a new ``best`` (every process calls it: it may gather)."""
+
+    def report(self, run: Run) -> None:
+        """The end-of-run report beside the curves (main process)."""
+
+
+class ClassificationTask(Task):
+    """Image folders -> class labels; cross-entropy (mixup/cutmix, distillation); ``best`` follows top-1."""
+
+    name = "classification"
+    metric = "val_top1"
+
+    def build_data(self, cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
+        return build_data(cfg, out, dist, log)
+
+    def loader_kind(self, cfg: TrainConfig, data: Data, dist: Dist) -> str:
+        return loader_kind(cfg, data, dist)
+
+    def make_loaders(self, cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int) -> Loaders:
+        return make_loaders(cfg, data, dist, kind, micro)
+
+    def build_model(self, cfg: TrainConfig, classes: list[str], log: Log, load_pretrained: bool) -> nn.Module:
+        return build_model(cfg, classes, log, load_pretrained=load_pretrained)
+
+    def loss(self, run: Run, x: torch.Tensor, y: torch.Tensor, micro_batch: int) -> torch.Tensor:
+        """Cross-entropy with label smoothing; with mixup/cutmix the targets are soft; with a teacher,
+        Hinton's loss on the same (mixed) batch."""
+        logits = run.model(x)
+        if run.teacher is None:
+            return run.criterion(logits, y)
+        return distill_loss(logits, run.teacher(x), y, run.criterion, run.cfg.kd_temperature, run.cfg.kd_weight)
+
+    def validate(self, run: Run, models: dict[str, nn.Module]) -> tuple[dict[str, Score], dict[str, EvalResult]]:
+        """Top-1/top-5 of each of ``models`` over all processes, from one pass of the loader (each batch
+        decoded once); and this process's own results, with its per-image predictions."""
+        local = evaluate_models(models, run.loaders.val, run.data.val_source, run.dist.device, keep_preds=True)
+        sums = run.dist.all_reduce([x for r in local.values() for x in (r.correct1, r.correct5, r.n, len(r.bad))])
+        scores = {}
+        for j, name in enumerate(local):
+            c1, c5, nv, nbad = sums[4 * j : 4 * j + 4]
+            top1, top5 = 100 * c1 / nv, 100 * c5 / nv
+            scores[name] = Score(
+                top1, {"val_top1": round(top1, 4), "val_top5": round(top5, 4)},
+                f"val top-1 {top1:6.2f}%  top-5 {top5:6.2f}%", int(nbad),
+            )  # fmt: skip
+        return scores, local
+
+    def write_best(self, run: Run, local: EvalResult) -> None:
+        """``val_predictions.csv``: the per-image top-1 of what best.safetensors holds, for the report and
+        paired comparisons."""
+        index, targets, preds = _gather_predictions(run, local)  # every process: a collective
+        if run.dist.main:
+            write_predictions(run.out / "val_predictions.csv", index, targets, preds)
+
+    def report(self, run: Run) -> None:
+        write_run_report(run.out, run.data.classes, run.log)
+
+
+def _gather_predictions(run: Run, r: EvalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index, target, top-1) of every validation image, from all processes' shards, in index order."""
+    parts = [(r.index, r.targets, r.preds)]
+    if run.dist.world > 1:
+        gathered: list[Any] = [None] * run.dist.world
+        torch.distributed.all_gather_object(gathered, parts[0])
+        parts = gathered
+    index, targets, preds = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    order = np.argsort(index, kind="stable")
+    return index[order], targets[order], preds[order]
+
+
+def task_for(cfg: TrainConfig) -> Task:
+    """The task of ``cfg.model``: detectors (``ssdlite_*``) detect, everything else classifies."""
+    from ..models._registry import model_task
+
+    if model_task(cfg.model) == "detection":
+        from .detect import DetectionTask
+
+        return DetectionTask()
+    return ClassificationTask()
