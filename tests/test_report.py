@@ -241,7 +241,7 @@ def test_without_scikit_learn_train_and_eval_still_work(tiny_run, tmp_path: Path
 
 def test_engine_validates_ema_and_raw_weights_in_one_pass(tmp_path: Path, monkeypatch) -> None:
     from fdmobilenet.cli import main
-    from fdmobilenet.train import engine
+    from fdmobilenet.train import tasks
 
     calls: list[tuple[list[str], int]] = []
 
@@ -251,7 +251,7 @@ def test_engine_validates_ema_and_raw_weights_in_one_pass(tmp_path: Path, monkey
         calls.append((list(models), counted.passes))
         return got
 
-    monkeypatch.setattr(engine, "evaluate_models", counting)
+    monkeypatch.setattr(tasks, "evaluate_models", counting)
     data = mini_subset(tmp_path / "flowers", per_class=8)
     args = ["--data", data, "--model", "fd_mobilenet_025", "--resolution", 32, "--epochs", 2, "--batch-size", 8]
     args += ["--val-split", 0.25, "--ema-decay", 0.9, "--threads", 1, "--workers", 0, "--out", tmp_path / "run"]
