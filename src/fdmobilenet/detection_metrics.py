@@ -235,6 +235,17 @@ class DetectionMeter:
         self._outcomes: list[np.ndarray] = []
         self._images: list[tuple[np.ndarray, ...]] = []  # COCO only: the boxes themselves
 
+    def merge(self, other: DetectionMeter) -> None:
+        """Add another meter's images (another process's shard of the same evaluation)."""
+        if other.class_names != self.class_names:
+            raise ParameterError("other", "`other` counts other classes; merge meters of the same evaluation")
+        self.n_images += other.n_images
+        self._n_gt += other._n_gt
+        self._labels += other._labels
+        self._scores += other._scores
+        self._outcomes += other._outcomes
+        self._images += other._images
+
     def update(self, preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]) -> None:
         """Add a batch: ``preds[i]`` has ``boxes`` [M, 4] xyxy, ``scores`` [M], ``labels`` [M] in 1..K;
         ``targets[i]`` has ``boxes`` [N, 4], ``labels`` [N] and optionally ``difficult`` [N] (else

@@ -13,6 +13,7 @@ from typing import Any
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
 from ..train.config import FIELDS, SECTIONS
+from ..train.tasks import model_for_data
 from . import flag_of
 
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -79,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     if recipe_name == "auto":
         recipe_name = _auto_recipe(given)
         recipe = load_recipe(recipe_name)
-    if given.get("pretrained") and "lr" not in given and args.recipe in (None, "auto"):
+    if given.get("pretrained") and "lr" not in given and args.recipe in (None, "auto") and recipe_name != "detection":
         given["lr"] = finetune_lr(recipe)
         _say(f"fine-tuning --pretrained weights: lr {given['lr']:.4g} (a tenth of the recipe's; --lr sets it)")
     if given.get("pretrained") and "model" not in given:
@@ -87,7 +88,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         given["model"] = model
         for k, v in meta.get("model_kwargs", {}).items():
             given.setdefault(k, v)
-    return make_config(given, make_config(recipe)), recipe_name
+    cfg = make_config(given, make_config(recipe))
+    cfg, note = model_for_data(cfg)
+    if note:
+        _say(note)
+    return cfg, recipe_name
 
 
 def _auto_recipe(given: dict[str, Any]) -> str:

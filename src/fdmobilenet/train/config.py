@@ -167,6 +167,21 @@ RECIPES: dict[str, dict[str, Any]] = {
         "out": "runs/digits",
     },
 }
+# ours, for detectors on small VOC/COCO sets (hundreds to thousands of photos), backbone from classification
+# weights (`pretrained`): SSDLite's 320 px, cosine decay at torchvision's ssdlite lr per image (0.15 at 192),
+# no lr cut for fine-tuning (the head and extra layers start from scratch); `--data` of boxes picks it
+RECIPES["detection"] = {
+    "model": "ssdlite_fd_mobilenet_050",
+    "resolution": 320,
+    "epochs": 60,
+    "batch_size": 16,
+    "lr": 0.0125,
+    "lr_base_batch": 16,
+    "schedule": "cosine",
+    "warmup_epochs": 3,
+    "wd_bn_bias": False,
+    "out": "runs/detect",
+}
 # ours, for 30+ epochs: `small` plus the strong augmentation that only pays off once a run is long enough
 # to fit augmented images (shorter runs underfit with it)
 RECIPES["long"] = {**RECIPES["small"], "auto_augment": "trivialaugment", "random_erasing": 0.25}

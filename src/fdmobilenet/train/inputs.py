@@ -85,7 +85,12 @@ def choose_recipe(data: str, val_split: float, seed: int = 0) -> tuple[str, str]
     """The recipe ``recipe="auto"`` means for ``data`` (see ``config.auto_recipe``), and why.
 
     It counts the images the run will train on: the same split ``build_data`` makes, without decoding.
+    Photos with boxes (a VOC folder or COCO json) get ``detection``.
     """
+    from ..data.detection import is_detection_data
+
+    if is_detection_data(data):
+        return "detection", f"{data} holds boxes (VOC/COCO annotations)"
     return auto_recipe(len(load_folders(data, val_split, seed).train))
 
 
