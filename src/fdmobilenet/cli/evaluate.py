@@ -26,6 +26,7 @@ from ..evaluate import EvalResult, evaluate, open_eval_data, predict, resolve_de
 from ..models import build_from_weights
 from ..preprocess import Preprocess
 from ._args import positive_int, thread_count
+from .detect import eval_detector, is_detector, predict_detector
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
@@ -89,6 +90,8 @@ def eval_run(a: argparse.Namespace) -> int:
     if a.report:
         check_report_dir(a.report)  # before the evaluation, which may take long
     model, meta, tf, device = _load(a)
+    if is_detector(meta):
+        return eval_detector(a, model, meta, device)
     names = meta.get("class_names")
     folder = open_eval_data(a.data, names, a.split)
     r = evaluate(model, folder, tf, a.batch_size, a.workers, device, progress=not a.json, keep_preds=True)
@@ -127,12 +130,14 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     _weights_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (searched recursively)")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image")
+    p.add_argument("--min-score", type=float, default=0.3, help="detectors: boxes scoring at least this (0-1) are kept")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument(
         "-o",
         "--out",
         help="write a CSV (path, then class, index and probability per rank; error) to this file; "
-        "'-' writes it to stdout. Default for a folder: CSV on stdout",
+        "'-' writes it to stdout. Default for a folder: CSV on stdout. Detectors: a folder for the drawn "
+        "photos, boxes.csv and boxes.json",
     )
 
 
@@ -152,6 +157,8 @@ def _expand(items: list[str]) -> list[Path]:
 
 def predict_run(a: argparse.Namespace) -> int:
     model, meta, tf, device = _load(a)
+    if is_detector(meta):
+        return predict_detector(a, model, meta, _expand(a.images), device)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     paths = _expand(a.images)
     preds = predict(model, paths, tf, names, a.topk, a.batch_size, a.workers, device)

@@ -50,7 +50,7 @@ class _Names:
         self.records = records
 
     def name(self, i: int) -> str:
-        return str(self.records[i].file)
+        return str(self.records[i].path)
 
 
 class DetectionTask(Task):
