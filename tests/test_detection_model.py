@@ -217,6 +217,10 @@ def test_detector_checkpoint_round_trips(tmp_path):
     with pytest.raises(ValueError, match=r"pretrained=.*create_model\('ssdlite', backbone='mobilenet_v1'"):
         create_model("ssdlite_fd_mobilenet_025", pretrained=path)
 
+    save_weights(model.state_dict(), path, {**meta, "anchor_min_ratio": 0.1})
+    with pytest.raises(ValueError, match="anchor_min_ratio=0.1"):
+        build_from_weights(path)
+
 
 def test_profile_counts_backbone_extras_and_head():
     with torch.device("meta"):

@@ -37,7 +37,7 @@ def create_model(
     mflops: float | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model: a classifier, or an ``ssdlite*`` detector (see ``_create_detector``).
+    """Build a registered model: a classifier, or an ``ssdlite*`` detector (``models/detection.py``).
 
     ``pretrained`` is a weights file (converted ``.safetensors``, ours or the authors' ``.pth.tar``), or
     True: ``$FDM_WEIGHTS/<name>.safetensors`` when that variable is set, else the authors' released
@@ -47,7 +47,13 @@ def create_model(
     the width whose multiply-adds at ``resolution`` come closest to the budget. Other keyword
     arguments (``width``, ``groups``, ``dropout``, ``features_only``, ``out_indices``) go to the
     builder; anything else is refused. Defaults: 1000 classes at 224 px for a classifier; for a
-    detector 20 object classes (PASCAL VOC) at 320 px, or those of the detector weights it loads.
+    detector 20 object classes (PASCAL VOC, background not counted) at 320 px, or those of the
+    detector weights it loads.
+
+    For a detector ``pretrained`` is a classification weights file of its backbone (loaded into the
+    backbone, classifier dropped), a detector weights file (loaded whole; with another ``num_classes``
+    the class head is re-initialised), or True (the backbone's released weights). Detectors take
+    ``backbone``, ``width``, ``groups`` and the post-processing settings instead of ``mflops``.
     """
     if model_task(name) == "detection":
         return _create_detector(name, num_classes, pretrained, resolution, mflops, kwargs)

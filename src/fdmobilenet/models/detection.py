@@ -205,6 +205,7 @@ class SSDLite(SSD):
     Train mode: ``model(images, targets)`` -> {"bbox_regression", "classification"} losses, targets a list
     of {"boxes": (M, 4) float x1y1x2y2 in input pixels, "labels": (M,) int64 in 1..K}. Eval mode:
     ``model(images)`` -> one {"boxes", "scores", "labels"} per image, boxes in the input's pixels.
+    Train with at least 2 images a batch: the last levels are 1x1, where BatchNorm needs more than one value.
     """
 
     def __init__(

@@ -10,6 +10,7 @@ their backbone or a whole detector's weights.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ def build_from_weights(
 CLASSIFIER_HEAD_PREFIXES = ("classifier.", "fc.")  # dropped when classification weights feed a detector
 DETECTOR_CLASS_HEAD = "head.classification_head."  # what depends on the class count
 POSTPROCESS_KEYS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")
+ANCHOR_KEYS = ("anchor_aspect_ratios", "anchor_min_ratio", "anchor_max_ratio")
 
 
 def is_detector_meta(meta: dict[str, Any]) -> bool:
@@ -186,6 +188,12 @@ def load_detector_weights(model: nn.Module, sd: dict[str, torch.Tensor], meta: d
             f"pretrained={source}: these detector weights ({held}) do not fit {cfg['architecture']}; build their "
             f"own model: create_model({held!r}{kw}, pretrained=...) or build_from_weights(...).\n{e}"
         ) from None
+    for k in ANCHOR_KEYS:  # the head's outputs mean these boxes: other anchors would decode nonsense
+        if k in meta and json.loads(json.dumps(meta[k])) != json.loads(json.dumps(cfg[k])):
+            raise ValueError(
+                f"pretrained={source}: trained with {k}={meta[k]}, this version builds {cfg[k]}; "
+                "use the fdmobilenet version that wrote the file"
+            )
     model.load_state_dict(sd, strict=False)
     p = Preprocess.from_meta(meta, cfg["resolution"], source=source)
     model.set_preprocess(p.mean, p.std)
