@@ -69,11 +69,17 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     an enclosing residual unit. BatchNorm and ReLU count as folded/fused into the conv before
     them, as every inference engine runs them. It is the lower bound an in-order inference engine needs, the
     figure that decides whether a model fits a microcontroller's RAM.
+
+    A model with a ``profile_forward(x, keep)`` method (a detector) is run through it instead of
+    ``forward``: the network part only (no resizing, box decoding or NMS), calling ``keep(t)`` for each
+    tensor that stays alive until the end (a feature-pyramid level the head reads), which then counts
+    towards every later layer's activation memory.
     """
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
     layers: list[LayerStats] = []
     held: list[torch.Tensor] = []  # shortcut inputs of residual units being run
+    kept: list[torch.Tensor] = []  # outputs kept alive to the end (a detector's pyramid levels)
     peak = 0
     hooks = []
 
@@ -89,7 +95,7 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     def leaf_hook(mod, inp, out, name):
         nonlocal peak
         if not isinstance(mod, _ELEMENTWISE):
-            peak = max(peak, nbytes_unique([*held, inp[0], out]))
+            peak = max(peak, nbytes_unique([*held, *kept, inp[0], out]))
         macs = _layer_macs(mod, out)
         params = sum(p.numel() for p in mod.parameters(recurse=False))
         layers.append(LayerStats(name, type(mod).__name__, tuple(out.shape), macs, params))
@@ -115,7 +121,11 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     for m in skipped:
         m.forward = _identity
     try:
-        model(torch.zeros(1, 3, resolution, resolution, dtype=param.dtype, device=param.device))
+        x = torch.zeros(1, 3, resolution, resolution, dtype=param.dtype, device=param.device)
+        if hasattr(model, "profile_forward"):
+            model.profile_forward(x, kept.append)
+        else:
+            model(x)
     finally:
         for h in hooks:
             h.remove()

@@ -1,7 +1,8 @@
 """``models``, ``profile`` and ``convert``: what the registry holds, what each model costs, the authors' weights.
 
 ``models`` reads names and the generated complexity table only, so it answers without importing torch;
-``profile`` and ``convert`` import the model stack when they run.
+``profile`` and ``convert`` import the model stack when they run. Detectors (``ssdlite_*``) are listed in
+a section of their own, without MACs (they depend on the class count and resolution: ``profile`` them).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import json
 
 from ..models._complexity_table import COMPLEXITY_AT_224
-from ..models._registry import FAMILIES, list_models
+from ..models._registry import FAMILIES, list_models, lookup, model_task
 from ._args import csv, csv_floats
 
 
@@ -24,21 +25,30 @@ def models_run(a: argparse.Namespace) -> int:
     for name in list_models(a.pattern):
         macs, params = (None, None) if name in FAMILIES else COMPLEXITY_AT_224[name]
         rows.append({"model": name, "macs": macs, "params": params})
+    detectors = [
+        {"model": n, "task": "detection", "backbone": lookup(n)[1].get("backbone")}
+        for n in list_models(a.pattern, task="detection")
+    ]
     if a.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows + detectors, indent=1))
         return 0
-    print(f"{'model':<24} {'MMACs@224':>10} {'params':>11}")
+    if rows:
+        print(f"{'model':<24} {'MMACs@224':>10} {'params':>11}")
     for r in rows:
         if r["macs"] is None:
             print(f"{r['model']:<24} {'(width=)':>10} {'':>11}")
         else:
             print(f"{r['model']:<24} {r['macs'] / 1e6:>10.2f} {r['params']:>11,}")
+    if detectors:
+        print(f"{'' if not rows else chr(10)}{'detector (SSDLite)':<32} backbone  (MACs: fdmobilenet profile NAME)")
+        for d in detectors:
+            print(f"{d['model']:<32} {d['backbone'] or '(backbone=, width=)'}")
     return 0
 
 
 def profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="registered model names")
-    p.add_argument("--resolution", type=int, default=224, help="input size")
+    p.add_argument("--resolution", type=int, help="input size (default: 224 for classifiers, 320 for detectors)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
     p.add_argument("--layers", action="store_true", help="add a per-layer table")
     p.add_argument("--mflops", type=csv_floats, help="budgets in M multiply-adds, e.g. 12,40,140: match each family")
@@ -53,23 +63,28 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def profile_run(a: argparse.Namespace) -> int:
     from ..complexity import profile  # torch: imported when profiling, not for `fdmobilenet models`
-    from ..models import create_model, family_kwargs, solve_width
+    from ..models import create_model, family_kwargs, macs_by_part, solve_width
 
     todo: list[tuple[str, dict]] = [(n, {}) for n in a.names]
     if a.mflops:
         for budget in a.mflops:
             for fam in a.families:
                 extra = family_kwargs(fam, a.groups)
-                w = solve_width(fam, budget, resolution=a.resolution, **extra)
+                w = solve_width(fam, budget, resolution=a.resolution or 224, **extra)
                 todo.append((fam, {"width": w, **extra, "budget": budget}))
     if not todo:
         raise ValueError("name at least one model (see `fdmobilenet models`) or give --mflops")
     results = []
     for name, kw in todo:
         budget = kw.pop("budget", None)
-        p = profile(create_model(name, resolution=a.resolution, **kw), a.resolution, name=name)
+        model = create_model(name, resolution=a.resolution, **kw)  # detectors: 20 classes (VOC) by default
+        res = model.pretrained_cfg["input_size"][-1]
+        p = profile(model, res, name=name)
         d = p.as_dict(layers=a.layers)
         d.update(kw)
+        if model_task(name) == "detection":
+            d["num_classes"] = model.num_classes
+            d.update({f"{k}_macs": v for k, v in macs_by_part(p).items() if k != "total"})
         if budget is not None:
             d["budget_mflops"] = budget
         results.append(d)
@@ -83,6 +98,11 @@ def profile_run(a: argparse.Namespace) -> int:
             f"{d['model']:<24} {width:>6} {d['resolution']:>4} {d['macs'] / 1e6:>9.2f} {d['params']:>11,} "
             f"{d['peak_activation_bytes'] / 2**20:>8.2f}MiB"
         )
+        if "backbone_macs" in d:
+            print(
+                f"    backbone {d['backbone_macs'] / 1e6:.2f} + extras {d['extras_macs'] / 1e6:.2f} + head "
+                f"{d['head_macs'] / 1e6:.2f} MMACs ({d['num_classes']} classes; box decoding and NMS not counted)"
+            )
         if a.layers:
             print(f"    {'layer':<34} {'type':<12} {'output':<18} {'MMACs':>8} {'params':>9}")
             for layer in d["layers"]:

@@ -1,7 +1,8 @@
 """Architectures from names: each family's builder and checkpoint key map (timm's ``pretrained_filter_fn``).
 
-``build_model`` makes an untrained network of a registered name and nothing else; weights are the
-business of ``pretrained.py`` and ``create_model`` (``_factory.py``) above it.
+``build_model`` makes an untrained classifier of a registered name and nothing else; weights are the
+business of ``pretrained.py`` and ``create_model`` (``_factory.py``) above it. Detectors are built a
+layer up, in ``detection.py``, from the backbones built here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..preprocess import Preprocess
-from ._registry import TORCHVISION_FAMILIES, lookup
+from ._registry import DETECTOR_FAMILIES, TORCHVISION_FAMILIES, lookup
 from .mobilenet import TABLES, DepthwiseSeparableNet, DSConfig, checkpoint_filter_fn
 from .shufflenet import ShuffleConfig, ShuffleNetV1
 from .torchvision_nets import build_torchvision
@@ -63,12 +64,20 @@ _FAMILY_BUILDERS: dict[str, tuple[Callable[..., nn.Module], Callable[[StateDict]
 
 def pretrained_filter_fn(name: str) -> Callable[[StateDict], StateDict]:
     """The key map that turns a checkpoint for ``name`` (the authors' or ours) into this package's names."""
-    return _FAMILY_BUILDERS[lookup(name)[0]][1]
+    family = lookup(name)[0]
+    return _unchanged if family in DETECTOR_FAMILIES else _FAMILY_BUILDERS[family][1]
+
+
+def _classifier_family(name: str) -> str:
+    family = lookup(name)[0]
+    if family in DETECTOR_FAMILIES:
+        raise ValueError(f"{name!r} is a detector; build it with create_model({name!r}, ...) (models/detection.py)")
+    return family
 
 
 def builder_args(name: str) -> set[str]:
     """The keyword arguments ``name``'s builder takes (a ``**kw`` resolved to ``_ds``'s)."""
-    params = inspect.signature(_FAMILY_BUILDERS[lookup(name)[0]][0]).parameters
+    params = inspect.signature(_FAMILY_BUILDERS[_classifier_family(name)][0]).parameters
     names = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         names |= set(inspect.signature(_ds).parameters) - {"table"}
@@ -101,7 +110,7 @@ def build_model(name: str, num_classes: int = 1000, resolution: int = 224, **kwa
     """An untrained ``name`` with its ``pretrained_cfg`` (preprocessing at ``resolution``); no weights loaded."""
     fixed = check_model_kwargs(name, kwargs)
     check_resolution(resolution)
-    model = _FAMILY_BUILDERS[lookup(name)[0]][0](num_classes=num_classes, **fixed, **kwargs)
+    model = _FAMILY_BUILDERS[_classifier_family(name)][0](num_classes=num_classes, **fixed, **kwargs)
     model.pretrained_cfg = {**default_cfg(resolution), "architecture": name, "num_classes": num_classes}
     model.default_cfg = model.pretrained_cfg  # older timm name
     return model

@@ -16,21 +16,28 @@ import torch
 from torch import nn
 
 from ..complexity import profile
-from ..weights import load_weights
+from ..weights import load_weights, read_weights
 from ._builder import build_model, check_model_kwargs, check_resolution
-from ._registry import FAMILIES, family_kwargs, list_models, lookup
-from .pretrained import pretrained_path
+from ._registry import FAMILIES, family_kwargs, list_models, lookup, model_task
+from .pretrained import (
+    POSTPROCESS_KEYS,
+    detector_num_classes,
+    is_detector_meta,
+    load_backbone_weights,
+    load_detector_weights,
+    pretrained_path,
+)
 
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     pretrained: bool | str | os.PathLike = False,
-    resolution: int = 224,
+    resolution: int | None = None,
     mflops: float | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model: a classifier, or an ``ssdlite*`` detector (``models/detection.py``).
 
     ``pretrained`` is a weights file (converted ``.safetensors``, ours or the authors' ``.pth.tar``), or
     True: ``$FDM_WEIGHTS/<name>.safetensors`` when that variable is set, else the authors' released
@@ -39,8 +46,19 @@ def create_model(
     convention); ``num_classes=0`` gives pooled features. ``mflops`` picks, for a bare family name,
     the width whose multiply-adds at ``resolution`` come closest to the budget. Other keyword
     arguments (``width``, ``groups``, ``dropout``, ``features_only``, ``out_indices``) go to the
-    builder; anything else is refused.
+    builder; anything else is refused. Defaults: 1000 classes at 224 px for a classifier; for a
+    detector 20 object classes (PASCAL VOC, background not counted) at 320 px, or those of the
+    detector weights it loads.
+
+    For a detector ``pretrained`` is a classification weights file of its backbone (loaded into the
+    backbone, classifier dropped), a detector weights file (loaded whole; with another ``num_classes``
+    the class head is re-initialised), or True (the backbone's released weights). Detectors take
+    ``backbone``, ``width``, ``groups`` and the post-processing settings instead of ``mflops``.
     """
+    if model_task(name) == "detection":
+        return _create_detector(name, num_classes, pretrained, resolution, mflops, kwargs)
+    num_classes = 1000 if num_classes is None else num_classes
+    resolution = 224 if resolution is None else resolution
     fixed = check_model_kwargs(name, kwargs, also=frozenset({"cache_dir"}))
     cache = kwargs.pop("cache_dir", None)
     check_resolution(resolution)
@@ -56,6 +74,62 @@ def create_model(
         if meta.get("num_classes", num_classes) == num_classes:
             keys += ("class_names",)
         model.pretrained_cfg.update({k: v for k, v in meta.items() if k in keys})
+    return model
+
+
+def _create_detector(
+    name: str,
+    num_classes: int | None,
+    pretrained: bool | str | os.PathLike,
+    resolution: int | None,
+    mflops: float | None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    """An SSDLite detector (``detection.build_detector``), with weights when ``pretrained`` is
+
+    - a classification weights file of the backbone (ours, or the authors' ``.pth.tar``): loaded into the
+      backbone, its classifier dropped; extras and head stay freshly initialised;
+    - a detector weights file (metadata ``task: detection``): loaded whole; its class count, resolution and
+      post-processing settings are the defaults; with another ``num_classes`` the class head is
+      re-initialised (``pretrained_cfg["reinitialised"]``) and the rest loaded;
+    - True: the backbone's released weights, exactly what ``create_model(backbone, pretrained=True)`` loads.
+    """
+    from .detection import DEFAULT_NUM_CLASSES, DEFAULT_RESOLUTION, build_detector, resolve_detector_kwargs
+
+    if mflops is not None:
+        raise ValueError(
+            "mflops= picks a classifier's width; for a detector solve the backbone's: "
+            "create_model('ssdlite', backbone=family, width=solve_width(family, mflops))"
+        )
+    cache = kwargs.pop("cache_dir", None)
+    sd = meta = None
+    source = ""
+    if pretrained:
+        if isinstance(pretrained, bool):
+            backbone = resolve_detector_kwargs(name, kwargs)[0]
+            try:
+                path = pretrained_path(backbone, cache)
+            except ValueError as e:
+                raise ValueError(f"pretrained=True for {name!r} loads its backbone's weights: {e}") from None
+        else:
+            path = Path(pretrained)
+        sd, meta = read_weights(path)
+        source = str(path)
+    whole = meta is not None and is_detector_meta(meta)
+    if whole:
+        num_classes = detector_num_classes(sd, meta) if num_classes is None else num_classes
+        resolution = resolution or meta.get("resolution")
+        kwargs = {**{k: meta[k] for k in POSTPROCESS_KEYS if k in meta}, **kwargs}
+    model = build_detector(
+        name,
+        num_classes=DEFAULT_NUM_CLASSES if num_classes is None else num_classes,
+        resolution=resolution or DEFAULT_RESOLUTION,
+        **kwargs,
+    )
+    if whole:
+        load_detector_weights(model, sd, meta, source)
+    elif sd is not None:
+        load_backbone_weights(model, sd, meta, source)
     return model
 
 
@@ -95,7 +169,7 @@ def solve_width(family: str, mflops: float, resolution: int = 224, groups: int =
 
 
 def complexity_at_224() -> dict[str, tuple[int, int]]:
-    """(MACs, parameters) at 224 px of every fixed-width registered model, profiled on the meta device."""
+    """(MACs, parameters) at 224 px of every fixed-width registered classifier, profiled on the meta device."""
     table = {}
     for name in list_models():
         if lookup(name)[1]:  # bare family names have no fixed width
