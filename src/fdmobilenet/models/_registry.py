@@ -102,8 +102,3 @@ def model_family(name: str) -> str:
 def family_kwargs(family: str, groups: int | None = None) -> dict[str, Any]:
     """What a bare family name takes besides ``width``: ShuffleNet's group count (default 3)."""
     return {"groups": 3 if groups is None else int(groups)} if family == "shufflenet_v1" else {}
-
-
-def model_task(name: str) -> str:
-    """``detection`` for detectors (``ssdlite_*``), ``classification`` for every other name."""
-    return "detection" if name.startswith("ssdlite") else "classification"
