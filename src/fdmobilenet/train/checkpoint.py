@@ -25,6 +25,7 @@ import torch
 
 from .._errors import ParameterError
 from .._utils import atomic_write_bytes, remove_orphan_temps
+from ..models.detection import detector_metadata
 from ..preprocess import Preprocess
 from ..weights import read_weights, save_weights
 from .config import TrainConfig
@@ -152,6 +153,8 @@ def save_checkpoint(
     file so training continues from it."""
     use_ema = parts.ema is not None if use_ema is None else use_ema and parts.ema is not None
     meta = weights_meta(cfg, recipe, classes, state, use_ema, val_top1, metric)
+    if getattr(parts.model, "pretrained_cfg", {}).get("task") == "detection":  # anchors, thresholds: to rebuild it
+        meta.update(detector_metadata(parts.model, classes))
     st = {
         "version": STATE_VERSION,
         "epoch": state.epoch,

@@ -79,9 +79,7 @@ class DetectionTask(Task):
                 log(f"warning: {path}: {reason} (skipped)")
             if len(split.problems) > 20:
                 log(f"warning: ... and {len(split.problems) - 20} more annotation problems")
-        train = SeededView(
-            DetectionDataset(split.train, detection_train_transform(cfg.resolution, cfg.hflip)), cfg.seed
-        )
+        train = SeededView(DetectionDataset(split.train, detection_train_transform(cfg.resolution, cfg.mean)), cfg.seed)
         val = DetectionDataset(split.val, detection_eval_transform(cfg.resolution))
         data = Data(split.classes, split.description, len(split.train), len(split.val), train, val)
         data.train_source = _Names(split.train)  # type: ignore[assignment]

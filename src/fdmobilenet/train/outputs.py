@@ -16,7 +16,7 @@ from .._errors import ParameterError
 from .._utils import MissingDependencyError, atomic_write_bytes, pyplot, save_figure, write_if_changed
 from ..classreport import class_report, read_predictions, render_table, write_report, written_note
 
-TB_SCALARS = ("train_loss", "val_top1", "val_top5", "lr", "img_s")
+TB_SCALARS = ("train_loss", "val_top1", "val_top5", "val_map50", "val_map50_07", "lr", "img_s")
 
 
 def append_metrics(out: Path, row: dict[str, Any]) -> None:
@@ -71,7 +71,8 @@ class MetricLogger:
     def log(self, row: dict[str, Any], epoch: int) -> None:
         if self.writer is not None:
             for k in TB_SCALARS:
-                self.writer.add_scalar(k, row[k], epoch)
+                if k in row:  # a classifier's or a detector's scores
+                    self.writer.add_scalar(k, row[k], epoch)
         elif self.kind == "csv":
             write_csv(self.out / "metrics.jsonl", self.out / "metrics.csv")
 
@@ -91,8 +92,11 @@ def write_csv(jsonl: Path, dst: Path) -> None:
     atomic_write_bytes(dst, buf.getvalue().encode())
 
 
+CURVES = (("val_top1", "top-1"), ("val_top5", "top-5"), ("val_map50", "mAP@0.5"), ("val_map50_07", "mAP@0.5 11-pt"))
+
+
 def plot_curves(out: Path) -> None:
-    """``curves.png``: training loss and validation top-1/top-5 per epoch."""
+    """``curves.png``: training loss and the validation scores per epoch."""
     path = out / "metrics.jsonl"
     if not path.is_file():
         return
@@ -105,9 +109,11 @@ def plot_curves(out: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [r["train_loss"] for r in rows], marker=".")
     a.set(xlabel="epoch", ylabel="train loss", title="loss")
-    b.plot(ep, [r["val_top1"] for r in rows], marker=".", label="top-1")
-    b.plot(ep, [r["val_top5"] for r in rows], marker=".", label="top-5")
-    b.set(xlabel="epoch", ylabel="val accuracy (%)", title="validation accuracy")
+    for key, label in CURVES:  # a classifier's top-1/top-5, a detector's mAP@0.5 (all-point, 11-point)
+        if key in rows[0]:
+            b.plot(ep, [r[key] for r in rows], marker=".", label=label)
+    detector = "val_map50" in rows[0]
+    b.set(xlabel="epoch", ylabel=f"val {'mAP' if detector else 'accuracy'} (%)", title="validation")
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)
