@@ -26,7 +26,8 @@ from ..data.detection import (
 from ..data.order import EpochOrder, SeededView
 from ..data.splits import read_split
 from ..detection_metrics import DetectionMeter, DetectionScores
-from ..models import create_model
+from ..models import create_model, read_pretrained
+from ..models.pretrained import is_detector_meta
 from .config import TrainConfig
 from .distributed import Dist
 from .inputs import Data, Loaders, StopSafeLoader, _ignore_stop_signals
@@ -111,7 +112,14 @@ class DetectionTask(Task):
             **model_kwargs(cfg),
         )  # fmt: skip
         if pretrained:
-            log(f"loaded {pretrained} ({model.pretrained_cfg.get('loaded', 'weights')})")
+            _, meta, _ = read_pretrained(pretrained)
+            if not is_detector_meta(meta):
+                what = "its backbone; extra layers and head start from scratch"
+            elif model.pretrained_cfg.get("reinitialised"):
+                what = f"a detector of other classes: class head re-initialised for {len(classes)} classes"
+            else:
+                what = "the whole detector"
+            log(f"loaded {pretrained} ({what})")
         if cfg.freeze_backbone:
             for name, p in model.named_parameters():
                 p.requires_grad_(not name.startswith("backbone.body"))
