@@ -16,7 +16,16 @@ from fdmobilenet.train import lr_at, make_config, peak_lr
 from fdmobilenet.train.config import auto_batch_size, auto_recipe, for_data
 from fdmobilenet.train.optim import ema_warmup_avg_fn, warmup_steps
 from fdmobilenet.weights import read_weights
-from helpers import RESUME_ARGS, assert_same_weights, cifar_subset, metrics, mini_subset, train_until_sigterm
+from helpers import (
+    FLOWERS_MINI,
+    RESUME_ARGS,
+    assert_same_weights,
+    cifar_subset,
+    metrics,
+    mini_subset,
+    run_cli,
+    train_until_sigterm,
+)
 
 
 def test_paper_milestones_are_fractions_of_the_run() -> None:
@@ -42,12 +51,16 @@ def test_warmup_is_capped_at_a_tenth_of_the_run() -> None:
 
 
 def test_batch_size_and_recipe_follow_the_size_of_the_data() -> None:
-    sizes = {1_281_167: 256, 25_600: 256, 25_599: 128, 12_800: 128, 12_799: 64, 9_000: 64, 2_000: 64, 100: 64}
+    sizes = {1_281_167: 256, 25_600: 256, 25_599: 128, 12_800: 128, 12_799: 64, 9_000: 64, 2_000: 64, 100: 32,
+             180: 16, 15: 16}  # fmt: skip
     assert {n: auto_batch_size(n) for n in sizes} == sizes
     assert auto_recipe(1_281_167)[0] == "paper" and auto_recipe(25_600)[0] == "paper"
     assert auto_recipe(25_599)[0] == "small" and "too few steps" in auto_recipe(2_000)[1]
     cfg, note = for_data(make_config({}), 2_000)
-    assert cfg.batch_size == 64 and "batch size 64" in note and "7 steps an epoch at 256" in note
+    assert cfg.batch_size == 64 and "batch size 64" in note and "7 steps an epoch at 256, fewer than 100" in note
+    assert "16 left out of each epoch" in note
+    tiny, note = for_data(make_config({}), 180)  # at 64, 52 of 180 photos sat out every epoch
+    assert tiny.batch_size == 16 and "at 64 the last 52 would sit out" in note and "4 left out" in note
     explicit, note = for_data(make_config({"batch_size": 32}), 2_000)
     assert explicit.batch_size == 32 and note is None  # an explicit --batch-size always wins
 
@@ -121,3 +134,27 @@ def test_strong_augmentation_resumes_exactly_after_sigterm(pipeline, tmp_path: P
     assert main(["train", "--data", str(data), "--out", str(stopped), "--resume"]) == 0
     assert_same_weights(stopped / "last.safetensors", straight / "last.safetensors")
     assert [r["val_top1"] for r in metrics(stopped)] == [r["val_top1"] for r in metrics(straight)]
+
+
+def test_data_alone_gets_a_model_and_run_length_sized_to_it(capsys) -> None:
+    """``--data`` of a few photos: the small recipe's half-width model and 30 epochs (not the paper's full-width
+    model for 120 epochs), said in the log; anything given on the command line wins."""
+    from fdmobilenet.cli import build_parser
+    from fdmobilenet.cli.train import config_from_args
+
+    parser = build_parser("train")
+    cfg, recipe = config_from_args(parser.parse_args(["train", "--data", str(FLOWERS_MINI)]))
+    assert (recipe, cfg.model, cfg.epochs) == ("small", "fd_mobilenet_050", 30)
+    assert "--model fd_mobilenet_050 and --epochs 30 from it" in capsys.readouterr().out
+    cfg, _ = config_from_args(parser.parse_args(["train", "--data", str(FLOWERS_MINI), "--epochs", "3"]))
+    assert cfg.epochs == 3 and "--epochs 30" not in capsys.readouterr().out
+
+
+def test_epoch_log_has_an_eta_and_no_top5_for_five_classes(tmp_path: Path, capsys) -> None:
+    args = ["--data", FLOWERS_MINI, "--resolution", 32, "--epochs", 2, "--threads", 1, "--workers", 0]
+    code, out, err = run_cli(capsys, "train", *args, "--out", tmp_path / "r")
+    assert code == 0, err
+    epoch_lines = [ln for ln in out.splitlines() if ln.startswith("epoch ") and "train loss" in ln]
+    assert "ETA 0:" in epoch_lines[0] and "ETA" not in epoch_lines[1]
+    assert "top-5" not in out  # 5 classes: top-5 is 100 % by construction
+    assert all("val_top5" not in r for r in metrics(tmp_path / "r"))

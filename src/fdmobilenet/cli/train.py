@@ -100,7 +100,10 @@ def _auto_recipe(given: dict[str, Any]) -> str:
     if "data" not in given:
         raise ValueError("--recipe auto chooses from the size of --data; pass --data DIR or another --recipe")
     name, why = choose_recipe(given["data"], given.get("val_split", TrainConfig.val_split))
-    _say(f"recipe {name} (auto: {why})")
+    picked = [k for k in ("model", "epochs") if k in RECIPES[name] and k not in given]
+    sized = [f"{flag_of(k)} {RECIPES[name][k]}" for k in picked if not (k == "model" and given.get("pretrained"))]
+    sized_note = f"; {' and '.join(sized)} from it (give them to choose)" if sized else ""
+    _say(f"recipe {name} (auto: {why}){sized_note}")
     return name
 
 

@@ -20,6 +20,7 @@ from ..weights import load_weights, read_weights
 from ._builder import build_model, check_model_kwargs, check_resolution
 from ._registry import FAMILIES, family_kwargs, list_models, lookup, model_task
 from .pretrained import (
+    ANCHOR_SCALES,
     POSTPROCESS_KEYS,
     detector_num_classes,
     is_detector_meta,
@@ -119,7 +120,7 @@ def _create_detector(
     if whole:
         num_classes = detector_num_classes(sd, meta) if num_classes is None else num_classes
         resolution = resolution or meta.get("resolution")
-        kwargs = {**{k: meta[k] for k in POSTPROCESS_KEYS if k in meta}, **kwargs}
+        kwargs = {**{k: meta[k] for k in (*POSTPROCESS_KEYS, *ANCHOR_SCALES) if k in meta}, **kwargs}
     model = build_detector(
         name,
         num_classes=DEFAULT_NUM_CLASSES if num_classes is None else num_classes,

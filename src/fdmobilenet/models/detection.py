@@ -55,7 +55,10 @@ POSTPROCESS_DEFAULTS: dict[str, float | int] = {
     "topk_candidates": 300,
 }
 BACKBONE_ARGS = ("backbone", "width", "groups")
-DETECTOR_ARGS = (*BACKBONE_ARGS, *POSTPROCESS_DEFAULTS)
+# box scales: a data set's own objects may be far smaller than COCO's (BCCD's platelets are 5 % of the image
+# side): ``train`` sizes them from the training boxes (train/detect.py) and the weights record them
+ANCHOR_ARGS = ("anchor_min_ratio", "anchor_max_ratio")
+DETECTOR_ARGS = (*BACKBONE_ARGS, *POSTPROCESS_DEFAULTS, *ANCHOR_ARGS)
 # Written into a detector's weights metadata (``detector_metadata``): enough to rebuild it and run it.
 META_KEYS = (
     "task", "num_classes", "resolution", "mean", "std", "interpolation", "backbone", "backbone_width",
@@ -215,9 +218,18 @@ class SSDLite(SSD):
         resolution: int,
         mean: Sequence[float],
         std: Sequence[float],
+        anchor_min_ratio: float = MIN_RATIO,
+        anchor_max_ratio: float = MAX_RATIO,
         **postprocess: Any,
     ):
-        anchors = DefaultBoxGenerator([list(ASPECT_RATIOS)] * NUM_LEVELS, min_ratio=MIN_RATIO, max_ratio=MAX_RATIO)
+        if not 0 < float(anchor_min_ratio) < float(anchor_max_ratio) <= 1:
+            raise ValueError(
+                f"anchor_min_ratio {anchor_min_ratio!r} and anchor_max_ratio {anchor_max_ratio!r} must satisfy "
+                "0 < min < max <= 1 (fractions of the image side)"
+            )
+        anchors = DefaultBoxGenerator(
+            [list(ASPECT_RATIOS)] * NUM_LEVELS, min_ratio=float(anchor_min_ratio), max_ratio=float(anchor_max_ratio)
+        )
         head = SSDLiteHead(list(backbone.out_channels), anchors.num_anchors_per_location(), num_classes + 1, _NORM)
         settings = {**POSTPROCESS_DEFAULTS, **postprocess}
         super().__init__(
@@ -314,7 +326,7 @@ def resolve_detector_kwargs(name: str, kwargs: dict[str, Any]) -> tuple[str, dic
             )
         if k == "groups" and bb_family != "shufflenet_v1":
             raise ValueError(f"groups= is for shufflenet_v1 backbones, not {backbone!r}")
-    post = {k: kwargs[k] for k in POSTPROCESS_DEFAULTS if k in kwargs}
+    post = {k: kwargs[k] for k in (*POSTPROCESS_DEFAULTS, *ANCHOR_ARGS) if k in kwargs}
     return backbone, bb_kwargs, post
 
 
@@ -325,7 +337,8 @@ def build_detector(
 
     ``num_classes`` counts object classes (no background: labels are 1..K). Keyword arguments:
     ``backbone`` (for bare ``ssdlite``), ``width``/``groups`` (for a bare-family backbone), and the
-    post-processing settings ``score_thresh``, ``nms_thresh``, ``detections_per_img``, ``topk_candidates``.
+    post-processing settings ``score_thresh``, ``nms_thresh``, ``detections_per_img``, ``topk_candidates``;
+    the anchor scales ``anchor_min_ratio``/``anchor_max_ratio`` (first and last level, fractions of the side).
     """
     backbone, bb_kwargs, post = resolve_detector_kwargs(name, kwargs)
     check_resolution(resolution)
@@ -349,8 +362,8 @@ def build_detector(
         "model_kwargs": {k: kwargs[k] for k in BACKBONE_ARGS if kwargs.get(k) is not None},
         **{k: getattr(model, k) for k in POSTPROCESS_DEFAULTS},
         "anchor_aspect_ratios": [list(ASPECT_RATIOS)] * NUM_LEVELS,
-        "anchor_min_ratio": MIN_RATIO,
-        "anchor_max_ratio": MAX_RATIO,
+        "anchor_min_ratio": float(post.get("anchor_min_ratio", MIN_RATIO)),
+        "anchor_max_ratio": float(post.get("anchor_max_ratio", MAX_RATIO)),
     }
     model.default_cfg = model.pretrained_cfg  # older timm name
     return model

@@ -131,6 +131,7 @@ CLASSIFIER_HEAD_PREFIXES = ("classifier.", "fc.")  # dropped when classification
 DETECTOR_CLASS_HEAD = "head.classification_head."  # what depends on the class count
 POSTPROCESS_KEYS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")
 ANCHOR_KEYS = ("anchor_aspect_ratios", "anchor_min_ratio", "anchor_max_ratio")
+ANCHOR_SCALES = ("anchor_min_ratio", "anchor_max_ratio")  # rebuild arguments; the aspect ratios are fixed
 
 
 def is_detector_meta(meta: dict[str, Any]) -> bool:
@@ -160,7 +161,7 @@ def _detector_from_weights(
     name = model_name or meta.get("model")
     if not isinstance(name, str):
         raise ValueError(f"{source}: detector weights without a 'model' in their metadata; pass the model name")
-    kwargs = {**meta.get("model_kwargs", {}), **{k: meta[k] for k in POSTPROCESS_KEYS if k in meta}}
+    kwargs = {**meta.get("model_kwargs", {}), **{k: meta[k] for k in (*POSTPROCESS_KEYS, *ANCHOR_SCALES) if k in meta}}
     res = resolution or int(meta.get("resolution", DEFAULT_RESOLUTION))
     model = build_detector(name, num_classes=detector_num_classes(sd, meta), resolution=res, **kwargs)
     load_detector_weights(model, sd, meta, source)

@@ -85,6 +85,7 @@ class Run:
     micro: int  # images per forward pass in this process
     start_epoch: int  # the epoch this process started (or resumed) in
     tb: Any  # the logger setting's MetricLogger (main process) or None
+    t_start: float = 0.0  # when this process started training (for the ETA)
 
 
 @dataclass
@@ -197,6 +198,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
 def _fit(run: Run, state: TrainState) -> TrainResult:
     """The epochs from where ``state`` stands to the end, or to a signal."""
     cfg = run.cfg
+    run.t_start = time.time()
     for epoch in range(run.start_epoch, cfg.epochs):
         stats = train_one_epoch(run, state, epoch)
         if stats is None:
@@ -345,9 +347,11 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
             run.tb.log(row, epoch + 1)
     extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
     extra = (extra if state.bad_count else "") + (f"  ({score.nbad} unreadable val image(s))" if score.nbad else "")
+    left = cfg.epochs - epoch - 1  # the rest of the run at this process's pace so far (validation included)
+    eta = f"  ETA {_hms((time.time() - run.t_start) / (epoch + 1 - run.start_epoch) * left)}" if left else ""
     run.log(
         f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  {score.text}{shown}  "
-        f"lr {lr_now:.4g}  {row['time_s']:.1f}s  {row['img_s']:.0f} img/s{extra}"
+        f"lr {lr_now:.4g}  {row['time_s']:.1f}s  {row['img_s']:.0f} img/s{eta}{extra}"
     )
     state.loss_sum = state.loss_n = state.bad_count = 0.0
     state.epoch, state.step_in_epoch = epoch + 1, 0
@@ -355,6 +359,11 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
     if is_best:
         checkpoint(run, state, "best", score.value, use_ema=chosen == "ema")
         run.task.write_best(run, local[chosen])
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
 def _metric_name(task: Task) -> str:

@@ -114,10 +114,11 @@ class ClassificationTask(Task):
         for j, name in enumerate(local):
             c1, c5, nv, nbad = sums[4 * j : 4 * j + 4]
             top1, top5 = 100 * c1 / nv, 100 * c5 / nv
-            scores[name] = Score(
-                top1, {"val_top1": round(top1, 4), "val_top5": round(top5, 4)},
-                f"val top-1 {top1:6.2f}%  top-5 {top5:6.2f}%", int(nbad),
-            )  # fmt: skip
+            if len(run.data.classes) > 5:
+                row, text = {"val_top1": round(top1, 4), "val_top5": round(top5, 4)}, f"  top-5 {top5:6.2f}%"
+            else:  # top-5 of 5 classes or fewer is 100 % by construction: not a score
+                row, text = {"val_top1": round(top1, 4)}, ""
+            scores[name] = Score(top1, row, f"val top-1 {top1:6.2f}%{text}", int(nbad))
         return scores, local
 
     def write_best(self, run: Run, local: EvalResult) -> None:
