@@ -195,15 +195,16 @@ def count_images(data: str, val_split: float) -> tuple[int, int]:
     return len(split.train), len(split.val)
 
 
-def default_seeds(n_train: int) -> tuple[int, str]:
+def default_seeds(n_train: int, metric: str = "top-1") -> tuple[int, str]:
     """How many seeds ``compare`` trains when not told, and why (for the log).
 
-    Below the paper recipe's threshold a run is cheap and its top-1 moves with the seed (initialisation,
-    data order, held-out split) by about as much as families differ, so three seeds; above it, one.
+    Below the paper recipe's threshold a run is cheap and its top-1 (a detector's mAP) moves with the seed
+    (initialisation, data order, held-out split) by about as much as families differ, so three seeds; above
+    it, one.
     """
     if n_train < SMALL_DATA_IMAGES:
         return SMALL_DATA_SEEDS, (
-            f"{n_train:,} training images < {SMALL_DATA_IMAGES:,}: on small data one run's top-1 moves with the seed"
+            f"{n_train:,} training images < {SMALL_DATA_IMAGES:,}: on small data one run's {metric} moves with the seed"
         )
     return 1, f"{n_train:,} training images >= {SMALL_DATA_IMAGES:,}: runs are long and vary little with the seed"
 
@@ -538,6 +539,8 @@ def _detector_sections(summary: list[dict[str, Any]], fams, budgets, how: str, n
                 lines.append(f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | from scratch | | | | | |")
                 continue
             shown = {k: "?" if info.get(k) is None else str(info[k]) for k in ("model", "data", "recipe", "epochs")}
+            if info.get("data") is None and info.get("source"):  # e.g. the authors' file: its own name
+                shown["data"] = f"? ({info['source']})"
             top1 = "?" if info.get("val_top1") is None else f"{info['val_top1']:.2f}"
             lines.append(
                 f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | {r['backbone_weights']} | {shown['model']} | "
@@ -687,7 +690,7 @@ def compare(
             recipe, why = training.choose_recipe(data, val_split)
             log(f"[compare] recipe {recipe} (auto: {why})")
         if seeds is None:
-            seeds, why = default_seeds(n_train)
+            seeds, why = default_seeds(n_train, "mAP@0.5")
             log(f"[compare] {seeds} seed{'s' if seeds > 1 else ''} per detector and budget (default: {why})")
         recipe_cfg = training.load_recipe(recipe)
         resolution = resolution or recipe_cfg.get("resolution") or 320
