@@ -26,10 +26,12 @@ TINY = ["--resolution", "128", "--epochs", "1", "--seeds", "1", "--batch-size", 
 TINY += ["--workers", "0", "--val-split", "0.25"]
 
 
-def save_backbone(path: Path, family: str, width: float, source: str = "fdmobilenet train (small)") -> Path:
+def save_backbone(
+    path: Path, family: str, width: float, source: str = "fdmobilenet train (small)", **kw: int
+) -> Path:  # fmt: skip
     """Untrained classification weights of ``family`` at ``width``, saved as a training run saves them."""
-    model = create_model(family, width=width, num_classes=5)
-    meta = {"model": family, "num_classes": 5, "model_kwargs": {"width": width}, **Preprocess(224).to_meta()}
+    model = create_model(family, width=width, num_classes=5, **kw)
+    meta = {"model": family, "num_classes": 5, "model_kwargs": {"width": width, **kw}, **Preprocess(224).to_meta()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model.state_dict(), path, {**meta, "source": source, "val_top1": 20.0})
     return path
@@ -87,6 +89,11 @@ def test_backbone_files_are_found_and_checked(tmp_path: Path) -> None:
             save_backbone(cls / "runs" / f"{fam}-12M-w{w:g}-seed{seed}" / "best.safetensors", fam, w)
     found = det.find_backbones(cls, cells)
     assert found[("fd_mobilenet", 12.0)].path.endswith("fd_mobilenet-12M-w0.25-seed0/best.safetensors")
+    # ShuffleNet V1: the group count is checked too (the model's default, 3, when the file names none)
+    save_backbone(cls / "shufflenet_v1-12M.safetensors", "shufflenet_v1", 0.225, groups=3)
+    assert det.find_backbones(cls, [("shufflenet_v1", 12.0, 0.225, 3)])[("shufflenet_v1", 12.0)].groups == 3
+    with pytest.raises(ParameterError, match="is shufflenet_v1 g3 width 0.225, but .* g8 width 0.225"):
+        det.find_backbones(cls, [("shufflenet_v1", 12.0, 0.225, 8)])
 
 
 def test_a_mismatched_backbone_is_one_line_before_any_training(bccd: Path, tmp_path: Path, capsys) -> None:

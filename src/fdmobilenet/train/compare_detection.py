@@ -70,9 +70,9 @@ def read_backbone(path: str | Path, param: str = "backbones") -> Backbone:
         raise ParameterError(param, f"`{param}`: {p} holds {name}, not a classifier's weights: give a backbone's")
     kwargs = {**fixed, **(meta.get("model_kwargs") or {})}
     width = float(kwargs.get("width", 1.0))
-    groups = int(kwargs["groups"]) if family == "shufflenet_v1" else None
-    if family == "shufflenet_v1" and "groups" not in kwargs:
-        groups = family_kwargs(family)["groups"]
+    groups = None
+    if family == "shufflenet_v1":  # the model's default group count when the file does not name one
+        groups = int(kwargs.get("groups", family_kwargs(family)["groups"]))
     info: dict[str, Any] = {"model": name, "source": meta.get("source"), "resolution": meta.get("resolution")}
     info["num_classes"] = meta.get("num_classes")
     if meta.get("val_top1") is not None:
@@ -107,7 +107,8 @@ def _check_fits(bb: Backbone, family: str, budget: float, width: float, groups: 
         raise ParameterError(
             param,
             f"`{param}`: {bb.path} is {family}{g} width {bb.width:g}, but the {budget:g} MFLOPs {family} backbone is"
-            f"{want} width {width:g} (solved at {BACKBONE_RESOLUTION} px): give weights of that width",
+            f"{want} width {width:g} (solved at {BACKBONE_RESOLUTION} px): give weights of that width"
+            + (" and group count" if groups is not None else ""),
         )
 
 
