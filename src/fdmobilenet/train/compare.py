@@ -20,6 +20,7 @@ import json
 import math
 import signal
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -621,7 +622,7 @@ def _plot(
     ax.tick_params(axis="x", which="minor", bottom=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 72)), fontsize=9)  # a detector comparison's title is long
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
