@@ -74,7 +74,7 @@ _BAD_PATH = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExist
 
 
 # The one map from library parameter names to flags: ``--`` + the name with ``_`` as ``-`` unless listed here.
-FLAG_OF_PARAM = {"output": "-o", "fmt": "--format", "model_name": "--model"}
+FLAG_OF_PARAM = {"output": "-o", "fmt": "--format", "model_name": "--model", "extra_rows": "--extra-row"}
 
 
 def flag_of(param: str) -> str:
