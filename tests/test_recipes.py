@@ -4,6 +4,7 @@ weights -- each exact under SIGTERM and resume."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,11 +151,16 @@ def test_data_alone_gets_a_model_and_run_length_sized_to_it(capsys) -> None:
     assert cfg.epochs == 3 and "--epochs 30" not in capsys.readouterr().out
 
 
-def test_epoch_log_has_an_eta_and_no_top5_for_five_classes(tmp_path: Path, capsys) -> None:
+def test_epoch_log_eta_no_top5_for_five_classes_recorded_warmup_finished_resume(tmp_path: Path, capsys) -> None:
     args = ["--data", FLOWERS_MINI, "--resolution", 32, "--epochs", 2, "--threads", 1, "--workers", 0]
-    code, out, err = run_cli(capsys, "train", *args, "--out", tmp_path / "r")
+    code, out, err = run_cli(capsys, "train", *args, "--warmup-epochs", 5, "--out", tmp_path / "r")
     assert code == 0, err
     epoch_lines = [ln for ln in out.splitlines() if ln.startswith("epoch ") and "train loss" in ln]
     assert "ETA 0:" in epoch_lines[0] and "ETA" not in epoch_lines[1]
     assert "top-5" not in out  # 5 classes: top-5 is 100 % by construction
     assert all("val_top5" not in r for r in metrics(tmp_path / "r"))
+    # config.json, "the effective configuration", records the warm-up the run had (capped at a tenth)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["warmup_epochs"] == 0.2
+    code, out, err = run_cli(capsys, "train", "--out", tmp_path / "r", "--resume")
+    assert code == 0, err
+    assert "has finished its 2 epochs: nothing to train" in out and "resumed" not in out

@@ -31,7 +31,15 @@ from .._errors import StoppedError
 from .._progress import Progress
 from .._utils import write_if_changed
 from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
-from .config import EXIT_DIVERGED, TrainConfig, batch_layout, for_data, for_machine, train_resolution_at
+from .config import (
+    EXIT_DIVERGED,
+    WARMUP_MAX_FRACTION,
+    TrainConfig,
+    batch_layout,
+    for_data,
+    for_machine,
+    train_resolution_at,
+)
 from .distill import Teacher, check_recorded, load_teacher
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders
@@ -144,6 +152,9 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     cfg, note = for_data(cfg, data.n_train)
     if note:
         log(note)
+    if cfg.warmup_epochs > WARMUP_MAX_FRACTION * cfg.epochs:  # config.json records the warm-up the run has
+        cfg = dataclasses.replace(cfg, warmup_epochs=round(WARMUP_MAX_FRACTION * cfg.epochs, 6))
+        log(f"warm-up {cfg.warmup_epochs:g} epochs (a tenth of the run at most)")
     kind = task.loader_kind(cfg, data, dist)
     steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
     check_memory(cfg, len(data.classes), micro, dist.device)
@@ -164,8 +175,11 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     if ckpt is not None:
         state = restore(ckpt, out, parts, steps_per_epoch)
         truncate_metrics(out / "metrics.jsonl", state.epoch)
-        at = f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch} (global step {state.step})"
-        log(f"resumed {out} at {at}")
+        if state.epoch >= cfg.epochs:
+            log(f"{out} has finished its {cfg.epochs} epochs: nothing to train (a larger `epochs` continues it)")
+        else:
+            at = f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{steps_per_epoch} (global step {state.step})"
+            log(f"resumed {out} at {at}")
     model = ddp_model = parts.model
     if dist.world > 1:
         ddp_model = model = nn.parallel.DistributedDataParallel(
@@ -209,9 +223,7 @@ def _fit(run: Run, state: TrainState) -> TrainResult:
     if run.tb is not None:
         run.tb.close()
     if run.dist.main:
-        if run.start_epoch >= cfg.epochs:
-            run.log(f"{run.out} had already finished its {cfg.epochs} epochs")
-        else:
+        if run.start_epoch < cfg.epochs:  # (a finished run was said so at the start)
             plot_curves(run.out)
             run.task.report(run)
         run.log(
