@@ -9,10 +9,19 @@ OUT ?= demo-out
 
 install: $(VENV)/.installed
 
-# The exact tested versions (constraints.txt) within pyproject's supported ranges.
+# The exact tested versions (constraints.txt) within pyproject's supported ranges: everything (tests, export,
+# INT8, OpenVINO, ExecuTorch, timm).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@ $(VENV)/.installed-demo
+
+# What the demo needs only (core + the train extra: about 5.6 of the full 6.5 GB on disk is torch with its
+# CUDA libraries either way), with pip's progress shown.
+$(VENV)/.installed-demo: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing fdmobilenet for the demo (torch, torchvision, scikit-learn, matplotlib; several GB on a fresh machine) ..."
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e ".[train]"
 	touch $@
 
 lint: install
@@ -22,7 +31,7 @@ lint: install
 test: lint
 	$(PY) -m pytest -q -ra
 
-demo: install
+demo: $(VENV)/.installed-demo
 	bash scripts/demo.sh "$(OUT)" "$(SHARED)"
 
 clean:
