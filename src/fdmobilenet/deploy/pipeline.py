@@ -267,6 +267,9 @@ def _photo_batches(paths: list[Path], pre: Preprocess, batch_size: int, workers:
     return batches, len(paths) // batch_size
 
 
+_SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images", "photos"}
+
+
 def _fidelity_photos(
     data: str | os.PathLike,
     used: list[Path],
@@ -282,7 +285,11 @@ def _fidelity_photos(
     classes) and ``altered`` (``altered_photos`` of those, or of the calibration photos if none are left)."""
     groups = {}
     for folder in fidelity_data:
-        groups[f"other:{Path(folder).name or folder}"] = load_batch(image_paths(folder, size, seed=2), pre)
+        p = Path(folder).resolve()
+        name = p.name if p.name.lower() not in _SPLIT_NAMES else f"{p.parent.name}/{p.name}"
+        while f"other:{name}" in groups:
+            name += "'"
+        groups[f"other:{name}"] = load_batch(image_paths(folder, size, seed=2), pre)
     if verify is not None:
         groups["verify-data"] = verify
     rest = sorted(set(image_paths(data)) - set(used))
