@@ -14,11 +14,13 @@ from ..deploy import (
     MIN_OPSET,
     SUFFIXES,
     ExportConfig,
+    PtqConfig,
     QatConfig,
     bench,
     export_weights,
     quantize_weights,
 )
+from ..deploy.quantize import LOSSES, OBSERVERS
 from ..models import FAMILIES, list_models
 from . import in_flags
 from ._args import positive_int, thread_count
@@ -39,7 +41,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         "--int8",
         action="store_true",
         help="write a static INT8 file (per-channel weights): QDQ for .onnx (ONNX Runtime's quantizer), XNNPACK "
-        "for .pte; `fdmobilenet quantize` fine-tunes for INT8 instead and loses less accuracy",
+        "for .pte; `fdmobilenet quantize` (range equalization + bias correction) loses less accuracy",
     )
     p.add_argument("--keep-fp32", action="store_true", help="with --int8 .onnx: also keep NAME.fp32.onnx")
     p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")
@@ -91,7 +93,7 @@ def export_run(a: argparse.Namespace) -> int:
 
 
 def quantize_arguments(p: argparse.ArgumentParser) -> None:
-    d = QatConfig()
+    d, dp = QatConfig(), PtqConfig()
     p.add_argument("--weights", required=True, help="the fp32 .safetensors file (the teacher)")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
     p.add_argument(
@@ -101,13 +103,49 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
         "other classes are fine): Imagenette's photos do for the ImageNet weights",
     )
     p.add_argument("-o", "--output", required=True, help="INT8 file: .onnx (QDQ) or .pte (ExecuTorch, XNNPACK)")
-    p.add_argument("--epochs", type=float, default=d.epochs, help="passes over --data; 0 = calibrate only")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine to 0, SGD momentum 0.9)")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="photos per step")
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=0.0,
+        help="passes of quantization-aware distillation over --data; 0 (default) = post-training calibration "
+        "with range equalization and bias correction, which held best on photos of other classes "
+        "(benchmarks/int8/fidelity.md)",
+    )
+    p.add_argument("--calibration-size", type=positive_int, default=400, help="photos to calibrate on (--epochs 0)")
+    p.add_argument("--no-equalize", action="store_true", help="--epochs 0: skip cross-layer range equalization")
+    p.add_argument("--no-bias-correction", action="store_true", help="--epochs 0: skip the per-layer bias correction")
+    p.add_argument(
+        "--observer", choices=OBSERVERS, default=dp.observer, help="--epochs 0: how activation ranges are chosen"
+    )
+    p.add_argument(
+        "--float-layers",
+        default="none",
+        help="--epochs 0: layers left fp32, e.g. stem,classifier (the input and the logits stay unrounded); "
+        "default none",
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help="QAT: peak learning rate (cosine to 0, SGD momentum 0.9)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="QAT: photos per step")
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=d.loss,
+        help="QAT: match the fp32 softmax (kl) or all its logits (logits: mean squared difference)",
+    )
+    p.add_argument("--freeze-classifier", action="store_true", help="QAT: do not fine-tune the classifier")
     p.add_argument(
         "--photos", type=positive_int, help="use a seeded sample of this many photos from --data (default: all)"
     )
-    p.add_argument("--calibration-size", type=positive_int, default=400, help="photos to calibrate on with --epochs 0")
+    p.add_argument(
+        "--fidelity-data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="photos of OTHER classes than --data's to measure INT8 against fp32 on (agreement, KL; no labels "
+        "needed; repeatable). Without it the report measures held-out and altered --data photos only",
+    )
+    p.add_argument(
+        "--fidelity-size", type=positive_int, default=200, help="photos per --fidelity-data folder and group"
+    )
     p.add_argument("--verify-data", help="photos NOT in --data to report agreement with fp32 on")
     p.add_argument("--verify-size", type=positive_int, default=200, help="how many --verify-data photos to compare on")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}-{DEFAULT_OPSET})")
@@ -117,7 +155,15 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def quantize_run(a: argparse.Namespace) -> int:
-    cfg = QatConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed)
+    cfg = QatConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed, loss=a.loss,
+                    train_classifier=not a.freeze_classifier)  # fmt: skip
+    float_layers = [] if a.float_layers.strip().lower() == "none" else a.float_layers.split(",")
+    ptq = PtqConfig(
+        observer=a.observer,
+        equalize=not a.no_equalize,
+        bias_correction=not a.no_bias_correction,
+        float_layers=tuple(s.strip() for s in float_layers if s.strip()),
+    )
     reports = quantize_weights(
         a.weights,
         a.data,
@@ -130,6 +176,9 @@ def quantize_run(a: argparse.Namespace) -> int:
         verify_size=a.verify_size,
         opset=a.opset,
         workers=a.workers,
+        ptq=ptq,
+        fidelity_data=a.fidelity_data,
+        fidelity_size=a.fidelity_size,
     )
     for r in reports:
         print(json.dumps(r.as_dict()) if a.json else in_flags(str(r)))

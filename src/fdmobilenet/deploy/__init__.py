@@ -4,10 +4,11 @@ distillation (``quantize``), and runners for ONNX (ONNX Runtime, OpenVINO) and `
 ``export_weights`` / ``quantize_weights`` are what the ``export`` / ``quantize`` commands run. Re-exports only.
 
 Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, runtime
--> quantize -> pipeline; ``bench`` (latency of every model on every runtime, what ``bench`` runs) sits
+-> quantize, fidelity -> pipeline; ``bench`` (latency of every model on every runtime, what ``bench`` runs) sits
 beside pipeline and imports the layers below it.
 """
 
+from .fidelity import altered_photos, fidelity_table, int8_fidelity
 from .fold import fold_batchnorm
 from .metadata import complete_metadata, decode_metadata, encode_metadata, export_metadata, read_onnx_metadata
 from .onnx import (
@@ -31,7 +32,7 @@ from .pipeline import (
     open_exported,
     quantize_weights,
 )
-from .quantize import QatConfig
+from .quantize import PtqConfig, QatConfig
 from .runtime import BACKENDS, OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
@@ -50,7 +51,9 @@ __all__ = [
     "ExportReport",
     "ImageCalibrationReader",
     "OnnxClassifier",
+    "PtqConfig",
     "QatConfig",
+    "altered_photos",
     "check_float_agreement",
     "check_keep_float",
     "complete_metadata",
@@ -62,12 +65,14 @@ __all__ = [
     "export_torchscript",
     "export_weights",
     "float_node_names",
+    "fidelity_table",
     "float_tolerance",
     "format_of",
     "open_exported",
     "quantize_weights",
     "fold_batchnorm",
     "image_paths",
+    "int8_fidelity",
     "load_batch",
     "load_pt2",
     "load_torchscript",

@@ -8,7 +8,9 @@ finite logits (its agreement is reported, not enforced: quantization changes log
 from __future__ import annotations
 
 import os
+import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from .._utils import require
 from ..models import build_from_weights
 from ..preprocess import Preprocess, train_transform
 from .executorch import PteClassifier, export_pte, export_quantized_pte
+from .fidelity import altered_photos, fidelity_table, int8_fidelity
 from .metadata import export_metadata
 from .onnx import (
     CALIBRATION_METHODS,
@@ -31,7 +34,7 @@ from .onnx import (
     export_quantized_onnx,
     quantize_onnx,
 )
-from .quantize import QatConfig
+from .quantize import PtqConfig, QatConfig
 from .runtime import OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
@@ -80,12 +83,14 @@ class ExportReport:
             **({"opset": self.meta["opset"]} if "opset" in self.meta else {}),
             **({"calibration": self.meta["calibration"]} if "calibration" in self.meta else {}),
             **self.agreement.as_dict(),
+            **({"fidelity": self.extra["fidelity"]} if "fidelity" in self.extra else {}),
         }
 
     def __str__(self) -> str:
-        return (
-            f"wrote {self.path} ({self.format}, {self.meta['model']} at {self.meta['resolution']} px): {self.agreement}"
-        )
+        s = f"wrote {self.path} ({self.format}, {self.meta['model']} at {self.meta['resolution']} px): {self.agreement}"
+        if "fidelity" in self.extra:
+            s += "\n" + fidelity_report(self.extra["fidelity"])
+        return s
 
 
 @dataclass(frozen=True)
@@ -262,6 +267,61 @@ def _photo_batches(paths: list[Path], pre: Preprocess, batch_size: int, workers:
     return batches, len(paths) // batch_size
 
 
+_SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images", "photos"}
+
+
+def _fidelity_photos(
+    data: str | os.PathLike,
+    used: list[Path],
+    pre: Preprocess,
+    size: int,
+    seed: int,
+    fidelity_data: Sequence[str | os.PathLike],
+    verify: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """The photos ``quantize`` measures INT8 against fp32 on (``int8_fidelity``'s groups), each group named
+    for the report: ``other:NAME`` per ``fidelity_data`` folder (photos of other classes, as the caller
+    says), ``verify-data``, ``held-out`` (photos under ``data`` it did not calibrate or tune on: the same
+    classes) and ``altered`` (``altered_photos`` of those, or of the calibration photos if none are left)."""
+    groups = {}
+    for folder in fidelity_data:
+        p = Path(folder).resolve()
+        name = p.name if p.name.lower() not in _SPLIT_NAMES else f"{p.parent.name}/{p.name}"
+        while f"other:{name}" in groups:
+            name += "'"
+        groups[f"other:{name}"] = load_batch(image_paths(folder, size, seed=2), pre)
+    if verify is not None:
+        groups["verify-data"] = verify
+    rest = sorted(set(image_paths(data)) - set(used))
+    if rest:
+        rest = sorted(random.Random(seed + 3).sample(rest, min(size, len(rest))))
+        groups["held-out"] = load_batch(rest, pre)
+    base = groups.get("held-out")
+    if base is None:
+        base = load_batch(sorted(random.Random(seed + 3).sample(used, min(size, len(used)))), pre)
+    groups["altered"] = altered_photos(base, seed)
+    return groups
+
+
+def fidelity_report(result: dict[str, Any]) -> str:
+    """``quantize``'s short table: photos of other classes first, or a line saying none were given."""
+    groups = result["groups"]
+    other = {k: g for k, g in groups.items() if k.startswith("other:")}
+    lines = []
+    if other:
+        n = sum(g["n"] for g in other.values())
+        agree = sum(g["agreement"] * g["n"] for g in other.values()) / n
+        kl = sum(g["kl"] * g["n"] for g in other.values()) / n
+        lines.append(f"INT8 vs fp32 on photos of other classes: agreement {agree:.1f} %, KL {kl:.4f} ({n} photos)")
+    else:
+        lines.append(
+            "INT8 vs fp32 on photos of other classes: not measured (no `fidelity_data` folder given); "
+            "below: photos like the calibration's, and altered copies of them (a hint, not the same figure)"
+        )
+    lines += fidelity_table(result, "  all measured photos").splitlines()[1:]
+    return "\n".join(lines)
+
+
 def quantize_weights(
     weights: str | os.PathLike,
     data: str | os.PathLike,
@@ -274,13 +334,21 @@ def quantize_weights(
     verify_size: int = 200,
     opset: int = DEFAULT_OPSET,
     workers: int = 0,
+    ptq: PtqConfig | None = None,
+    fidelity_data: Sequence[str | os.PathLike] = (),
+    fidelity_size: int = 200,
 ) -> list[ExportReport]:
-    """INT8 that keeps the fp32 accuracy: quantization-aware distillation on unlabeled photos under ``data``.
+    """INT8 from unlabeled photos under ``data``, checked against fp32 on photos it was not made from.
 
-    The fp32 model is the teacher, so the photos need no labels and may be of other classes than the
-    model's, as long as they look like what it will see. ``cfg.epochs == 0`` only calibrates (post-training
-    INT8 with the XNNPACK quantizer). ``output`` is a QDQ ``.onnx`` or an XNNPACK ``.pte``; give
-    ``verify_data`` photos that were not tuned on to get an honest agreement figure.
+    Default (``cfg`` None or ``cfg.epochs == 0``): post-training calibration on ``calibration_size`` of the
+    photos with range equalization and bias correction (``ptq``, a ``PtqConfig``), the route that held best
+    on photos of classes the calibration never saw (benchmarks/int8/fidelity.md). ``cfg.epochs > 0``:
+    quantization-aware distillation from the fp32 model (the former default); the photos need no labels.
+    ``output`` is a QDQ ``.onnx`` or an XNNPACK ``.pte``.
+
+    The written file is compared with fp32 (``int8_fidelity``: top-1 agreement and KL) on photos of other
+    classes from each ``fidelity_data`` folder, on ``verify_data``, on photos under ``data`` not used, and on
+    altered copies of those (up to ``fidelity_size`` per group); the report's ``extra["fidelity"]``.
     """
     from .quantize import calibrate, convert, qat_distill
 
@@ -288,7 +356,14 @@ def quantize_weights(
     if fmt not in ("onnx", "executorch"):
         raise ParameterError("output", f"`output` {output}: quantize writes .onnx (QDQ) or .pte (XNNPACK) files")
     check_opset(opset)
-    cfg = cfg or QatConfig()  # QatConfig checks its own ranges
+    cfg = cfg or QatConfig(epochs=0.0)  # QatConfig checks its own ranges
+    ptq = ptq or PtqConfig()
+    for name, value in (("calibration_size", calibration_size), ("fidelity_size", fidelity_size)):
+        if value < 1:
+            raise ParameterError(name, f"`{name}` must be >= 1, got {value}")
+    for folder in fidelity_data:
+        if not Path(folder).is_dir():
+            raise ParameterPathError("fidelity_data", f"`fidelity_data` folder {folder} does not exist")
     paths = image_paths(data, photos, cfg.seed)
     model, meta = build_from_weights(weights, model_name)
     res = int(meta.get("resolution", 224))
@@ -301,16 +376,25 @@ def quantize_weights(
             raise ParameterError(
                 "data", f"`data` {data}: {len(paths)} photos, fewer than one batch of {cfg.batch_size}"
             )
+        used = paths
+        check = _fidelity_photos(data, used, pre, fidelity_size, cfg.seed, fidelity_data, real)
         batches, steps = _photo_batches(paths, pre, cfg.batch_size, workers, cfg.seed)
         quantized = convert(qat_distill(model, batches, steps, res, cfg))
-        how = {"method": "qat-distillation", "epochs": cfg.epochs, "lr": cfg.lr, "photos": len(paths)}
+        how = {"method": "qat-distillation", "epochs": cfg.epochs, "lr": cfg.lr, "loss": cfg.loss,
+               "train_classifier": cfg.train_classifier, "photos": len(paths)}  # fmt: skip
     else:
-        calib = load_batch(paths[:calibration_size], pre)
-        quantized = calibrate(model, calib.split(16), res)
-        how = {"method": "ptq-minmax", "images": len(calib)}
+        # a seeded sample, not the first files: those are one folder (one class) of a class-per-folder tree
+        used = sorted(random.Random(cfg.seed).sample(paths, min(calibration_size, len(paths))))
+        check = _fidelity_photos(data, used, pre, fidelity_size, cfg.seed, fidelity_data, real)
+        calib = load_batch(used, pre)
+        quantized = calibrate(model, calib.split(16), res, ptq)
+        how = {"method": "ptq", "images": len(calib), "observer": ptq.observer, "equalize": ptq.equalize,
+               "bias_correction": ptq.bias_correction, "float_layers": list(ptq.float_layers)}  # fmt: skip
     full = {**full, "precision": "int8", "quantization": {**how, "source": str(data)}}
     if fmt == "onnx":
         export_quantized_onnx(quantized, output, full, opset)
     else:
         export_quantized_pte(quantized, output, full, res)
-    return [_int8_report(model, Path(output), f"{fmt}-int8", full, real, res)]
+    report = _int8_report(model, Path(output), f"{fmt}-int8", full, real, res)
+    report.extra["fidelity"] = int8_fidelity(model, open_exported(output), check)
+    return [report]

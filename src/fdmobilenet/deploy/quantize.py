@@ -1,23 +1,27 @@
-"""INT8 with PyTorch's PT2E quantization and the XNNPACK quantizer: calibration, and quantization-aware
-fine-tuning by distillation from the fp32 model on unlabeled photos.
+"""INT8 with PyTorch's PT2E quantization and the XNNPACK quantizer: calibration (with range equalization
+and bias correction), and quantization-aware fine-tuning by distillation from the fp32 model.
 
 Why PT2E: one quantized graph gives both an ExecuTorch ``.pte`` (XNNPACK INT8 kernels, what phones
 run) and a QDQ ONNX file (``torch.onnx`` writes QuantizeLinear/DequantizeLinear pairs that ONNX
 Runtime and OpenVINO fuse into int8 kernels), with the same scales in both. The scheme is XNNPACK's:
 int8 weights, symmetric, per output channel; int8 activations, per tensor.
 
-BatchNorm is folded first, so the graph quantized is exactly the fp32 network that deploys and
-fine-tuning moves the folded weights the INT8 kernels will use. Distillation needs no labels: the
-student matches the fp32 teacher's softmax (KL divergence), so in-domain photos of any classes do
-(Imagenette's ten classes for the 1000-class ImageNet weights).
+BatchNorm is folded first, so the graph quantized is exactly the fp32 network that deploys. Post-training
+(``calibrate`` with a ``PtqConfig``, ``quantize``'s default): channels are rescaled across layers so each
+per-tensor activation range is shared evenly (``equalize``), activation ranges are observed, and each
+layer's mean shift is taken out of its bias (``correct_bias_quantized``). Nothing is trained, so nothing
+can fit the calibration photos' classes: calibrated on photos of 10 classes, this held best on photos of
+other classes (benchmarks/int8/fidelity.md). Fine-tuning (``qat_distill``) needs no labels either: the
+student matches the fp32 teacher's softmax or logits on photos of any classes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +44,8 @@ class QatConfig:
     weight_decay: float = 0.0
     freeze_observers_at: float = 0.5  # fraction of the run after which activation ranges stop moving
     seed: int = 0
+    loss: str = "kl"  # "logits": match all logits (mean squared difference), not just the softmax
+    train_classifier: bool = True  # False: the classifier keeps its fp32 weights (only rounded to INT8)
 
     def __post_init__(self) -> None:
         """Refuse values no run can use (NaN, negative epochs, lr <= 0) here, where CLI and API both pass."""
@@ -49,6 +55,7 @@ class QatConfig:
             "batch_size (>= 1)": self.batch_size >= 1,
             "weight_decay (>= 0)": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             "freeze_observers_at (0 to 1)": 0 <= self.freeze_observers_at <= 1,
+            f"loss ({' or '.join(LOSSES)})": self.loss in LOSSES,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -56,37 +63,247 @@ class QatConfig:
             raise ParameterError(bad[0].split()[0], f"quantization settings out of range: {listed}; got {self}")
 
 
-def _quantizer(qat: bool):
+OBSERVERS = ("histogram", "minmax")
+
+
+@dataclass(frozen=True)
+class PtqConfig:
+    """Post-training INT8 (``calibrate``); the defaults are ``quantize``'s, measured in
+    benchmarks/int8/fidelity.md: range equalization and bias correction on, every layer INT8."""
+
+    observer: str = "histogram"  # activation ranges: "histogram" (XNNPACK's default) or "minmax"
+    equalize: bool = True  # cross-layer range equalization before calibrating (``equalize``)
+    bias_correction: bool = True  # per-layer mean shift taken out after converting (``correct_bias_quantized``)
+    bias_correction_photos: int = 256  # photos (the first calibration ones) the shifts are measured on
+    float_layers: tuple[str, ...] = ()  # module names kept fp32, e.g. ("stem", "classifier")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if self.observer not in OBSERVERS:
+            raise ParameterError("observer", f"`observer` must be one of {', '.join(OBSERVERS)}, got {self.observer!r}")
+        if self.bias_correction_photos < 1:
+            raise ParameterError("bias_correction_photos", "`bias_correction_photos` must be >= 1")
+
+
+def _quantizer(qat: bool, float_layers: Sequence[str] = (), observer: str = "histogram"):
+    """XNNPACK's scheme; ``float_layers`` (module names such as ``stem``, ``classifier``) stay fp32.
+
+    ``observer`` sets how post-training calibration picks activation ranges: ``histogram`` (XNNPACK's
+    default: the range that minimises the rounding + clipping error on the observed histogram) or
+    ``minmax`` (the observed extremes). Quantization-aware training always uses moving-average min/max.
+    """
     require("executorch", "INT8 quantization with the XNNPACK quantizer", EXECUTORCH_HINT)
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+    if observer == "minmax" and not qat:
+        from dataclasses import replace
+
+        from torchao.quantization.pt2e import MinMaxObserver
+
+        act = config.input_activation
+        act = replace(act, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = replace(config, input_activation=act, output_activation=act)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    if float_layers:
+        skip = [get_module_name_filter(name) for name in float_layers]
+        quantizer.set_filter_function(lambda n: not any(f(n) for f in skip))
+    return quantizer
 
 
-def capture(model: nn.Module, resolution: int) -> torch.fx.GraphModule:
-    """The BatchNorm-folded model as an exported graph with a dynamic batch axis (what PT2E rewrites)."""
-    folded = fold_batchnorm(model).eval()
+def relu_chain(folded: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The layers of a plain conv/ReLU chain in order, ``[(name, conv or linear), ...]``, ending with the
+    classifier; None for networks that are not one (residuals, concatenations, channel shuffles).
+
+    FD-MobileNet and MobileNet V1 are: stem conv, then depthwise and pointwise convs, each followed by a
+    ReLU and nothing else, then average pooling and the linear classifier. Recognised by structure
+    (``stem``, ``blocks`` of ``dw``/``pw``, ``classifier``), each ReLU checked to be a plain ``nn.ReLU``
+    (positively homogeneous, so a channel can be scaled through it).
+    """
+    stem, blocks, head = (getattr(folded, k, None) for k in ("stem", "blocks", "classifier"))
+    if getattr(folded, "features_only", False) or not isinstance(head, nn.Linear) or blocks is None:
+        return None
+    units = [("stem", stem)]
+    units += [(f"blocks.{i}.{k}", getattr(b, k, None)) for i, b in enumerate(blocks) for k in ("dw", "pw")]
+    chain = []
+    for name, unit in units:
+        conv, relu = getattr(unit, "conv", None), getattr(unit, "relu", None)
+        if not isinstance(conv, nn.Conv2d) or type(relu) is not nn.ReLU or conv.bias is None:
+            return None
+        if list(unit.children())[-1] is not relu:
+            return None
+        chain.append((f"{name}.conv", conv))
+    return [*chain, ("classifier", head)]
+
+
+@torch.no_grad()
+def _channel_ranges(folded: nn.Module, chain: list[tuple[str, nn.Module]], batches: Sequence[torch.Tensor]):
+    """Per output channel of every chain layer but the last: the largest value after its ReLU."""
+    convs = [m for _, m in chain[:-1]]
+    ranges = [torch.zeros(m.out_channels) for m in convs]
+
+    def hook(k: int):
+        def fn(_m, _inputs, out):  # the conv's output: its maximum is the ReLU's where positive
+            torch.maximum(ranges[k], out.amax((0, 2, 3)), out=ranges[k])
+
+        return fn
+
+    hooks = [m.register_forward_hook(hook(k)) for k, m in enumerate(convs)]
+    try:
+        for x in batches:
+            folded(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [r.clamp(min=0) for r in ranges]  # the ReLU follows: negative maxima mean a dead channel
+
+
+@torch.no_grad()
+def equalize(
+    folded: nn.Module, batches: Sequence[torch.Tensor], max_scale: float = 100.0, dense_alpha: float = 0.5
+) -> int:
+    """Cross-layer range equalization, in place, exact in fp32; returns how many layer pairs it scaled.
+
+    INT8 activations have one scale per tensor, so a channel whose values span 0.1 next to one spanning 20
+    gets a handful of levels. A ReLU passes positive scaling, so output channel ``i`` of a layer can be
+    multiplied by ``s_i`` (its weights and bias) and the next layer's input channel ``i`` divided by it
+    without changing the network. Into a depthwise conv this is free (its weights are quantized per
+    channel), so every channel is brought to the same range; into a pointwise conv or the classifier the
+    division moves range into that layer's weight rows, so ``s_i = sqrt(w_i / a_i)`` balances the channel's
+    activation range ``a_i`` against its weight column's ``w_i``. Ranges are the largest values seen on
+    ``batches``. Networks that are not a plain ReLU chain (``relu_chain``) are left alone (returns 0).
+    """
+    chain = relu_chain(folded)
+    if chain is None:
+        return 0
+    ranges = _channel_ranges(folded, chain, batches)
+    pairs = 0
+    for (_, a), (_, b), r in zip(chain, chain[1:], ranges):
+        alive = r > 1e-8
+        if not alive.any():
+            continue
+        if isinstance(b, nn.Conv2d) and b.groups == b.in_channels == b.out_channels:
+            # depthwise: every channel to the geometric mean range; keep its kernel clear of the scale floor
+            target = r[alive].log().mean().exp()
+            s = torch.where(alive, target / r.clamp(min=1e-8), torch.ones_like(r))
+            kmax = b.weight.abs().flatten(1).amax(1)
+            s = torch.minimum(s, (kmax / 0.1).clamp(min=1.0))
+        else:
+            w = b.weight.abs().flatten(2).amax(2) if b.weight.ndim == 4 else b.weight.abs()
+            col = w.amax(0)
+            s = torch.where(alive & (col > 1e-8), (col / r.clamp(min=1e-8)) ** dense_alpha, torch.ones_like(r))
+            s = s / s[alive].log().mean().exp()
+        s = s.clamp(1 / max_scale, max_scale)
+        a.weight.mul_(s.view(-1, *[1] * (a.weight.ndim - 1)))
+        a.bias.mul_(s)
+        if b.weight.ndim == 4 and b.groups == b.in_channels:
+            b.weight.div_(s.view(-1, 1, 1, 1))
+        else:
+            b.weight.div_(s.view(1, -1, *[1] * (b.weight.ndim - 2)))
+        pairs += 1
+    return pairs
+
+
+def _layer_of(node: torch.fx.Node) -> str | None:
+    """The module path (``blocks.0.dw.conv``) a conv/linear node of an exported graph came from."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]).removeprefix("L['self'].") if stack else None
+
+
+@torch.no_grad()
+def correct_bias_quantized(quantized: torch.fx.GraphModule, folded: nn.Module, x: torch.Tensor) -> int:
+    """Empirical bias correction of a converted INT8 graph, in place, one layer after the other.
+
+    Every conv/linear output of the INT8 graph is compared, channel by channel, with the fp32 network's
+    (``folded``, the network the graph was captured from) on the photos ``x``; the mean difference is
+    what weight rounding, activation rounding and clipping shift that layer by, and is taken out of its
+    (float) bias. Layers are corrected in order, each on the corrected outputs of those before it, in one
+    pass over ``x``. Returns how many layers were corrected.
+    """
+    targets = {torch.ops.aten.conv2d.default, torch.ops.aten.linear.default}
+    wanted = {_layer_of(n) for n in quantized.graph.nodes if n.op == "call_function" and n.target in targets}
+    modules = {n: m for n, m in folded.named_modules() if n in wanted}
+    means: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(_m, _inputs, out):
+            means[name] = out.mean((0, 2, 3)) if out.ndim == 4 else out.mean(0)
+
+        return fn
+
+    hooks = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    try:
+        folded.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    corrected = 0
+
+    class Correcting(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node):
+            nonlocal corrected
+            out = super().run_node(n)
+            name = _layer_of(n) if n.op == "call_function" and n.target in targets else None
+            bias = n.args[2] if len(n.args) > 2 else None
+            if name in means and isinstance(bias, torch.fx.Node) and bias.op == "get_attr":
+                shift = (out.mean((0, 2, 3)) if out.ndim == 4 else out.mean(0)) - means[name]
+                param = functools.reduce(getattr, str(bias.target).split("."), quantized)
+                param.sub_(shift)
+                out = out - (shift.view(1, -1, 1, 1) if out.ndim == 4 else shift)
+                corrected += 1
+            return out
+
+    Correcting(quantized).run(x)
+    return corrected
+
+
+def capture(model: nn.Module, resolution: int, folded: nn.Module | None = None) -> torch.fx.GraphModule:
+    """The BatchNorm-folded model (or ``folded``, already folded) as an exported graph with a dynamic
+    batch axis (what PT2E rewrites)."""
+    folded = (folded if folded is not None else fold_batchnorm(model)).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = (torch.randn(2, 3, resolution, resolution),)
     return torch.export.export(folded, example, dynamic_shapes={"x": {0: batch}}).module()
 
 
-def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], resolution: int) -> torch.fx.GraphModule:
-    """Post-training INT8: observe activation ranges on ``batches`` of preprocessed photos, then convert."""
+def calibrate(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    resolution: int,
+    cfg: PtqConfig | None = None,
+) -> torch.fx.GraphModule:
+    """Post-training INT8: observe activation ranges on ``batches`` of preprocessed photos, then convert.
+
+    Without ``cfg``, XNNPACK's plain calibration (what ``export --int8`` does for ``.pte``); ``PtqConfig()``
+    adds range equalization before and bias correction after (what ``quantize`` does by default).
+    """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    prepared = prepare_pt2e(capture(model, resolution), _quantizer(qat=False))
-    n = 0
+    cfg = cfg or PtqConfig(equalize=False, bias_correction=False)
+    batches = [x for x in batches if len(x)]
+    if not batches:
+        raise ValueError("no calibration photos could be read")
+    names = dict(model.named_modules())
+    unknown = [n for n in cfg.float_layers if n not in names or not n]
+    if unknown:
+        top = ", ".join(n for n, _ in model.named_children())
+        raise ParameterError("float_layers", f"`float_layers`: no layer named {unknown[0]!r} (top-level: {top})")
+    folded = fold_batchnorm(model).eval()
+    if cfg.equalize:
+        equalize(folded, batches)
+    quantizer = _quantizer(qat=False, float_layers=cfg.float_layers, observer=cfg.observer)
+    prepared = prepare_pt2e(capture(model, resolution, folded), quantizer)
     with torch.no_grad():
         for x in batches:
             prepared(x)
-            n += len(x)
-    if n == 0:
-        raise ValueError("no calibration photos could be read")
-    return convert(prepared)
+    quantized = convert(prepared)
+    if cfg.bias_correction:
+        correct_bias_quantized(quantized, folded, torch.cat(batches)[: cfg.bias_correction_photos])
+    return quantized
 
 
 def _set_observers(gm: torch.fx.GraphModule, enabled: bool) -> None:
@@ -95,15 +312,26 @@ def _set_observers(gm: torch.fx.GraphModule, enabled: bool) -> None:
             (m.enable_observer if enabled else m.disable_observer)()
 
 
-def distill_step(student: nn.Module, teacher: nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer) -> float:
-    """One step of matching the teacher's class distribution (KL divergence); returns the loss."""
+LOSSES = ("kl", "logits")
+
+
+def distill_step(
+    student: nn.Module, teacher: nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer, loss: str = "kl"
+) -> float:
+    """One step of matching the teacher; returns the loss. ``kl``: its class distribution (KL divergence),
+    which on photos of a few classes only pins the logits of those; ``logits``: all of its logits (mean
+    squared difference), so every class of the label space keeps its place."""
     with torch.no_grad():
-        target = F.softmax(teacher(x), dim=1)
-    loss = F.kl_div(F.log_softmax(student(x), dim=1), target, reduction="batchmean")
+        target = teacher(x)
+    out = student(x)
+    if loss == "logits":
+        value = F.mse_loss(out, target)
+    else:
+        value = F.kl_div(F.log_softmax(out, dim=1), F.softmax(target, dim=1), reduction="batchmean")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    value.backward()
     opt.step()
-    return float(loss.detach())
+    return float(value.detach())
 
 
 def qat_distill(
@@ -113,6 +341,7 @@ def qat_distill(
     resolution: int,
     cfg: QatConfig | None = None,
     log: Callable[[str], None] | None = None,
+    calibration: Sequence[torch.Tensor] | None = None,
 ) -> torch.fx.GraphModule:
     """Quantization-aware fine-tuning of the folded model against itself in fp32; returns the trained
     fake-quantized graph (``convert`` turns it into INT8, ``tuned_float`` takes its float weights out).
@@ -120,6 +349,7 @@ def qat_distill(
     ``batches(epoch)`` yields augmented, preprocessed photo batches for one epoch. The learning rate
     follows a cosine to zero; activation observers freeze after ``freeze_observers_at`` of the steps
     so the last steps adapt the weights to fixed ranges, the ones the INT8 file will use.
+    ``calibration`` (plain photo batches) sets the activation observers before the first step.
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
@@ -128,9 +358,14 @@ def qat_distill(
     torch.manual_seed(cfg.seed)
     teacher = fold_batchnorm(model).eval()
     student = prepare_qat_pt2e(capture(model, resolution), _quantizer(qat=True))
+    if calibration:
+        with torch.no_grad():
+            for x in calibration:
+                student(x)
     # The graph stays in eval semantics (no dropout; BatchNorm is folded): the fake quantizers observe
     # whenever their observers are enabled, train mode or not, and the student must match the teacher.
-    opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    params = [p for n, p in student.named_parameters() if cfg.train_classifier or not n.startswith("classifier")]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     total = max(1, round(cfg.epochs * steps_per_epoch))
     step, t0, losses = 0, time.monotonic(), []
     while step < total:
@@ -141,7 +376,7 @@ def qat_distill(
                 g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
             if step == int(cfg.freeze_observers_at * total):
                 _set_observers(student, False)
-            losses.append(distill_step(student, teacher, x, opt))
+            losses.append(distill_step(student, teacher, x, opt, cfg.loss))
             step += 1
             if step % 25 == 0 or step == total or step <= 3:
                 log(f"qat step {step}/{total}: distillation loss {sum(losses[-25:]) / len(losses[-25:]):.4f} "
