@@ -59,6 +59,13 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--verify-data", help="photos to compare outputs on (default: --calibration)")
     p.add_argument("--verify-size", type=int, default=32, help="how many --verify-data photos to compare on")
+    p.add_argument(
+        "--postprocess",
+        choices=("graph", "none"),
+        help="detectors: box decoding and per-class NMS inside the ONNX graph (graph, the default for .onnx: it "
+        "returns boxes, scores, labels, num_detections) or in fdmobilenet's Python runner (none: it returns "
+        "bbox_regression, cls_logits, anchors); a .pte is always none (ExecuTorch has no NMS kernel)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -77,6 +84,7 @@ def export_run(a: argparse.Namespace) -> int:
         keep_float=tuple(keep_float),
         verify_data=a.verify_data,
         verify_size=a.verify_size,
+        postprocess=a.postprocess,
     )
     reports = export_weights(a.weights, a.output, config, model_name=a.model)
     if a.json:
