@@ -124,12 +124,12 @@ class DetectorGraph(nn.Module):
         self.backbone, self.head = folded.backbone, folded.head
         self.register_buffer("mean", torch.tensor(model.transform.image_mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(model.transform.image_std).view(1, 3, 1, 1))
-        self.register_buffer("anchors", default_boxes(model, resolution))
+        self.register_buffer("default_boxes", default_boxes(model, resolution))
         self.resolution, self.postprocess = int(resolution), postprocess
         self.box_coder = model.box_coder
         self.score_thresh, self.nms_thresh = float(model.score_thresh), float(model.nms_thresh)
         self.num_classes = int(model.num_classes)
-        num_anchors = self.anchors.shape[0]
+        num_anchors = self.default_boxes.shape[0]
         self.topk = min(int(model.topk_candidates), num_anchors)
         self.detections = min(int(model.detections_per_img), num_anchors * self.num_classes)
 
@@ -140,9 +140,9 @@ class DetectorGraph(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         reg, logits = self.network(x)
         if not self.postprocess:
-            return reg, logits, self.anchors.clone()
-        n, a = reg.shape[0], self.anchors.shape[0]
-        boxes = self.box_coder.decode_single(reg.reshape(-1, 4), self.anchors.repeat(n, 1)).reshape(n, a, 4)
+            return reg, logits, self.default_boxes.clone()
+        n, a = reg.shape[0], self.default_boxes.shape[0]
+        boxes = self.box_coder.decode_single(reg.reshape(-1, 4), self.default_boxes.repeat(n, 1)).reshape(n, a, 4)
         boxes = boxes.clamp(min=0.0, max=float(self.resolution))
         scores = F.softmax(logits, dim=-1)[:, :, 1:].transpose(1, 2)  # (N, K, A), background dropped
         # per class, the topk_candidates best anchors (torchvision: threshold, then top-k: the same set)
