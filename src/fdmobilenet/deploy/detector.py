@@ -114,13 +114,29 @@ def default_boxes(model: nn.Module, resolution: int) -> Tensor:
         return model.anchor_generator(ImageList(x, [(resolution, resolution)]), feats)[0].clone()
 
 
+class _Clamp6(nn.Module):
+    """ReLU6 as ``clamp(0, 6)``, the same values: ``hardtanh`` is decomposed op by op with symbolic shapes when
+    exported (a third of a detector's export time), ``clamp`` is a core op that goes through as it is."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp(x, 0.0, 6.0)
+
+
+def _relu6_as_clamp(module: nn.Module) -> nn.Module:
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.ReLU6:
+                setattr(parent, name, _Clamp6())
+    return module
+
+
 class DetectorGraph(nn.Module):
     """What is exported: normalise, the network (BatchNorm folded), and with ``postprocess`` the decoding and
     NMS, on a (N, 3, R, R) batch in [0, 1]. Outputs: ``GRAPH_OUTPUTS`` or ``RAW_OUTPUTS`` (module docstring)."""
 
     def __init__(self, model: nn.Module, resolution: int, postprocess: bool):
         super().__init__()
-        folded = fold_batchnorm(model)
+        folded = _relu6_as_clamp(fold_batchnorm(model))
         self.backbone, self.head = folded.backbone, folded.head
         self.register_buffer("mean", torch.tensor(model.transform.image_mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(model.transform.image_std).view(1, 3, 1, 1))
