@@ -41,7 +41,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         "--int8",
         action="store_true",
         help="write a static INT8 file (per-channel weights): QDQ for .onnx (ONNX Runtime's quantizer), XNNPACK "
-        "for .pte; `fdmobilenet quantize` fine-tunes for INT8 instead and loses less accuracy",
+        "for .pte; `fdmobilenet quantize` fine-tunes for INT8 instead and loses less accuracy (classifiers only)",
     )
     p.add_argument("--keep-fp32", action="store_true", help="with --int8 .onnx: also keep NAME.fp32.onnx")
     p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")

@@ -5,7 +5,9 @@ distillation (``quantize``), and runners for ONNX (ONNX Runtime, OpenVINO) and `
 
 Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, runtime
 -> quantize -> pipeline; ``bench`` (latency of every model on every runtime, what ``bench`` runs) sits
-beside pipeline and imports the layers below it.
+beside pipeline and imports the layers below it. ``detector`` (SSDLite detectors as .onnx with NMS in the
+graph or not, and .pte; their runners) sits beside onnx/executorch/runtime and is imported only for
+detectors: it loads torchvision's detection code.
 """
 
 from .fold import fold_batchnorm
@@ -35,7 +37,15 @@ from .quantize import QatConfig
 from .runtime import BACKENDS, OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
-from .verify import Agreement, check_float_agreement, float_tolerance, measure_agreement
+from .verify import (
+    Agreement,
+    DetectionAgreement,
+    check_detection_agreement,
+    check_float_agreement,
+    float_tolerance,
+    measure_agreement,
+    measure_detection_agreement,
+)
 
 __all__ = [
     "BACKENDS",
@@ -45,12 +55,14 @@ __all__ = [
     "MIN_OPSET",
     "SUFFIXES",
     "Agreement",
+    "DetectionAgreement",
     "ArrayCalibrationReader",
     "ExportConfig",
     "ExportReport",
     "ImageCalibrationReader",
     "OnnxClassifier",
     "QatConfig",
+    "check_detection_agreement",
     "check_float_agreement",
     "check_keep_float",
     "complete_metadata",
@@ -72,6 +84,7 @@ __all__ = [
     "load_pt2",
     "load_torchscript",
     "measure_agreement",
+    "measure_detection_agreement",
     "quantize_onnx",
     "read_onnx_metadata",
 ]

@@ -3,6 +3,7 @@
 Every file written is compared with the PyTorch model it came from before success is reported;
 an fp32 file that disagrees beyond float rounding is an error, an INT8 file must at least give
 finite logits (its agreement is reported, not enforced: quantization changes logits by design).
+A detector's file (fp32 .onnx or .pte, ``deploy.detector``) must find every PyTorch detection.
 """
 
 from __future__ import annotations
