@@ -215,6 +215,7 @@ def bench_run(a: argparse.Namespace) -> int:
         f"torch {info['torch']}, onnxruntime {info['onnxruntime']}, openvino {info['openvino']}; {info['date']}"
     )
     w = max([22, *(len(r["model"]) for r in rows)])
+    ratio = lambda r: f"{r['fd_speedup']:>9.2f}x" if "fd_speedup" in r else f"{'-':>10}"  # detectors: none
     if any(r.get("postprocess") for r in rows):
         print(
             "# detectors: one call = normalisation + network + box decoding + per-class NMS (post-processing "
@@ -232,6 +233,6 @@ def bench_run(a: argparse.Namespace) -> int:
         print(
             f"{r['model']:<{w}} {r['resolution']:>4} {r['backend']:<14} {r['macs'] / 1e6:>7.1f} "
             f"{r['median_ms']:>10.3f} {r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['throughput_ips']:>8.0f} "
-            f"{r['gmacs_per_s']:>7.2f} {r.get('fd_speedup', float('nan')):>9.2f}x  {r.get('fd_reference', '')}"
+            f"{r['gmacs_per_s']:>7.2f} {ratio(r)}  {r.get('fd_reference', '')}"
         )
     return 0
