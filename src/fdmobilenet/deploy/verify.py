@@ -113,7 +113,7 @@ class DetectionAgreement:
             f"{self.max_box_diff:.2e} px"
         )
         if self.max_raw_diff is not None:
-            s += f"; raw outputs max |diff| {self.max_raw_diff:.1e} (values up to {self.raw_scale:.1f})"
+            s += f"; raw outputs max |diff| {self.max_raw_diff:.1e} (values up to {self.raw_scale:.3g})"
         return s
 
 
