@@ -54,11 +54,6 @@ ANCHOR_KEYS = ("anchor_aspect_ratios", "anchor_min_ratio", "anchor_max_ratio")
 _FILL = -1.0  # the score of a candidate that is out (below every softmax score; thresholds are >= 0)
 
 
-def is_detector_model(model: Any) -> bool:
-    """Whether ``model`` is one of our SSDLite detectors (has the traceable ``forward_network``)."""
-    return hasattr(model, "forward_network") and hasattr(model, "anchor_generator")
-
-
 # --- the NMS the ONNX graph runs: a custom op, eager via torchvision, exported as NonMaxSuppression ---
 
 
