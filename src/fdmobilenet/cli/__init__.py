@@ -23,7 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("top-1/top-5 of weights on an image folder", "evaluate"),
     "predict": ("top-k classes of image files", "evaluate"),
     "train": ("train or fine-tune a model on an image folder", "train"),
-    "export": ("export to ONNX (fp32 / INT8 QDQ), TorchScript or pt2, checked against PyTorch", "deploy"),
+    "export": (
+        "export to ONNX (fp32 / INT8 QDQ), TorchScript, pt2 or .pte, checked against PyTorch (detectors: .onnx with "
+        "NMS in the graph or not, .pte)",
+        "deploy",
+    ),
     "quantize": (
         "INT8 that keeps accuracy (equalized, bias-corrected; fidelity vs fp32 reported) -> .onnx (QDQ) or .pte",
         "deploy",

@@ -25,6 +25,8 @@ from ..models import FAMILIES, list_models
 from . import in_flags
 from ._args import positive_int, thread_count
 
+DETECTOR_RESOLUTION = 320  # models.detection.DEFAULT_RESOLUTION (not imported: it loads torchvision's detection)
+
 # --- export ---------------------------------------------------------------------------------------
 
 
@@ -41,7 +43,8 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         "--int8",
         action="store_true",
         help="write a static INT8 file (per-channel weights): QDQ for .onnx (ONNX Runtime's quantizer), XNNPACK "
-        "for .pte; `fdmobilenet quantize` (range equalization + bias correction) loses less accuracy",
+        "for .pte; `fdmobilenet quantize` (range equalization + bias correction) loses less accuracy (classifiers "
+        "only)",
     )
     p.add_argument("--keep-fp32", action="store_true", help="with --int8 .onnx: also keep NAME.fp32.onnx")
     p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")
@@ -61,6 +64,13 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--verify-data", help="photos to compare outputs on (default: --calibration)")
     p.add_argument("--verify-size", type=int, default=32, help="how many --verify-data photos to compare on")
+    p.add_argument(
+        "--postprocess",
+        choices=("graph", "none"),
+        help="detectors: box decoding and per-class NMS inside the ONNX graph (graph, the default for .onnx: it "
+        "returns boxes, scores, labels, num_detections) or in fdmobilenet's Python runner (none: it returns "
+        "bbox_regression, cls_logits, anchors); a .pte is always none (ExecuTorch has no NMS kernel)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -79,6 +89,7 @@ def export_run(a: argparse.Namespace) -> int:
         keep_float=tuple(keep_float),
         verify_data=a.verify_data,
         verify_size=a.verify_size,
+        postprocess=a.postprocess,
     )
     reports = export_weights(a.weights, a.output, config, model_name=a.model)
     if a.json:
@@ -202,7 +213,9 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=thread_count, default=1, help="intra-op threads of every runtime")
     p.add_argument("--batch", type=int, default=1, help="images per call")
-    p.add_argument("--resolution", type=int, default=224, help="input size for models without @R")
+    p.add_argument(
+        "--resolution", type=int, help="input size for models without @R (default: 224, detectors (ssdlite_*) 320)"
+    )
     p.add_argument("--runs", type=int, default=200, help="timed runs per model and backend (after warm-up)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first")
     p.add_argument("--calibration", help="photos to calibrate the int8 models with (default: random tensors)")
@@ -218,8 +231,11 @@ def _bench_specs(a: argparse.Namespace) -> list[tuple[str, int]]:
     if a.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {a.warmup}")
     models = a.models or ",".join(bench.DEFAULT_MODELS)
-    specs = [bench.parse_model_spec(s.strip(), a.resolution) for s in models.split(",") if s]
-    known = set(list_models())
+    specs = [bench.parse_model_spec(s.strip(), a.resolution or 0) for s in models.split(",") if s]
+    known = set(list_models(task=None))
+    detectors = set(list_models(task="detection"))
+    # without --resolution or @R: a classifier at 224 px, a detector at its own size (SSDLite's 320)
+    specs = [(n, r or (DETECTOR_RESOLUTION if n.partition(":")[0] in detectors else 224)) for n, r in specs]
     for name, _ in specs:
         family, _, budget = name.partition(":")
         if family not in known:
@@ -248,17 +264,25 @@ def bench_run(a: argparse.Namespace) -> int:
         f"# {info['cpu']} ({', '.join(info['cpu_flags'])}), {a.threads} thread(s), batch {a.batch}; "
         f"torch {info['torch']}, onnxruntime {info['onnxruntime']}, openvino {info['openvino']}; {info['date']}"
     )
+    w = max([22, *(len(r["model"]) for r in rows)])
+    ratio = lambda r: f"{r['fd_speedup']:>9.2f}x" if "fd_speedup" in r else f"{'-':>10}"  # detectors: none
+    if any(r.get("postprocess") for r in rows):
+        print(
+            "# detectors: one call = normalisation + network + box decoding + per-class NMS (post-processing "
+            "included: in the ONNX graph on ort, torchvision in Python on torch and executorch); random weights "
+            "leave every candidate above the score threshold, NMS's heaviest case"
+        )
     print(
-        f"{'model':<22} {'res':>4} {'backend':<14} {'MMACs':>7} {'median ms':>10} {'p10':>8} {'p90':>8} "
+        f"{'model':<{w}} {'res':>4} {'backend':<14} {'MMACs':>7} {'median ms':>10} {'p10':>8} {'p90':>8} "
         f"{'img/s':>8} {'GMAC/s':>7} {'FD faster':>10}  vs FD"
     )
     for r in rows:
         if r["median_ms"] is None:
-            print(f"{r['model']:<22} {r['resolution']:>4} {r['backend']:<14} {'-':>7} error: {r['error']}")
+            print(f"{r['model']:<{w}} {r['resolution']:>4} {r['backend']:<14} {'-':>7} error: {r['error']}")
             continue
         print(
-            f"{r['model']:<22} {r['resolution']:>4} {r['backend']:<14} {r['macs'] / 1e6:>7.1f} {r['median_ms']:>10.3f} "
-            f"{r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['throughput_ips']:>8.0f} {r['gmacs_per_s']:>7.2f} "
-            f"{r.get('fd_speedup', float('nan')):>9.2f}x  {r.get('fd_reference', '')}"
+            f"{r['model']:<{w}} {r['resolution']:>4} {r['backend']:<14} {r['macs'] / 1e6:>7.1f} "
+            f"{r['median_ms']:>10.3f} {r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['throughput_ips']:>8.0f} "
+            f"{r['gmacs_per_s']:>7.2f} {ratio(r)}  {r.get('fd_reference', '')}"
         )
     return 0

@@ -5,7 +5,9 @@ distillation (``quantize``), and runners for ONNX (ONNX Runtime, OpenVINO) and `
 
 Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, runtime
 -> quantize, fidelity -> pipeline; ``bench`` (latency of every model on every runtime, what ``bench`` runs) sits
-beside pipeline and imports the layers below it.
+beside pipeline and imports the layers below it. ``detector`` (SSDLite detectors as .onnx with NMS in the
+graph or not, and .pte; their runners) sits beside onnx/executorch/runtime and is imported only for
+detectors: it loads torchvision's detection code.
 """
 
 from .fidelity import altered_photos, fidelity_table, int8_fidelity
@@ -36,7 +38,15 @@ from .quantize import PtqConfig, QatConfig
 from .runtime import BACKENDS, OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
-from .verify import Agreement, check_float_agreement, float_tolerance, measure_agreement
+from .verify import (
+    Agreement,
+    DetectionAgreement,
+    check_detection_agreement,
+    check_float_agreement,
+    float_tolerance,
+    measure_agreement,
+    measure_detection_agreement,
+)
 
 __all__ = [
     "BACKENDS",
@@ -46,6 +56,7 @@ __all__ = [
     "MIN_OPSET",
     "SUFFIXES",
     "Agreement",
+    "DetectionAgreement",
     "ArrayCalibrationReader",
     "ExportConfig",
     "ExportReport",
@@ -54,6 +65,7 @@ __all__ = [
     "PtqConfig",
     "QatConfig",
     "altered_photos",
+    "check_detection_agreement",
     "check_float_agreement",
     "check_keep_float",
     "complete_metadata",
@@ -77,6 +89,7 @@ __all__ = [
     "load_pt2",
     "load_torchscript",
     "measure_agreement",
+    "measure_detection_agreement",
     "quantize_onnx",
     "read_onnx_metadata",
 ]

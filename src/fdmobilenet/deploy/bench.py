@@ -69,6 +69,7 @@ class Case:
     params: int
     call: Callable[[], Any] | None = None
     note: str = ""
+    postprocess: str = ""  # detectors: where the timed call decodes boxes and runs NMS
 
 
 def parse_model_spec(spec: str, default_resolution: int) -> tuple[str, int]:
@@ -114,6 +115,9 @@ def build_cases(
         prof = profile(model, res)
         tag = f"{name}@{res}"
         fp32, int8, pte, pte_int8 = export_files(workdir, name, res)
+        if hasattr(model, "forward_network"):  # a detector: post-processing included in every call
+            cases += _detector_cases(name, res, model, prof, backends, threads, batch, (fp32, pte))
+            continue
         if any(b.startswith(("ort", "openvino")) for b in backends):
             export_onnx(model, fp32, {"model": name}, res)
         if any(b.startswith("executorch") for b in backends):
@@ -132,6 +136,51 @@ def build_cases(
                 case.note = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
                 print(f"bench: {tag} on {backend} unavailable: {case.note}", file=sys.stderr)
             cases.append(case)
+    return cases
+
+
+# Where each backend's timed detector call runs the decoding and NMS (bench_run prints it; rows carry it).
+DETECTOR_POSTPROCESS = {
+    "torch": "torchvision (the SSD's own)",
+    "ort": "in the ONNX graph",
+    "ort-raw": "in the ONNX graph",
+    "executorch": "torchvision (fdmobilenet's runner)",
+}
+
+
+def _detector_cases(
+    name: str, res: int, model: nn.Module, prof: Any, backends: list[str], threads: int, batch: int, files: tuple
+) -> list[Case]:
+    """A detector's cases: one call is normalise + network + box decoding + per-class NMS on ``batch`` images
+    (what an app waits for); fp32 only, on PyTorch, ONNX Runtime (NMS in the graph) and ExecuTorch (the
+    network on XNNPACK, NMS in Python). Other backends become rows that say why they did not run."""
+    from .detector import OnnxDetector, PteDetector, export_detector_onnx, export_detector_pte
+
+    fp32, pte = files
+    meta = {"model": name}
+    if any(b in ("ort", "ort-raw") for b in backends):
+        export_detector_onnx(model, fp32, meta, res, "graph")
+    if "executorch" in backends:
+        export_detector_pte(model, pte, meta, res)
+    cases = []
+    for backend in backends:
+        case = Case(name, res, backend, prof.macs, prof.params, postprocess=DETECTOR_POSTPROCESS.get(backend, ""))
+        if backend == "torch":
+            net = fold_batchnorm(model)
+            images = list(torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(0)))
+            case.call = lambda net=net, images=images: net(images)
+        elif backend in ("ort", "ort-raw"):
+            det = OnnxDetector(fp32, threads=threads)
+            if backend == "ort":
+                case.call = det.runner(batch)
+            else:
+                feed = {det.input_name: np.random.default_rng(0).random((batch, 3, res, res), dtype=np.float32)}
+                case.call = lambda run=det.session.run, feed=feed: run(None, feed)
+        elif backend == "executorch":
+            case.call = PteDetector(pte, threads).runner(batch)
+        else:
+            case.note = "detectors are timed in fp32 on torch, ort, ort-raw and executorch"
+        cases.append(case)
     return cases
 
 
@@ -213,6 +262,7 @@ def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, ba
             "resolution": c.resolution,
             "macs": c.macs,
             "params": c.params,
+            **({"postprocess": c.postprocess} if c.postprocess else {}),
         }
         t = times.get(i)
         if not t:
@@ -232,11 +282,16 @@ def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, ba
     for row in rows:
         if row["median_ms"] is None:
             continue
-        peers = [
-            r
-            for r in rows
-            if r["family"] == REFERENCE_FAMILY and r["backend"] == row["backend"] and r["median_ms"] is not None
-        ]
+        # detectors are compared with nothing: their calls include NMS, no FD-MobileNet classifier's does
+        peers = (
+            []
+            if "postprocess" in row
+            else [
+                r
+                for r in rows
+                if r["family"] == REFERENCE_FAMILY and r["backend"] == row["backend"] and r["median_ms"] is not None
+            ]
+        )
         if peers:
             ref = min(peers, key=lambda r: abs(math.log(r["macs"] / row["macs"])))
             row["fd_reference"] = f"{ref['model']}@{ref['resolution']}"

@@ -21,6 +21,9 @@ from ..preprocess import Preprocess, imagenet_classes
 # Keys of the ONNX metadata whose values are JSON (the rest are plain strings).
 _JSON_KEYS = {"num_classes", "class_names", "mean", "std", "crop_pct", "input_size", "resolution", "macs"}
 _JSON_KEYS |= {"calibration", "opset", "quantization"}
+# detectors (deploy.detector): post-processing settings, anchors, box coder, output names
+_JSON_KEYS |= {"score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "num_anchors", "outputs"}
+_JSON_KEYS |= {"anchor_aspect_ratios", "anchor_min_ratio", "anchor_max_ratio", "box_coder_weights", "bbox_xform_clip"}
 # The order the preprocessing keys have always had in exported files (kept, so files stay byte-identical).
 _PREPROCESS_ORDER = ("mean", "std", "crop_pct", "interpolation", "resolution")
 

@@ -3,6 +3,7 @@
 Every file written is compared with the PyTorch model it came from before success is reported;
 an fp32 file that disagrees beyond float rounding is an error, an INT8 file must at least give
 finite logits (its agreement is reported, not enforced: quantization changes logits by design).
+A detector's file (fp32 .onnx or .pte, ``deploy.detector``) must find every PyTorch detection.
 """
 
 from __future__ import annotations
@@ -57,10 +58,20 @@ def format_of(output: str | os.PathLike, fmt: str | None = None) -> str:
 
 
 def open_exported(path: str | os.PathLike, backend: str = "ort", threads: int | None = None):
-    """An exported file as a classifier (``model(batch) -> logits``): ONNX on ``backend``, or a ``.pte``."""
+    """An exported file as a classifier (``model(batch) -> logits``): ONNX on ``backend``, or a ``.pte``; a
+    detector's file (metadata ``task: detection``) as a detector with the PyTorch SSDLite's contract (a list
+    of float CHW images in [0, 1] -> per-image ``{"boxes", "scores", "labels"}``, ``deploy.detector``)."""
     if Path(path).suffix.lower() == ".pte":
-        return PteClassifier(path, threads)
-    return OnnxClassifier(path, backend, threads)
+        clf: Any = PteClassifier(path, threads)
+    else:
+        clf = OnnxClassifier(path, backend, threads)
+    if clf.meta.get("task") != "detection":
+        return clf
+    from .detector import OnnxDetector, PteDetector  # torchvision: only for detectors
+
+    if isinstance(clf, PteClassifier):
+        return PteDetector(path, threads, loaded=clf)
+    return OnnxDetector(path, backend, threads, loaded=clf)
 
 
 @dataclass
@@ -80,14 +91,23 @@ class ExportReport:
             "format": self.format,
             "model": self.meta["model"],
             "resolution": self.meta["resolution"],
+            **({"task": "detection", "postprocess": self.meta["postprocess"]} if self._detector else {}),
             **({"opset": self.meta["opset"]} if "opset" in self.meta else {}),
             **({"calibration": self.meta["calibration"]} if "calibration" in self.meta else {}),
             **self.agreement.as_dict(),
             **({"fidelity": self.extra["fidelity"]} if "fidelity" in self.extra else {}),
         }
 
+    @property
+    def _detector(self) -> bool:
+        return self.meta.get("task") == "detection"
+
     def __str__(self) -> str:
-        s = f"wrote {self.path} ({self.format}, {self.meta['model']} at {self.meta['resolution']} px): {self.agreement}"
+        what = f"{self.format}, {self.meta['model']} at {self.meta['resolution']} px"
+        if self._detector:
+            where = "in the graph" if self.meta["postprocess"] == "graph" else "in Python (fdmobilenet's runner)"
+            what += f", box decoding and NMS {where}"
+        s = f"wrote {self.path} ({what}): {self.agreement}"
         if "fidelity" in self.extra:
             s += "\n" + fidelity_report(self.extra["fidelity"])
         return s
@@ -103,6 +123,10 @@ class ExportConfig:
     photos like the ones the model will see); ``keep_fp32`` also keeps the fp32 ONNX an INT8 ``.onnx``
     starts from as ``NAME.fp32.onnx``; real photos for the check come from ``verify_data`` (default: the
     calibration folder), without any only random inputs are compared.
+
+    ``postprocess`` is for detectors: ``graph`` (the default for .onnx) puts box decoding and NMS in the
+    ONNX graph, ``none`` leaves them to fdmobilenet's runner (the graph returns the raw outputs and the
+    anchors); a .pte is always ``none`` (ExecuTorch has no NMS kernel). Detectors export to fp32 .onnx/.pte.
     """
 
     fmt: str | None = None
@@ -117,9 +141,12 @@ class ExportConfig:
     keep_float: tuple[str, ...] = ("classifier",)
     verify_data: str | os.PathLike | None = None
     verify_size: int = 32
+    postprocess: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if self.postprocess is not None and self.postprocess not in ("graph", "none"):
+            raise ParameterError("postprocess", f"`postprocess` must be graph or none, got {self.postprocess!r}")
         if self.fmt is not None and self.fmt not in FORMATS:
             raise ParameterError("fmt", f"`fmt` must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         check_opset(self.opset)
@@ -185,6 +212,12 @@ def export_weights(
     res = c.resolution or meta.get("resolution", 224)
     meta = {**meta, "source_weights": Path(weights).name}
     out = Path(output)
+    if meta.get("task") == "detection" or hasattr(model, "forward_network"):
+        from .detector import export_detector  # torchvision: only for detectors
+
+        return [ExportReport(*export_detector(model, meta, out, fmt, res, c))]
+    if c.postprocess is not None:
+        raise ParameterError("postprocess", f"`postprocess` is for detectors; {meta['model']} is a classifier")
     verify_dir = c.verify_data or c.calibration
     vmeta = export_metadata(meta, res, model)
     pre = Preprocess.from_meta(vmeta)
