@@ -27,7 +27,7 @@ from .._errors import ParameterError
 from .._utils import atomic_write_bytes, remove_orphan_temps
 from ..models.detection import detector_metadata
 from ..preprocess import Preprocess
-from ..weights import read_weights, save_weights
+from ..weights import check_state_dict, read_weights, save_weights
 from .config import TrainConfig
 from .distributed import Dist
 from .optim import Parts, lr_at, model_kwargs
@@ -201,6 +201,15 @@ def load_state(path: Path) -> dict[str, Any]:
 def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int) -> TrainState:
     """Load the ``last`` checkpoint of ``out`` into ``parts`` and the global RNGs; return its position."""
     weights = read_weights(out / "last.safetensors")[0]
+    for sd in (weights, ckpt["model"]) if parts.ema is not None else (weights,):
+        try:  # a resume with another `model` or `width` than the run's: say so, not torch's size-mismatch dump
+            check_state_dict(parts.model, sd, str(out / "last.safetensors"))
+        except ValueError as e:
+            raise ParameterError(
+                "resume",
+                f"{str(e).splitlines()[0].rstrip(':')}: the run was trained with another `model`, `width` or class "
+                "count; resume without changing them (config.json has the run's), or train into another `out`",
+            ) from None
     parts.model.load_state_dict(ckpt["model"] if parts.ema is not None else weights)
     if parts.ema is not None:
         parts.ema.module.load_state_dict(weights)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ParameterError
+from .._schema import excerpt, printable
 from ..preprocess import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
@@ -30,6 +31,7 @@ FINETUNE_LR_FACTOR = 10  # fine-tuning (--pretrained without --lr) runs at the r
 WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
 AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")  # auto_augment: torchvision v2 policies
 RA_MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins
+MAX_TEXT_FIELD = 4096  # a path or a name: text fields longer than this, or with control characters, are refused
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -227,7 +229,7 @@ def _param(name: str) -> str:
 
 def _number(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ParameterError(name, f"{_param(name)} must be a finite number, got {v!r}")
+        raise ParameterError(name, f"{_param(name)} must be a finite number, got {excerpt(v)}")
     return float(v)
 
 
@@ -235,23 +237,26 @@ def coerce_field(name: str, v: Any) -> Any:
     """``v`` as the type of field ``name`` (from a flag, a YAML file or a saved config.json), or a
     ParameterError naming the field and what it takes: a recipe file's ``epochs: "abc"`` stops here."""
     if name not in FIELDS:
-        raise ValueError(f"unknown training setting {name!r}; valid: {', '.join(FIELDS)}")
+        raise ValueError(f"unknown training setting {excerpt(name)}; valid: {', '.join(FIELDS)}")
     tp = _HINTS[name]
     args = typing.get_args(tp)
     if v is None and type(None) in args:
         return None
     if typing.get_origin(tp) is not tuple and args:
         tp = next(t for t in args if t is not type(None))
+    if tp is str and isinstance(v, str) and (len(v) > MAX_TEXT_FIELD or printable(v) != v):
+        raise ParameterError(name, f"{_param(name)} must be printable text of at most {MAX_TEXT_FIELD} characters, "
+                             f"got {excerpt(v)}")  # fmt: skip
     if typing.get_origin(tp) is tuple:
         n = None if Ellipsis in typing.get_args(tp) else len(typing.get_args(tp))
         if not isinstance(v, list | tuple) or not v or (n and len(v) != n):
-            raise ParameterError(name, f"{_param(name)} takes {n or 'one or more'} numbers, got {v!r}")
+            raise ParameterError(name, f"{_param(name)} takes {n or 'one or more'} numbers, got {excerpt(v)}")
         return tuple(_number(name, x) for x in v)
     if tp is float:
         return _number(name, v)
     if (tp is int and (isinstance(v, bool) or not isinstance(v, int))) or not isinstance(v, tp):
         raise ParameterError(
-            name, f"{_param(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {v!r}"
+            name, f"{_param(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {excerpt(v)}"
         )
     return v
 
@@ -271,7 +276,7 @@ def load_recipe(name_or_file: str, _seen: tuple[Path, ...] = ()) -> dict[str, An
     raw = _read_yaml(path)
     base_name = raw.pop("recipe", None)
     if base_name is not None and not isinstance(base_name, str):
-        raise ValueError(f"{path}: recipe: must be a recipe name or file, got {base_name!r}")
+        raise ValueError(f"{path}: recipe: must be a recipe name or file, got {excerpt(base_name)}")
     base = load_recipe(base_name, (*_seen, path.resolve())) if base_name else {}
     unknown = sorted(k.replace("-", "_") for k in raw if k.replace("-", "_") not in FIELDS)
     if unknown:
@@ -332,7 +337,7 @@ def check_config(c: TrainConfig) -> None:
             f"`std` must be > 0 (got {c.std}) and `groups` >= 1 (got {c.groups})",
         )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", c.device):
-        raise ParameterError("device", f"`device` must be auto, cpu, cuda or cuda:N, got {c.device!r}")
+        raise ParameterError("device", f"`device` must be auto, cpu, cuda or cuda:N, got {excerpt(c.device)}")
     if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
         raise ParameterError("crop_scale", f"`crop_scale` must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
     m = c.lr_milestones
@@ -435,8 +440,8 @@ def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:
         if (k == 0 and step[0] != 1) or (k and step[0] <= steps[-1][0]) or step[1] < 32:
             raise ParameterError(
                 "train_resolution",
-                f"`train_resolution` {c.train_resolution!r}: expected RES[,RES@EPOCH...] with RES >= 32 and epochs "
-                "increasing after the first (which starts at epoch 1), e.g. '160,224@101'",
+                f"`train_resolution` {excerpt(c.train_resolution)}: expected RES[,RES@EPOCH...] with RES >= 32 and "
+                "epochs increasing after the first (which starts at epoch 1), e.g. '160,224@101'",
             )
         steps.append(step)
     return steps
