@@ -231,3 +231,36 @@ def test_resume_with_another_width_is_one_line(tiny, tmp_path: Path, capsys) -> 
     rc, err = run(capsys, "train", "--data", data, "--out", out, "--resume", "--model", "fd_mobilenet_050")
     assert rc == 2, err
     one_line_error(err, "--model", "config.json")
+
+
+# --- 2. YAML with limits ----------------------------------------------------------------------------
+
+_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+    + "crop-scale: [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("epochs: " + "[" * 20_000 + "\n", "nested"),  # was RecursionError
+        ("epochs: " + "{a: " * 5_000 + "\n", "nested"),
+        (_BOMB, "alias"),  # was >= 5 GB and a 1.4 GB error line
+        ("recipe: " + _BOMB.split("crop-scale: ")[1], "recipe"),
+        ("crop-scale: &a [1, *a]\n", "recursive"),
+        ('model: "\\x1b[2Jfd"\n', "printable"),
+        ('"\\x1b]0;title\\x07": 1\n', "unknown"),
+        ("epochs: 1\n" + "#" * (2 * 2**20) + "\n", "bytes"),
+    ],
+)
+def test_hostile_recipe_yaml_is_one_short_line(tmp_path: Path, capsys, text: str, says: str) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    before = peak_mb()
+    rc, err = run(capsys, "train", "--recipe", path, "--data", tmp_path, "--out", tmp_path / "o")
+    assert rc == 2
+    one_line_error(err, str(path), says)
+    assert len(err) < 1500 and "\x1b" not in err and "\x07" not in err
+    assert peak_mb() - before < 200

@@ -147,6 +147,75 @@ def parse_json(raw: str, source: str | os.PathLike) -> Any:
         raise fail(source, "JSON nested too deeply; the file is damaged or crafted") from None
 
 
+def load_yaml(
+    path: str | os.PathLike, max_bytes: int = 2**20, max_depth: int = 32, max_nodes: int = 100_000, what: str = ""
+) -> Any:
+    """A YAML file's value, safely (no Python tags) and with limits: its size, its nesting depth (20,000
+    ``[`` overflowed the parser's stack) and the size it expands to through aliases (a 492-byte alias bomb
+    expanded to gigabytes), all checked before anything is built. Errors are ``FileError``s naming the file;
+    YAML's own (``yaml.YAMLError``) propagate for the caller to word."""
+    import yaml
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise fail(path, f"{size:,} bytes, more than any {what or 'such file'} needs ({max_bytes:,})")
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise fail(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+    depth = 0  # flow nesting, counted before YAML's scanner sees it (20,000 ``[`` take it seconds)
+    for ch in raw:
+        depth += (ch in "[{") - (ch in "]}")
+        if depth > max_depth:
+            raise fail(path, f"nested deeper than {max_depth} levels; not a {what or 'file'} of ours")
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            if self.depth > max_depth:
+                raise fail(path, f"nested deeper than {max_depth} levels; not a {what or 'file'} of ours")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = Loader(raw)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, path, max_nodes, {}, set())
+        return loader.construct_document(node)
+    except RecursionError:
+        raise fail(path, "nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any, path: Path, limit: int, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes of ``node`` with every alias expanded (a shared node counts each time it is used), at most ``limit``."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise fail(path, "an alias refers to a node that contains it (a recursive structure)")
+    active.add(key)
+    n = 1
+    value = node.value if isinstance(node.value, list) else []
+    for item in value:
+        for child in item if isinstance(item, tuple) else (item,):
+            n += _expanded_size(child, path, limit, memo, active)
+            if n > limit:
+                raise fail(path, f"expands to more than {limit:,} values through its aliases (an alias bomb)")
+    active.discard(key)
+    memo[key] = n
+    return n
+
+
 # --- the files -------------------------------------------------------------------------------------
 
 

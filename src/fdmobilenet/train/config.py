@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ParameterError
-from .._schema import excerpt, printable
+from .._schema import excerpt, load_yaml, printable
 from ..preprocess import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
@@ -269,18 +269,23 @@ def load_recipe(name_or_file: str, _seen: tuple[Path, ...] = ()) -> dict[str, An
     path = Path(name_or_file)
     if not path.is_file():
         raise ParameterError(
-            "recipe", f"`recipe` {name_or_file!r} is neither one of {', '.join(RECIPES)} nor a YAML file"
+            "recipe", f"`recipe` {excerpt(name_or_file)} is neither one of {', '.join(RECIPES)} nor a YAML file"
         )
     if path.resolve() in _seen:
         raise ValueError(f"{path}: its 'recipe:' chain comes back to {path}; name another base recipe")
     raw = _read_yaml(path)
     base_name = raw.pop("recipe", None)
-    if base_name is not None and not isinstance(base_name, str):
+    if base_name is not None and (
+        not isinstance(base_name, str) or len(base_name) > 4096 or printable(base_name) != base_name
+    ):
         raise ValueError(f"{path}: recipe: must be a recipe name or file, got {excerpt(base_name)}")
     base = load_recipe(base_name, (*_seen, path.resolve())) if base_name else {}
     unknown = sorted(k.replace("-", "_") for k in raw if k.replace("-", "_") not in FIELDS)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELDS)}")
+        named = ", ".join(excerpt(k, 40) for k in unknown[:5]) + (
+            f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        )
+        raise ValueError(f"{path}: unknown field(s) {named}; valid fields: {', '.join(FIELDS)}")
     fields = {}
     for k, v in raw.items():
         try:
@@ -297,9 +302,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except ImportError:
         raise ValueError("recipe files need PyYAML: pip install 'fdmobilenet[train]'") from None
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid recipe file ({' '.join(str(e).split())}); fix the YAML") from None
+        raw = load_yaml(path, what="recipe") or {}
+    except yaml.YAMLError as e:
+        said = printable(" ".join(str(e).split()))[:300]
+        raise ValueError(f"{path}: not a valid recipe file ({said}); fix the YAML") from None
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(raw).__name__}")
     return raw
