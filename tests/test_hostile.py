@@ -305,7 +305,8 @@ def test_compare_reports_a_stopped_run(tmp_path: Path, monkeypatch, capsys, code
     from fdmobilenet.train import TrainResult, compare
 
     monkeypatch.setattr(compare.training, "train", lambda cfg, resume, recipe: TrainResult(code, out=Path(cfg.out)))
-    rc, err = run(capsys, "compare", "--data", str(tmp_path), "--budgets", "12", "--families", "fd_mobilenet",
+    (tmp_path / "d").mkdir()
+    rc, err = run(capsys, "compare", "--data", str(tmp_path / "d"), "--budgets", "12", "--families", "fd_mobilenet",
                   "--recipe", "small", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "c"))  # fmt: skip
     assert rc == code
     one_line_error(err, says)

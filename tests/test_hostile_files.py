@@ -264,3 +264,38 @@ def test_hostile_recipe_yaml_is_one_short_line(tmp_path: Path, capsys, text: str
     one_line_error(err, str(path), says)
     assert len(err) < 1500 and "\x1b" not in err and "\x07" not in err
     assert peak_mb() - before < 200
+
+
+# --- 3. numbers and paths of the flags ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--lr", "1e300"],  # was SGD's overflow RuntimeError
+        ["train", "--lr", "nan"],
+        ["train", "--epochs", "10000000"],
+        ["train", "--weight-decay", "1e30"],
+        ["compare", "--lr", "1e300", "--seeds", "1", "--budgets", "12"],
+        ["compare", "--seeds", "-1"],  # was "0 runs", then IndexError
+        ["compare", "--budgets", "nan"],  # planned "fd_mobilenet-nanM-w0.02"
+        ["compare", "--budgets", "1e300", "--seeds", "1"],
+        ["compare", "--epochs", "-5", "--seeds", "1", "--budgets", "12"],
+    ],
+)
+def test_numeric_flags_are_checked_before_any_work(tmp_path: Path, capsys, argv: list[str]) -> None:
+    data = tmp_path / "data"  # not even a dataset: the flag is refused before it is read
+    data.mkdir()
+    rc, err = run(capsys, *argv, "--data", data, "--out", tmp_path / "o")
+    assert rc == 2, err
+    one_line_error(err, argv[1])
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_inside_data_is_refused(tiny, tmp_path: Path, capsys) -> None:
+    data = cifar_subset(tmp_path / "data", per_class=2)
+    before = sorted(p.name for p in data.iterdir())
+    rc, err = run(capsys, "train", "--data", data, *TINY, "--epochs", "1", "--out", data / "run")
+    assert rc == 2, err
+    one_line_error(err, "--out", "--data")
+    assert sorted(p.name for p in data.iterdir()) == before

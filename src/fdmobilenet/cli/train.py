@@ -13,7 +13,7 @@ from .. import _schema
 from .._errors import NamesParameters
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
-from ..train.config import FIELDS, SECTIONS
+from ..train.config import FIELDS, SECTIONS, check_fields
 from ..train.tasks import model_for_data
 from . import flag_of
 
@@ -64,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     """(config, recipe name): defaults, then the recipe, then the flags given; on --resume the run's
     saved config replaces defaults and recipe. ``--pretrained`` alone also picks the weights' model."""
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    check_fields(given)  # every number finite and in range before a recipe, the data or a run is read
     recipe_name = args.recipe or ("auto" if "data" in given else "digits")
     recipe = {} if recipe_name == "auto" else load_recipe(recipe_name)
     saved = Path(given.get("out") or recipe.get("out") or TrainConfig.out) / "config.json"

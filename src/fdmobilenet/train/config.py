@@ -31,6 +31,8 @@ FINETUNE_LR_FACTOR = 10  # fine-tuning (--pretrained without --lr) runs at the r
 WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
 AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")  # auto_augment: torchvision v2 policies
 RA_MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins
+MAX_LR = 100.0  # plain SGD beyond this only diverges; 1e300 overflowed torch's optimizer
+MAX_EPOCHS = 100_000
 MAX_TEXT_FIELD = 4096  # a path or a name: text fields longer than this, or with control characters, are refused
 
 
@@ -212,13 +214,19 @@ MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # beyond this OpenMP only thra
 _RANGES = [
     ("val_split", 0, 1, True, False), ("crop_pct", 0, 1, False, True), ("dropout", 0, 1, True, False),
     ("label_smoothing", 0, 1, True, False), ("momentum", 0, 1, True, False), ("ema_decay", 0, 1, True, False),
-    ("lr_gamma", 0, 1, False, True), ("weight_decay", 0, math.inf, True, False),
-    ("warmup_epochs", 0, math.inf, True, False), ("clip_grad", 0, math.inf, True, False),
+    ("lr_gamma", 0, 1, False, True), ("weight_decay", 0, 1, True, True),
+    ("warmup_epochs", 0, MAX_EPOCHS, True, True), ("clip_grad", 0, 1e6, True, True),
     ("width", 0, math.inf, False, False), ("threads", 0, MAX_THREADS, True, True),
 ]  # fmt: skip
 _RANGES += [  # the loss: batch mixing and distillation
-    ("mixup", 0, math.inf, True, False), ("cutmix", 0, math.inf, True, False),
-    ("kd_temperature", 0, math.inf, False, False), ("kd_weight", 0, 1, True, True),
+    ("mixup", 0, 100, True, True), ("cutmix", 0, 100, True, True),
+    ("kd_temperature", 0, 1000, False, True), ("kd_weight", 0, 1, True, True),
+]  # fmt: skip
+_RANGES += [  # upper bounds no run reaches (lr 1e300 overflowed SGD): a typo is refused before any work
+    ("lr", 0, MAX_LR, False, True), ("epochs", 1, MAX_EPOCHS, True, True), ("batch_size", 1, 2**20, True, True),
+    ("accum_steps", 1, 4096, True, True), ("lr_base_batch", 1, 2**20, True, True),
+    ("lr_step_epochs", 1, MAX_EPOCHS, True, True), ("checkpoint_every", 0, 2**31, True, True),
+    ("seed", 0, 2**63 - 1, True, True), ("workers", 0, 1024, True, True), ("groups", 1, 64, True, True),
 ]  # fmt: skip
 
 
@@ -332,11 +340,9 @@ def check_config(c: TrainConfig) -> None:
     if c.lr <= 0 or (c.workers or 0) < 0 or c.checkpoint_every < 0 or c.threads < 0:
         bad = "lr" if c.lr <= 0 else next(n for n in ("workers", "checkpoint_every", "threads") if getattr(c, n) < 0)
         raise ParameterError(bad, "`lr` must be > 0 and `workers`, `checkpoint_every`, `threads` >= 0")
-    for name, lo, hi, lo_in, hi_in in _RANGES:
-        v = getattr(c, name)
-        if v is not None and not ((lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)):
-            where = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
-            raise ParameterError(name, f"{_param(name)} must be in {where}, got {v}")
+    for name, *_ in _RANGES:
+        _check_range(name, getattr(c, name))
+    _check_paths(c)
     if min(c.std) <= 0 or (c.groups is not None and c.groups < 1):
         raise ParameterError(
             "std" if min(c.std) <= 0 else "groups",
@@ -359,6 +365,34 @@ def check_config(c: TrainConfig) -> None:
         if getattr(c, name) not in choices:
             raise ParameterError(name, f"`{name}` must be one of {', '.join(choices)}")
     _check_augment(c)
+
+
+def _check_range(name: str, v: Any) -> None:
+    for field_name, lo, hi, lo_in, hi_in in _RANGES:
+        if field_name != name or v is None:
+            continue
+        if not ((lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)):
+            where = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            raise ParameterError(name, f"{_param(name)} must be in {where}, got {excerpt(v)}")
+
+
+def check_fields(values: dict[str, Any]) -> None:
+    """Each setting of ``values`` typed and in range on its own, before a recipe is chosen or the data read
+    (``lr 1e300`` is refused before the images are counted); ``check_config`` checks how they combine."""
+    for name, v in values.items():
+        _check_range(name, coerce_field(name, v))
+
+
+def _check_paths(c: TrainConfig) -> None:
+    """``out`` inside ``data`` would become a class folder of the data (and of every later run on it)."""
+    if c.data is None or not c.out:
+        return
+    data, out = Path(c.data).resolve(), Path(c.out).resolve()
+    if out == data or data in out.parents:
+        raise ParameterError(
+            "out", f"`out` {c.out} is inside `data` {c.data}: the run's folder would become a class of the data; "
+            "write the run outside it"
+        )  # fmt: skip
 
 
 def _check_augment(c: TrainConfig) -> None:
