@@ -283,7 +283,8 @@ def test_rerun_after_a_failed_first_checkpoint_starts_clean_metrics(tiny, tmp_pa
     data, _ = tiny
     out = tmp_path / "r"
     out.mkdir()
-    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "stale": True}) + "\n")  # no checkpoint beside it
+    (out / ".fdmobilenet-run").write_text("")  # a run of ours ...
+    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "stale": True}) + "\n")  # ... with no checkpoint
     assert run(capsys, "train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(out))[0] == 0
     assert [r["epoch"] for r in metrics(out)] == [1] and "stale" not in metrics(out)[0]
 
@@ -323,9 +324,11 @@ def test_resume_cleans_orphan_temp_files_and_a_torn_metrics_line(tiny, tmp_path:
     data, done = tiny
     out = tmp_path / "run"
     shutil.copytree(done, out)
-    orphans = [out / ".last.state.pt.k2j3h4.tmp", out / ".metrics.jsonl.abc123.tmp"]
+    orphans = [out / ".fdm-tmp.last.state.pt.k2j3h4.tmp", out / ".fdm-tmp.metrics.jsonl.abc123.tmp"]
     for p in orphans:
         p.write_bytes(b"half")
+    theirs = out / ".report.docx.tmp"  # another program's temporary file: never ours to delete
+    theirs.write_bytes(b"theirs")
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "tr')  # SIGKILL mid-append
     rc, err = run(capsys, "train", "--data", str(data), "--out", str(out), "--resume", "--epochs", "2")
@@ -333,6 +336,7 @@ def test_resume_cleans_orphan_temp_files_and_a_torn_metrics_line(tiny, tmp_path:
     assert str(out / "metrics.jsonl") in err
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
     assert not any(p.exists() for p in orphans)
+    assert theirs.read_bytes() == b"theirs"
 
 
 # --- 12. recipe files -------------------------------------------------------------------------------

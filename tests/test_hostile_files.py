@@ -299,3 +299,56 @@ def test_out_inside_data_is_refused(tiny, tmp_path: Path, capsys) -> None:
     assert rc == 2, err
     one_line_error(err, "--out", "--data")
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+# --- 4. never delete or overwrite what the package did not write --------------------------------------
+
+
+def test_train_refuses_a_folder_of_someone_elses_files(tiny, tmp_path: Path, capsys) -> None:
+    data, _ = tiny
+    out = tmp_path / "mine"
+    out.mkdir()
+    files = {"metrics.jsonl": b'{"my": "numbers"}\n', "bad_images.txt": b"mine\n", ".report.docx.tmp": b"draft"}
+    for name, content in files.items():
+        (out / name).write_bytes(content)
+    for resume in ([], ["--resume"]):
+        rc, err = run(capsys, "train", "--data", data, *TINY, "--epochs", "1", "--out", out, *resume)
+        assert rc == 2, err
+        one_line_error(err, str(out), "--out", "did not write")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # not even a lock file left
+
+
+def test_a_new_run_folder_carries_our_marker(tiny) -> None:
+    _, done = tiny
+    assert (done / ".fdmobilenet-run").is_file()
+
+
+def test_convert_onto_its_own_input_is_refused(tmp_path: Path, capsys) -> None:
+    import torch
+
+    src = tmp_path / "w.pth.tar"
+    torch.save({"state_dict": create_model("fd_mobilenet_025").state_dict()}, src)
+    before = src.read_bytes()
+    rc, err = run(capsys, "convert", src, tmp_path / "." / "w.pth.tar")
+    assert rc == 2
+    one_line_error(err, "input file itself")
+    assert src.read_bytes() == before
+
+
+def test_prepare_never_deletes_another_programs_files(tiny, tmp_path: Path, capsys) -> None:
+    data, _ = tiny
+    dst = tmp_path / "p"
+    dst.mkdir()
+    theirs = dst / ".download.part.tmp"
+    theirs.write_bytes(b"theirs")
+    rc, err = run(capsys, "prepare", data, dst, "--short-side", "32", "--workers", "1")
+    assert rc == 2
+    one_line_error(err, str(dst), "did not write")
+    assert [p.name for p in dst.iterdir()] == [theirs.name]
+    theirs.unlink()
+    assert main(["prepare", str(data), str(dst), "--short-side", "32", "--workers", "1"]) == 0
+    theirs.write_bytes(b"theirs")  # beside a prepare of ours, resumed: still never touched
+    ours = dst / ".fdm-tmp.shard-00000.bin.abcd1234.tmp"
+    ours.write_bytes(b"half")
+    assert main(["prepare", str(data), str(dst), "--short-side", "32", "--workers", "1"]) == 0
+    assert theirs.read_bytes() == b"theirs" and not ours.exists()

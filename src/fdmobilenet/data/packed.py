@@ -87,6 +87,13 @@ def prepare(
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"{dst} is a file; give a folder for the shards (new, or a partial prepare to resume)")
     folder = scan_folder(src)
+    if dst.is_dir() and not (dst / "plan.json").is_file() and not is_packed(dst):
+        theirs = sorted(p.name for p in dst.iterdir())
+        if theirs:
+            raise ValueError(
+                f"{dst} holds files `prepare` did not write (e.g. {_schema.printable(theirs[0])[:60]}); give a new "
+                "or empty folder (or a partial prepare to resume)"
+            )
     dst.mkdir(parents=True, exist_ok=True)
     remove_orphan_temps(dst)  # of a killed prepare; re-running one into the same DST at once is not supported
     n_shards = shards or max(1, min(1024, len(folder.samples) // 2000))
@@ -94,7 +101,7 @@ def prepare(
     order = rng.permutation(len(folder.samples))
     settings = {"short_side": short_side, "quality": quality, "shards": n_shards, "n_files": len(folder.samples)}
     plan_file = dst / "plan.json"
-    if plan_file.exists() and json.loads(plan_file.read_text()) != settings:
+    if plan_file.exists() and _schema.read_json(plan_file, 2**16, "plan.json") != settings:
         raise ValueError(
             f"{dst} holds a partial prepare with other settings ({plan_file.read_text()}); use another DST or delete it"
         )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._utils import remove_orphan_temps
 from ..preprocess import Preprocess, imagenet_classes
 from ..weights import check_state_dict, read_weights, save_weights
 from ._builder import build_model, pretrained_filter_fn
@@ -60,6 +61,10 @@ def convert_authors_checkpoint(
     """
     if Path(dst).is_dir():
         raise ValueError(f"{dst} is a folder; give the output file, e.g. {Path(dst) / 'model.safetensors'}")
+    if Path(dst).exists() and Path(src).exists() and Path(dst).samefile(src):
+        raise ValueError(f"{dst} is the input file itself: converting in place would replace the original; "
+                         "give another output file")  # fmt: skip
+    remove_orphan_temps(Path(dst).parent, Path(dst).name)  # of a killed convert to the same file
     sd, src_meta = read_weights(src)
     sd, name = _filtered(sd, model_name)
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 1000
