@@ -352,3 +352,19 @@ def test_prepare_never_deletes_another_programs_files(tiny, tmp_path: Path, caps
     ours.write_bytes(b"half")
     assert main(["prepare", str(data), str(dst), "--short-side", "32", "--workers", "1"]) == 0
     assert theirs.read_bytes() == b"theirs" and not ours.exists()
+
+
+# --- 5. untrusted text is data ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["\x1b]0;owned\x07cat", "\x1b[2J\x1b[Hdog", "ship\nFAKE-LINE 99.99% ship", "a\u202egnp.exe", "x" * 300]
+)
+def test_class_names_with_control_characters_are_refused_at_load(
+    tmp_path: Path, photo: Path, capsys, name: str
+) -> None:
+    path = _weights(tmp_path / "w.safetensors", {**_M, "class_names": [name, "b", "c"]})
+    code, out, err = run_cli(capsys, "predict", "--weights", path, photo)
+    assert code == 2
+    one_line_error(err, str(path), "class_names[0]")
+    assert not any(c in out + err for c in "\x1b\x07\u202e") and "FAKE-LINE" not in out
