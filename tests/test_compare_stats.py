@@ -141,7 +141,8 @@ def test_explicit_seeds_win_without_counting(tmp_path, monkeypatch):
         raise AssertionError("counted the images though seeds and recipe were given")
 
     monkeypatch.setattr(cmp, "count_images", no_count)
-    cmp.compare(str(tmp_path), [0.6], ["fd_mobilenet"], tmp_path / "cmp", 32, 1, seeds=2, recipe="small", log=print)
+    cmp.compare(str(tmp_path / "photos"), [0.6], ["fd_mobilenet"], tmp_path / "cmp", 32, 1, seeds=2, recipe="small",
+                log=print)  # fmt: skip
     assert len(calls) == 2
 
 

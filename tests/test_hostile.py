@@ -283,7 +283,8 @@ def test_rerun_after_a_failed_first_checkpoint_starts_clean_metrics(tiny, tmp_pa
     data, _ = tiny
     out = tmp_path / "r"
     out.mkdir()
-    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "stale": True}) + "\n")  # no checkpoint beside it
+    (out / ".fdmobilenet-run").write_text("")  # a run of ours ...
+    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "stale": True}) + "\n")  # ... with no checkpoint
     assert run(capsys, "train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(out))[0] == 0
     assert [r["epoch"] for r in metrics(out)] == [1] and "stale" not in metrics(out)[0]
 
@@ -305,7 +306,8 @@ def test_compare_reports_a_stopped_run(tmp_path: Path, monkeypatch, capsys, code
     from fdmobilenet.train import TrainResult, compare
 
     monkeypatch.setattr(compare.training, "train", lambda cfg, resume, recipe: TrainResult(code, out=Path(cfg.out)))
-    rc, err = run(capsys, "compare", "--data", str(tmp_path), "--budgets", "12", "--families", "fd_mobilenet",
+    (tmp_path / "d").mkdir()
+    rc, err = run(capsys, "compare", "--data", str(tmp_path / "d"), "--budgets", "12", "--families", "fd_mobilenet",
                   "--recipe", "small", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "c"))  # fmt: skip
     assert rc == code
     one_line_error(err, says)
@@ -322,9 +324,11 @@ def test_resume_cleans_orphan_temp_files_and_a_torn_metrics_line(tiny, tmp_path:
     data, done = tiny
     out = tmp_path / "run"
     shutil.copytree(done, out)
-    orphans = [out / ".last.state.pt.k2j3h4.tmp", out / ".metrics.jsonl.abc123.tmp"]
+    orphans = [out / ".fdm-tmp.last.state.pt.k2j3h4.tmp", out / ".fdm-tmp.metrics.jsonl.abc123.tmp"]
     for p in orphans:
         p.write_bytes(b"half")
+    theirs = out / ".report.docx.tmp"  # another program's temporary file: never ours to delete
+    theirs.write_bytes(b"theirs")
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "tr')  # SIGKILL mid-append
     rc, err = run(capsys, "train", "--data", str(data), "--out", str(out), "--resume", "--epochs", "2")
@@ -332,6 +336,7 @@ def test_resume_cleans_orphan_temp_files_and_a_torn_metrics_line(tiny, tmp_path:
     assert str(out / "metrics.jsonl") in err
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
     assert not any(p.exists() for p in orphans)
+    assert theirs.read_bytes() == b"theirs"
 
 
 # --- 12. recipe files -------------------------------------------------------------------------------

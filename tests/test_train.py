@@ -194,7 +194,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(resume_setup, tmp_pat
     out = tmp_path / "nan"
     shutil.copytree(straight, out)
     before = (out / "last.safetensors").read_bytes()
-    rc = main(["train", "--data", str(data), "--out", str(out), "--resume", "--epochs", "6", "--lr", "1e30"])
+    rc = main(["train", "--data", str(data), "--out", str(out), "--resume", "--epochs", "6", "--lr", "100",
+                 "--lr-base-batch", "1"])  # fmt: skip
     assert rc == 3
     err = capsys.readouterr().err
     assert "not finite" in err or "NaN/inf" in err

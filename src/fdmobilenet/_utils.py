@@ -43,11 +43,14 @@ OPENVINO_HINT = 'pip install "fdmobilenet[openvino]"'
 TRAIN_HINT = 'pip install "fdmobilenet[train]"'
 
 
+TEMP_PREFIX = ".fdm-tmp."  # our temporary files, and the only ones ``remove_orphan_temps`` deletes
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -72,11 +75,12 @@ def write_if_changed(path: str | os.PathLike, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
-def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the ``.NAME.XXXXXXXX.tmp`` files ``atomic_write_bytes`` leaves when a process is killed
-    mid-write. Call it only while no other process writes into ``folder`` (a run holds its lock)."""
+def remove_orphan_temps(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Delete the ``.fdm-tmp.NAME.XXXXXXXX.tmp`` files ``atomic_write_bytes`` leaves when a process is killed
+    mid-write (of ``name``, default: any); another program's ``.tmp`` files are never touched. Call it only
+    while no other process writes into ``folder`` (a run holds its lock)."""
     removed = []
-    for p in Path(folder).glob(".*.tmp"):
+    for p in Path(folder).glob(f"{TEMP_PREFIX}{name}.*.tmp"):
         with contextlib.suppress(OSError):
             p.unlink()
             removed.append(p)

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
+from . import _schema
 from ._utils import atomic_write_bytes
 
 META_KEY = "fdmobilenet"
@@ -40,18 +41,17 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             raw_meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
     except SafetensorError as st_err:
+        _check_zip_records(path)
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as pt_err:
             raise ValueError(
-                f"{path} is neither a safetensors file ({st_err}) nor a PyTorch checkpoint "
-                f"loadable without executing code ({type(pt_err).__name__}: {str(pt_err)[:200]})"
+                f"{path} is neither a safetensors file ({_schema.printable(str(st_err))[:120]}) nor a PyTorch "
+                f"checkpoint loadable without executing code ({_load_failure(pt_err)})"
             ) from pt_err
     else:
-        try:
-            return tensors, json.loads(raw_meta.get(META_KEY, "{}"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: the '{META_KEY}' metadata is not valid JSON ({e})") from e
+        meta = _schema.parse_json(raw_meta.get(META_KEY, "{}"), f"{path}: the '{META_KEY}' metadata")
+        return tensors, _schema.weights_meta(meta, path)
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path} holds no state_dict of tensors")
@@ -59,6 +59,35 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if isinstance(ckpt, dict) and isinstance(ckpt.get("name"), str):
         meta["source_name"] = ckpt["name"]
     return _legacy_tensors(sd), meta
+
+
+def _check_zip_records(path: Path) -> None:
+    """Refuse a zip-format checkpoint with compressed records before torch reads it: ``torch.save`` stores
+    every record uncompressed, and a deflated one inflates to whatever it claims (2.4 MB -> 2.9 GB)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"{path}: a damaged zip archive ({_schema.printable(str(e))[:120]})") from None
+    if packed:
+        raise ValueError(
+            f"{path}: record {_schema.excerpt(packed[0].filename, 60)} is compressed ({packed[0].file_size:,} bytes "
+            "inflated); torch.save never writes that, so the file was not made by PyTorch: refused"
+        )
+
+
+def _load_failure(e: Exception) -> str:
+    """Why torch.load refused, in one short line (its own text is a page of advice ending mid-sentence)."""
+    said = str(e)
+    if "weights_only" in said or "Weights only load failed" in said:
+        return ("it holds Python objects besides tensors, and unpickling them could run code: refused; convert it "
+                "only where you trust where it came from")  # fmt: skip
+    first = _schema.printable(said.strip().splitlines()[0] if said.strip() else "")
+    return f"{type(e).__name__}: {first[:160]}"
 
 
 def _legacy_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import typing
 from pathlib import Path
 from typing import Any
 
+from .. import _schema
+from .._errors import NamesParameters
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
-from ..train.config import FIELDS, SECTIONS
+from ..train.config import FIELDS, SECTIONS, check_fields
 from ..train.tasks import model_for_data
 from . import flag_of
 
@@ -63,15 +64,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     """(config, recipe name): defaults, then the recipe, then the flags given; on --resume the run's
     saved config replaces defaults and recipe. ``--pretrained`` alone also picks the weights' model."""
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    check_fields(given)  # every number finite and in range before a recipe, the data or a run is read
     recipe_name = args.recipe or ("auto" if "data" in given else "digits")
     recipe = {} if recipe_name == "auto" else load_recipe(recipe_name)
     saved = Path(given.get("out") or recipe.get("out") or TrainConfig.out) / "config.json"
     if args.resume and saved.is_file():
         try:
-            base = json.loads(saved.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{saved} is damaged ({e}); restore it, or train into another --out") from None
-        saved_cfg = make_config({k: v for k, v in base.items() if k != "recipe"})
+            base = _schema.saved_config(_schema.read_json(saved, 2**20, "config.json"), saved)
+            saved_cfg = make_config({k: v for k, v in base.items() if k != "recipe"})
+        except ValueError as e:
+            said = e.render(flag_of) if isinstance(e, NamesParameters) else str(e)
+            where = "" if said.startswith(str(saved)) else f"{saved}: "
+            raise ValueError(f"{where}{said}; restore it, or train into another --out") from None
         cfg = make_config(given, saved_cfg)
         changed = [k for k in given if getattr(cfg, k) != getattr(saved_cfg, k)]
         for k in changed:  # the run's plan changes only when asked, and says so

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .. import _schema
 from .._errors import ParameterError
 from .._utils import atomic_write_bytes, remove_orphan_temps
 from .folders import Folder, scan_folder
@@ -86,6 +87,13 @@ def prepare(
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"{dst} is a file; give a folder for the shards (new, or a partial prepare to resume)")
     folder = scan_folder(src)
+    if dst.is_dir() and not (dst / "plan.json").is_file() and not is_packed(dst):
+        theirs = sorted(p.name for p in dst.iterdir())
+        if theirs:
+            raise ValueError(
+                f"{dst} holds files `prepare` did not write (e.g. {_schema.printable(theirs[0])[:60]}); give a new "
+                "or empty folder (or a partial prepare to resume)"
+            )
     dst.mkdir(parents=True, exist_ok=True)
     remove_orphan_temps(dst)  # of a killed prepare; re-running one into the same DST at once is not supported
     n_shards = shards or max(1, min(1024, len(folder.samples) // 2000))
@@ -93,7 +101,7 @@ def prepare(
     order = rng.permutation(len(folder.samples))
     settings = {"short_side": short_side, "quality": quality, "shards": n_shards, "n_files": len(folder.samples)}
     plan_file = dst / "plan.json"
-    if plan_file.exists() and json.loads(plan_file.read_text()) != settings:
+    if plan_file.exists() and _schema.read_json(plan_file, 2**16, "plan.json") != settings:
         raise ValueError(
             f"{dst} holds a partial prepare with other settings ({plan_file.read_text()}); use another DST or delete it"
         )
@@ -135,8 +143,36 @@ def prepare(
 
 
 def is_packed(path: str | Path) -> bool:
+    """Whether ``path`` is a complete prepared dataset: its meta.json says our format. A meta.json of
+    another program's (any other JSON object) is not ours; one that is not a JSON object, or says our
+    format with content we would not write, is an error naming it."""
     meta = Path(path) / "meta.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("format") == FORMAT
+    if not meta.is_file():
+        return False
+    raw = _schema.read_json(meta, 64 * 2**20, "prepared dataset's meta.json")
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        _schema.packed_meta(raw, meta)
+        return True
+    return False
+
+
+def read_meta(root: Path) -> dict:
+    """A prepared dataset's meta.json, checked (``_schema.packed_meta``)."""
+    path = root / "meta.json"
+    return _schema.packed_meta(_schema.read_json(path, 64 * 2**20, "prepared dataset's meta.json"), path)
+
+
+def _load_index(path: Path, n_classes: int, shard_size: int) -> np.ndarray:
+    """A shard's index rows, checked: (N, 3) int64, labels among the classes, every row inside its shard.
+    Its size is bounded by the shard's (a row per image of at least a few bytes) before it is read."""
+    if path.stat().st_size > 1024 + 24 * (shard_size + 1):
+        raise _schema.fail(path, f"{path.stat().st_size:,} bytes of index for a {shard_size:,}-byte shard; damaged")
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        why = _schema.printable(str(e))[:120]
+        raise _schema.fail(path, f"not a shard index ({why}); the prepared data is damaged") from None
+    return _schema.shard_index(rows, path, n_classes, shard_size)
 
 
 @dataclass
@@ -153,18 +189,12 @@ class PackedFolder:
         root = Path(root)
         if not is_packed(root):
             raise ValueError(f"{root} is not a complete prepared dataset (no meta.json); run `fdmobilenet prepare`")
-        meta = json.loads((root / "meta.json").read_text())
+        meta = read_meta(root)
         rows, maps = [], []
         for i in range(meta["shards"]):
-            idx = np.load(root / f"shard-{i:05d}.idx.npy")
-            bad = idx[(idx[:, 2] < 0) | (idx[:, 2] >= len(meta["classes"]))][:, 2] if len(idx) else []
-            if len(bad):
-                raise ValueError(
-                    f"{root / f'shard-{i:05d}.idx.npy'}: label {int(bad[0])} is not one of the {len(meta['classes'])} "
-                    "classes in meta.json; the prepared dataset is damaged: run prepare again into a new folder"
-                )
-            rows.append(np.concatenate([np.full((len(idx), 1), i, dtype=np.int64), idx], 1))
             size = (root / f"shard-{i:05d}.bin").stat().st_size
+            idx = _load_index(root / f"shard-{i:05d}.idx.npy", len(meta["classes"]), size)
+            rows.append(np.concatenate([np.full((len(idx), 1), i, dtype=np.int64), idx], 1))
             maps.append(
                 np.memmap(root / f"shard-{i:05d}.bin", dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
             )

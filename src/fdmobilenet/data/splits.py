@@ -5,7 +5,6 @@ seeded stratified split (recorded in split.json so a resumed run keeps it), or t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import _schema
 from .._errors import ParameterError, ParameterPathError
 from .._utils import mix
 from ..preprocess import imagenet_classes, imagenet_label_names
@@ -181,6 +181,6 @@ def read_split(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ParameterError("out", f"{path} is damaged ({e}); restore it, or train into another `out`") from None
+        return _schema.split_record(_schema.read_json(path, what="split.json"), path)
+    except _schema.FileError as e:
+        raise ParameterError("out", f"{e}; restore it, or train into another `out`") from None

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._utils import remove_orphan_temps
 from ..preprocess import Preprocess, imagenet_classes
 from ..weights import check_state_dict, read_weights, save_weights
 from ._builder import build_model, pretrained_filter_fn
@@ -59,6 +61,10 @@ def convert_authors_checkpoint(
     """
     if Path(dst).is_dir():
         raise ValueError(f"{dst} is a folder; give the output file, e.g. {Path(dst) / 'model.safetensors'}")
+    if Path(dst).exists() and Path(src).exists() and Path(dst).samefile(src):
+        raise ValueError(f"{dst} is the input file itself: converting in place would replace the original; "
+                         "give another output file")  # fmt: skip
+    remove_orphan_temps(Path(dst).parent, Path(dst).name)  # of a killed convert to the same file
     sd, src_meta = read_weights(src)
     sd, name = _filtered(sd, model_name)
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 1000
@@ -77,6 +83,15 @@ def convert_authors_checkpoint(
     model.load_state_dict(sd, strict=False)
     save_weights(model.state_dict(), dst, meta)
     return meta
+
+
+def fits(build: Callable[[], nn.Module], sd: dict[str, torch.Tensor], source: str) -> None:
+    """Check ``sd`` against the model ``build`` makes, built on the meta device (nothing allocated): metadata
+    that disagrees with the tensors present (a width or class count the file does not hold) is refused before
+    a real model of that size is built."""
+    with torch.device("meta"):
+        probe = build()
+    check_state_dict(probe, sd, source)
 
 
 def released_weights(name: str, root: str | os.PathLike | None = None, progress: bool = True) -> Path:
@@ -117,8 +132,9 @@ def build_from_weights(
     name = model_name or inferred
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else meta.get("num_classes", 1000)
     kwargs = meta.get("model_kwargs", {})  # e.g. width= of a bare family name picked by a budget
-    model = build_model(name, num_classes=num_classes, resolution=resolution or meta.get("resolution", 224), **kwargs)
-    check_state_dict(model, sd, str(path))
+    res = resolution or meta.get("resolution", 224)
+    fits(lambda: build_model(name, num_classes=num_classes, resolution=res, **kwargs), sd, str(path))
+    model = build_model(name, num_classes=num_classes, resolution=res, **kwargs)
     model.load_state_dict(sd, strict=False)
     model.eval()
     meta.setdefault("model", name)
@@ -163,16 +179,30 @@ def _detector_from_weights(
         raise ValueError(f"{source}: detector weights without a 'model' in their metadata; pass the model name")
     kwargs = {**meta.get("model_kwargs", {}), **{k: meta[k] for k in (*POSTPROCESS_KEYS, *ANCHOR_SCALES) if k in meta}}
     res = resolution or int(meta.get("resolution", DEFAULT_RESOLUTION))
-    model = build_detector(name, num_classes=detector_num_classes(sd, meta), resolution=res, **kwargs)
+    k = detector_num_classes(sd, meta)
+    with torch.device("meta"):  # what the metadata asks for, checked against the tensors before it is allocated
+        probe = build_detector(name, num_classes=k, resolution=res, **kwargs)
+    own = probe.state_dict()
+    odd = [n for n in own if n.startswith(DETECTOR_CLASS_HEAD) and n in sd and sd[n].shape != own[n].shape]
+    if odd and model_name is None:
+        raise ValueError(
+            f"{source}: num_classes {k} in the metadata does not fit the class head it holds ({odd[0]}: "
+            f"{tuple(sd[odd[0]].shape)}, not {tuple(own[odd[0]].shape)}); the file is damaged or altered"
+        )
+    load_detector_weights(probe, sd, meta, source, check_only=True)
+    model = build_detector(name, num_classes=k, resolution=res, **kwargs)
     load_detector_weights(model, sd, meta, source)
     model.eval()
     meta.setdefault("model", name)
     return model, meta
 
 
-def load_detector_weights(model: nn.Module, sd: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> None:
+def load_detector_weights(
+    model: nn.Module, sd: dict[str, torch.Tensor], meta: dict[str, Any], source: str, check_only: bool = False
+) -> None:
     """A whole detector's weights into ``model``. With another class count the class head keeps its fresh
-    initialisation (recorded as ``pretrained_cfg["reinitialised"]``); everything else must fit."""
+    initialisation (recorded as ``pretrained_cfg["reinitialised"]``); everything else must fit. ``check_only``:
+    the checks alone (``model`` built on the meta device)."""
     own = model.state_dict()
     cls_keys = [k for k in own if k.startswith(DETECTOR_CLASS_HEAD)]
     sd = dict(sd)
@@ -195,6 +225,8 @@ def load_detector_weights(model: nn.Module, sd: dict[str, torch.Tensor], meta: d
                 f"pretrained={source}: trained with {k}={meta[k]}, this version builds {cfg[k]}; "
                 "use the fdmobilenet version that wrote the file"
             )
+    if check_only:
+        return
     model.load_state_dict(sd, strict=False)
     p = Preprocess.from_meta(meta, cfg["resolution"], source=source)
     model.set_preprocess(p.mean, p.std)

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from .._errors import ParameterError
+from .._schema import printable
 from .._utils import atomic_write_bytes, remove_orphan_temps
 from ..models.detection import detector_metadata
 from ..preprocess import Preprocess
-from ..weights import read_weights, save_weights
+from ..weights import check_state_dict, read_weights, save_weights
 from .config import TrainConfig
 from .distributed import Dist
 from .optim import Parts, lr_at, model_kwargs
@@ -201,6 +202,15 @@ def load_state(path: Path) -> dict[str, Any]:
 def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int) -> TrainState:
     """Load the ``last`` checkpoint of ``out`` into ``parts`` and the global RNGs; return its position."""
     weights = read_weights(out / "last.safetensors")[0]
+    for sd in (weights, ckpt["model"]) if parts.ema is not None else (weights,):
+        try:  # a resume with another `model` or `width` than the run's: say so, not torch's size-mismatch dump
+            check_state_dict(parts.model, sd, str(out / "last.safetensors"))
+        except ValueError as e:
+            raise ParameterError(
+                "resume",
+                f"{str(e).splitlines()[0].rstrip(':')}: the run was trained with another `model`, `width` or class "
+                "count; resume without changing them (config.json has the run's), or train into another `out`",
+            ) from None
     parts.model.load_state_dict(ckpt["model"] if parts.ema is not None else weights)
     if parts.ema is not None:
         parts.ema.module.load_state_dict(weights)
@@ -220,6 +230,28 @@ def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int)
     )  # fmt: skip
 
 
+RUN_MARKER = ".fdmobilenet-run"  # written into every run folder: only there are files replaced or deleted
+_OURS = (RUN_MARKER, "last.state.pt", "last.safetensors", "config.json")  # a run of ours (older ones: no marker)
+
+
+def check_ours(out: Path) -> None:
+    """Refuse an existing ``out`` that holds files and no run of ours: its ``metrics.jsonl`` or
+    ``bad_images.txt`` would be replaced or deleted. (Chosen over using it without touching them: a run
+    mixed into someone's folder could not be told apart from their files later.)"""
+    if not out.is_dir() or any((out / n).exists() for n in _OURS):
+        return
+    theirs = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+    if theirs:
+        shown = ", ".join(printable(n)[:60] for n in theirs[:3]) + (
+            f" (+{len(theirs) - 3} more)" if len(theirs) > 3 else ""
+        )
+        raise ParameterError(
+            "out",
+            f"`out` {out} holds files this package did not write ({shown}) and no training run; "
+            "choose a new or empty `out`",
+        )
+
+
 @contextlib.contextmanager
 def run_lock(out: Path, dist: Dist) -> Iterator[None]:
     """Hold ``OUT/.lock`` for the whole run (main process): a second run into the same folder is refused
@@ -229,7 +261,11 @@ def run_lock(out: Path, dist: Dist) -> Iterator[None]:
         return
     if out.exists() and not out.is_dir():
         raise ParameterError("out", f"`out` {out} is a file; give a folder for the run's checkpoints and metrics")
+    check_ours(out)
     out.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a read-only mount holds a finished run: nothing to mark
+        if not (out / RUN_MARKER).exists():
+            (out / RUN_MARKER).write_text("a training run of fdmobilenet: its files may be replaced by `train`\n")
     try:
         fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:  # a read-only folder: nobody can write into it, so there is nothing to guard

@@ -35,7 +35,7 @@ from ..complexity import profile
 from ..data.splits import load_folders, read_split
 from ..models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
 from . import compare_detection as det
-from .config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, TrainConfig, auto_recipe
+from .config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, TrainConfig, auto_recipe, make_config
 from .outputs import read_metrics
 from .verdicts import DETECTIONS, MISSING, MISSING_DETECTIONS, describe_split, format_mean_sd, mean_sd, verdicts
 
@@ -174,6 +174,9 @@ def plan_detection(
     return jobs
 
 
+MAX_BUDGET = 100_000.0  # MFLOPs: ten times a ResNet-152; beyond it no width is solved in this memory
+
+
 def check_plan(budgets: list[float], families: list[str], seeds: int | None) -> None:
     """Refuse what would plan nothing or nonsense (no runs, a ``nan`` MFLOPs model) before any work starts."""
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
@@ -181,8 +184,8 @@ def check_plan(budgets: list[float], families: list[str], seeds: int | None) -> 
     if not budgets:
         raise ParameterError("budgets", "`budgets` is empty; give at least one budget in MFLOPs, e.g. 12,40,140")
     for b in budgets:
-        if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b) or b <= 0:
-            raise ParameterError("budgets", f"`budgets` must be finite numbers of MFLOPs > 0, got {b!r}")
+        if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b) or not 0 < b <= MAX_BUDGET:
+            raise ParameterError("budgets", f"`budgets` must be finite MFLOPs in (0, {MAX_BUDGET:g}], got {b!r}")
     if not families:
         raise ParameterError("families", f"`families` is empty; choose from {', '.join(FAMILIES)}")
     for f in families:
@@ -677,6 +680,8 @@ def compare(
     """
     out = Path(out)
     check_plan(budgets, families, seeds)  # before the images are counted
+    given = {"epochs": epochs, "resolution": resolution, "groups": groups, **(overrides or {}), "data": str(data)}
+    make_config({k: v for k, v in given.items() if v is not None} | {"out": str(out)})  # checked now, not per run
     from ..data.detection import is_detection_data
 
     detection = is_detection_data(data)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ParameterError
+from .._schema import excerpt, load_yaml, printable
 from ..preprocess import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 EXIT_DIVERGED = 3  # exit code of a run stopped by a NaN/inf loss or weights
@@ -30,6 +31,9 @@ FINETUNE_LR_FACTOR = 10  # fine-tuning (--pretrained without --lr) runs at the r
 WARMUP_MAX_FRACTION = 0.1  # a warm-up never takes more than a tenth of a (short) run
 AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")  # auto_augment: torchvision v2 policies
 RA_MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins
+MAX_LR = 100.0  # plain SGD beyond this only diverges; 1e300 overflowed torch's optimizer
+MAX_EPOCHS = 100_000
+MAX_TEXT_FIELD = 4096  # a path or a name: text fields longer than this, or with control characters, are refused
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -210,13 +214,19 @@ MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # beyond this OpenMP only thra
 _RANGES = [
     ("val_split", 0, 1, True, False), ("crop_pct", 0, 1, False, True), ("dropout", 0, 1, True, False),
     ("label_smoothing", 0, 1, True, False), ("momentum", 0, 1, True, False), ("ema_decay", 0, 1, True, False),
-    ("lr_gamma", 0, 1, False, True), ("weight_decay", 0, math.inf, True, False),
-    ("warmup_epochs", 0, math.inf, True, False), ("clip_grad", 0, math.inf, True, False),
+    ("lr_gamma", 0, 1, False, True), ("weight_decay", 0, 1, True, True),
+    ("warmup_epochs", 0, MAX_EPOCHS, True, True), ("clip_grad", 0, 1e6, True, True),
     ("width", 0, math.inf, False, False), ("threads", 0, MAX_THREADS, True, True),
 ]  # fmt: skip
 _RANGES += [  # the loss: batch mixing and distillation
-    ("mixup", 0, math.inf, True, False), ("cutmix", 0, math.inf, True, False),
-    ("kd_temperature", 0, math.inf, False, False), ("kd_weight", 0, 1, True, True),
+    ("mixup", 0, 100, True, True), ("cutmix", 0, 100, True, True),
+    ("kd_temperature", 0, 1000, False, True), ("kd_weight", 0, 1, True, True),
+]  # fmt: skip
+_RANGES += [  # upper bounds no run reaches (lr 1e300 overflowed SGD): a typo is refused before any work
+    ("lr", 0, MAX_LR, False, True), ("epochs", 1, MAX_EPOCHS, True, True), ("batch_size", 1, 2**20, True, True),
+    ("accum_steps", 1, 4096, True, True), ("lr_base_batch", 1, 2**20, True, True),
+    ("lr_step_epochs", 1, MAX_EPOCHS, True, True), ("checkpoint_every", 0, 2**31, True, True),
+    ("seed", 0, 2**63 - 1, True, True), ("workers", 0, 1024, True, True), ("groups", 1, 64, True, True),
 ]  # fmt: skip
 
 
@@ -227,7 +237,7 @@ def _param(name: str) -> str:
 
 def _number(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ParameterError(name, f"{_param(name)} must be a finite number, got {v!r}")
+        raise ParameterError(name, f"{_param(name)} must be a finite number, got {excerpt(v)}")
     return float(v)
 
 
@@ -235,23 +245,26 @@ def coerce_field(name: str, v: Any) -> Any:
     """``v`` as the type of field ``name`` (from a flag, a YAML file or a saved config.json), or a
     ParameterError naming the field and what it takes: a recipe file's ``epochs: "abc"`` stops here."""
     if name not in FIELDS:
-        raise ValueError(f"unknown training setting {name!r}; valid: {', '.join(FIELDS)}")
+        raise ValueError(f"unknown training setting {excerpt(name)}; valid: {', '.join(FIELDS)}")
     tp = _HINTS[name]
     args = typing.get_args(tp)
     if v is None and type(None) in args:
         return None
     if typing.get_origin(tp) is not tuple and args:
         tp = next(t for t in args if t is not type(None))
+    if tp is str and isinstance(v, str) and (len(v) > MAX_TEXT_FIELD or printable(v) != v):
+        raise ParameterError(name, f"{_param(name)} must be printable text of at most {MAX_TEXT_FIELD} characters, "
+                             f"got {excerpt(v)}")  # fmt: skip
     if typing.get_origin(tp) is tuple:
         n = None if Ellipsis in typing.get_args(tp) else len(typing.get_args(tp))
         if not isinstance(v, list | tuple) or not v or (n and len(v) != n):
-            raise ParameterError(name, f"{_param(name)} takes {n or 'one or more'} numbers, got {v!r}")
+            raise ParameterError(name, f"{_param(name)} takes {n or 'one or more'} numbers, got {excerpt(v)}")
         return tuple(_number(name, x) for x in v)
     if tp is float:
         return _number(name, v)
     if (tp is int and (isinstance(v, bool) or not isinstance(v, int))) or not isinstance(v, tp):
         raise ParameterError(
-            name, f"{_param(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {v!r}"
+            name, f"{_param(name)} must be {'an integer' if tp is int else 'a ' + tp.__name__}, got {excerpt(v)}"
         )
     return v
 
@@ -264,18 +277,23 @@ def load_recipe(name_or_file: str, _seen: tuple[Path, ...] = ()) -> dict[str, An
     path = Path(name_or_file)
     if not path.is_file():
         raise ParameterError(
-            "recipe", f"`recipe` {name_or_file!r} is neither one of {', '.join(RECIPES)} nor a YAML file"
+            "recipe", f"`recipe` {excerpt(name_or_file)} is neither one of {', '.join(RECIPES)} nor a YAML file"
         )
     if path.resolve() in _seen:
         raise ValueError(f"{path}: its 'recipe:' chain comes back to {path}; name another base recipe")
     raw = _read_yaml(path)
     base_name = raw.pop("recipe", None)
-    if base_name is not None and not isinstance(base_name, str):
-        raise ValueError(f"{path}: recipe: must be a recipe name or file, got {base_name!r}")
+    if base_name is not None and (
+        not isinstance(base_name, str) or len(base_name) > 4096 or printable(base_name) != base_name
+    ):
+        raise ValueError(f"{path}: recipe: must be a recipe name or file, got {excerpt(base_name)}")
     base = load_recipe(base_name, (*_seen, path.resolve())) if base_name else {}
     unknown = sorted(k.replace("-", "_") for k in raw if k.replace("-", "_") not in FIELDS)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELDS)}")
+        named = ", ".join(excerpt(k, 40) for k in unknown[:5]) + (
+            f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        )
+        raise ValueError(f"{path}: unknown field(s) {named}; valid fields: {', '.join(FIELDS)}")
     fields = {}
     for k, v in raw.items():
         try:
@@ -292,9 +310,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except ImportError:
         raise ValueError("recipe files need PyYAML: pip install 'fdmobilenet[train]'") from None
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid recipe file ({' '.join(str(e).split())}); fix the YAML") from None
+        raw = load_yaml(path, what="recipe") or {}
+    except yaml.YAMLError as e:
+        said = printable(" ".join(str(e).split()))[:300]
+        raise ValueError(f"{path}: not a valid recipe file ({said}); fix the YAML") from None
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(raw).__name__}")
     return raw
@@ -321,18 +340,16 @@ def check_config(c: TrainConfig) -> None:
     if c.lr <= 0 or (c.workers or 0) < 0 or c.checkpoint_every < 0 or c.threads < 0:
         bad = "lr" if c.lr <= 0 else next(n for n in ("workers", "checkpoint_every", "threads") if getattr(c, n) < 0)
         raise ParameterError(bad, "`lr` must be > 0 and `workers`, `checkpoint_every`, `threads` >= 0")
-    for name, lo, hi, lo_in, hi_in in _RANGES:
-        v = getattr(c, name)
-        if v is not None and not ((lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)):
-            where = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
-            raise ParameterError(name, f"{_param(name)} must be in {where}, got {v}")
+    for name, *_ in _RANGES:
+        _check_range(name, getattr(c, name))
+    _check_paths(c)
     if min(c.std) <= 0 or (c.groups is not None and c.groups < 1):
         raise ParameterError(
             "std" if min(c.std) <= 0 else "groups",
             f"`std` must be > 0 (got {c.std}) and `groups` >= 1 (got {c.groups})",
         )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", c.device):
-        raise ParameterError("device", f"`device` must be auto, cpu, cuda or cuda:N, got {c.device!r}")
+        raise ParameterError("device", f"`device` must be auto, cpu, cuda or cuda:N, got {excerpt(c.device)}")
     if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
         raise ParameterError("crop_scale", f"`crop_scale` must be two numbers 0 < min <= max <= 1, got {c.crop_scale}")
     m = c.lr_milestones
@@ -348,6 +365,34 @@ def check_config(c: TrainConfig) -> None:
         if getattr(c, name) not in choices:
             raise ParameterError(name, f"`{name}` must be one of {', '.join(choices)}")
     _check_augment(c)
+
+
+def _check_range(name: str, v: Any) -> None:
+    for field_name, lo, hi, lo_in, hi_in in _RANGES:
+        if field_name != name or v is None:
+            continue
+        if not ((lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)):
+            where = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            raise ParameterError(name, f"{_param(name)} must be in {where}, got {excerpt(v)}")
+
+
+def check_fields(values: dict[str, Any]) -> None:
+    """Each setting of ``values`` typed and in range on its own, before a recipe is chosen or the data read
+    (``lr 1e300`` is refused before the images are counted); ``check_config`` checks how they combine."""
+    for name, v in values.items():
+        _check_range(name, coerce_field(name, v))
+
+
+def _check_paths(c: TrainConfig) -> None:
+    """``out`` inside ``data`` would become a class folder of the data (and of every later run on it)."""
+    if c.data is None or not c.out:
+        return
+    data, out = Path(c.data).resolve(), Path(c.out).resolve()
+    if out == data or data in out.parents:
+        raise ParameterError(
+            "out", f"`out` {c.out} is inside `data` {c.data}: the run's folder would become a class of the data; "
+            "write the run outside it"
+        )  # fmt: skip
 
 
 def _check_augment(c: TrainConfig) -> None:
@@ -435,8 +480,8 @@ def resolution_schedule(c: TrainConfig) -> list[tuple[int, int]]:
         if (k == 0 and step[0] != 1) or (k and step[0] <= steps[-1][0]) or step[1] < 32:
             raise ParameterError(
                 "train_resolution",
-                f"`train_resolution` {c.train_resolution!r}: expected RES[,RES@EPOCH...] with RES >= 32 and epochs "
-                "increasing after the first (which starts at epoch 1), e.g. '160,224@101'",
+                f"`train_resolution` {excerpt(c.train_resolution)}: expected RES[,RES@EPOCH...] with RES >= 32 and "
+                "epochs increasing after the first (which starts at epoch 1), e.g. '160,224@101'",
             )
         steps.append(step)
     return steps
