@@ -65,6 +65,11 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
         help="families for --mflops (default: fd_mobilenet,mobilenet_v1,shufflenet_v1)",
     )
     p.add_argument("--groups", type=int, default=3, help="ShuffleNet group count for --mflops")
+    p.add_argument(
+        "--target",
+        help="an Arm Ethos-U NPU (ethos-u55-128, ethos-u65-256, ...): also compile each model with Vela (INT8, "
+        "ExecuTorch's Arm backend) and print its SRAM, flash, operators on the NPU/CPU and estimated time",
+    )
 
 
 def profile_run(a: argparse.Namespace) -> int:
@@ -93,6 +98,10 @@ def profile_run(a: argparse.Namespace) -> int:
             d.update({f"{k}_macs": v for k, v in macs_by_part(p).items() if k != "total"})
         if budget is not None:
             d["budget_mflops"] = budget
+        if a.target:
+            from ..deploy.ethosu import lower_ethosu
+
+            d["vela"] = lower_ethosu(model, res, a.target)[1].as_dict()
         results.append(d)
     if a.json:
         print(json.dumps(results, indent=1))
@@ -111,6 +120,15 @@ def profile_run(a: argparse.Namespace) -> int:
             f"{d['model']:<24} {width:>6} {d['resolution']:>4} {d['macs'] / 1e6:>9.2f} {d['params']:>11,} "
             f"{d['peak_activation_bytes'] / 2**20:>8.2f}MiB{int8}"
         )
+        if "vela" in d:
+            from ..deploy.ethosu import VelaReport
+
+            print(f"    {VelaReport(**d['vela'])}")
+            ours, theirs = d["int8_peak_activation_bytes"], d["vela"]["sram_bytes"]
+            print(
+                f"    int8 peak activations (ours, no tiling) {_size(ours)} vs Vela's SRAM {_size(theirs)} "
+                f"({(theirs - ours) / ours:+.0%}; benchmarks/mcu/README.md on the difference)"
+            )
         if "backbone_macs" in d:
             print(
                 f"    backbone {d['backbone_macs'] / 1e6:.2f} + extras {d['extras_macs'] / 1e6:.2f} + head "
