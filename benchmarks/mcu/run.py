@@ -1,6 +1,7 @@
 """Issue 22: which models fit microcontrollers (``fit``) and what Vela plans for them on Ethos-U.
 
     PYTHONPATH=src python benchmarks/mcu/run.py [--no-vela]
+    PYTHONPATH=src python benchmarks/mcu/run.py --render    # results.md from results.json
 
 Writes benchmarks/mcu/results.json and results.md: ``fit`` tables for three targets, then FD-MobileNet vs
 MobileNet V1 vs ShuffleNet V1 (g=3) at 12 and 40 MFLOPs (widths solved at 224 px) at 128/160/224 px
@@ -104,5 +105,45 @@ def main() -> None:
     (HERE / "results.md").write_text("\n".join(md_lines) + "\n")
 
 
+def render_vela(res: dict) -> str:
+    """``--render``: results.md's Vela table from results.json (rows written as each model compiled, so an
+    interrupted run still reports what it measured, and says which rows are missing)."""
+    lines = [
+        f"# Microcontrollers: Vela on Ethos-U ({res['date']}; rendered from results.json)",
+        "",
+        f"Versions: {res['versions']}",
+        "",
+        "INT8 via ExecuTorch's Arm backend (random calibration), Vela's default U55 system "
+        "(Ethos_U55_High_End_Embedded, Shared_Sram, 500 MHz). `fit` tables: `results.json` (`fit`).",
+        "",
+        "| family | MFLOPs@224 | width | res | MMACs | ours: int8 act | Vela SRAM | diff | int8 w (ours) "
+        "| Vela flash | NPU/CPU ops | est. ms |",
+        "|---" * 12 + "|",
+    ]
+    done = set()
+    for v in res["vela"]:
+        done.add((v["family"], v["budget"], v["resolution"]))
+        if "error" in v:
+            lines.append(f"| {v['family']} | {v['budget']} | | {v['resolution']} | failed: {v['error'][:80]} |")
+            continue
+        ours, theirs = v["int8_peak_activation_bytes"], v["sram_bytes"]
+        lines.append(
+            f"| {v['family']} | {v['budget']} | {v['width']:g} | {v['resolution']} | {v['macs'] / 1e6:.1f} | "
+            f"{format_size(ours)} | {format_size(theirs)} | {(theirs - ours) / ours:+.0%} | "
+            f"{format_size(v['int8_weight_bytes'])} | {format_size(v['flash_bytes'])} | "
+            f"{v['npu_ops']}/{v['cpu_ops']} | {v['inference_ms']:.2f} |"
+        )
+    missing = [f"{f} {b} MFLOPs {r} px" for b in (12, 40) for f in FAMILIES for r in (128, 160, 224)
+               if (f, b, r) not in done]  # fmt: skip
+    if missing:
+        lines += ["", f"Not measured (the run was stopped before them): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--render"]:
+        (HERE / "results.md").write_text(render_vela(json.loads((HERE / "results.json").read_text())))
+        raise SystemExit(0)
     main()
