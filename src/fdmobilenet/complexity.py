@@ -1,8 +1,15 @@
-"""Exact complexity: multiply-accumulates, parameters and peak activation memory.
+"""Exact complexity: multiply-accumulates, parameters and peak activation memory, in fp32 and INT8.
 
 MACs count conv and linear layers only (BatchNorm, ReLU, pooling and the shuffle are free), the
 convention of the MobileNet, ShuffleNet and FD-MobileNet papers, whose "MFLOPs" are these MACs.
 Counting runs one real forward pass with hooks, so any architecture and resolution is exact.
+
+The INT8 figures are what a microcontroller needs: weights in flash (int8 weights, plus an int32 bias
+and an fp32 per-channel scale for each output channel of every conv and linear layer, BatchNorm folded
+into them) and activations in RAM (one byte per element: the same live set as the fp32 count, a quarter
+of its bytes). They count tensors, not a runtime's bookkeeping: TFLite Micro adds its flatbuffer's
+tables and int64 zero points, Vela packs bias, scale and shift into 10 bytes a channel and may tile
+layers (cascading) to go below the peak counted here.
 """
 
 from __future__ import annotations
@@ -20,11 +27,18 @@ class LayerStats:
     out_shape: tuple[int, ...]
     macs: int
     params: int
+    activation_elements: int = 0  # elements alive while this layer runs (its input, output and held inputs)
+    int8_weight_bytes: int = 0  # this layer's weights in an INT8 file (see the module docstring)
 
 
 @dataclass
 class Profile:
-    """Complexity of one model at one input resolution (batch 1, float32 activations)."""
+    """Complexity of one model at one input resolution (batch 1).
+
+    ``peak_activation_bytes`` and ``weight_bytes`` are fp32 (BatchNorm folded into the conv before it);
+    ``int8_peak_activation_bytes`` and ``int8_weight_bytes`` the same model quantized to INT8: the RAM an
+    arena planner needs at the least (no tiling) and the flash the weights take.
+    """
 
     model: str
     resolution: int
@@ -32,6 +46,9 @@ class Profile:
     params: int
     peak_activation_bytes: int
     layers: list[LayerStats] = field(default_factory=list)
+    weight_bytes: int = 0
+    int8_weight_bytes: int = 0
+    int8_peak_activation_bytes: int = 0
 
     def as_dict(self, layers: bool = False) -> dict:
         d = asdict(self)
@@ -42,11 +59,42 @@ class Profile:
 
 
 # Folded into the preceding conv (BN) or fused/in-place (activations) by inference engines.
-_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)
+_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Identity, nn.Dropout)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _holds_input(m: nn.Module) -> bool:
+    """Whether ``m`` keeps its input alive while its layers run (a residual sum, a concat, a gating multiply)."""
+    if hasattr(m, "shortcut"):  # this package's ShuffleNet units
+        return True
+    if getattr(m, "use_res_connect", False):  # torchvision's MobileNetV2/V3 inverted residuals
+        return True
+    kind = type(m).__name__
+    if kind == "SqueezeExcitation":  # torchvision: scale(input) * input
+        return True
+    # torchvision's ShuffleNetV2 stride-1 unit: one half of the input waits for the other's branch (the
+    # whole input is counted: the half is a view of it)
+    return kind == "InvertedResidual" and hasattr(m, "branch2") and getattr(m, "stride", 2) == 1
+
+
+# INT8 bytes per output channel of a conv or linear layer besides its weights: int32 bias + fp32 scale.
+INT8_CHANNEL_BYTES = 4 + 4
+
+
+def _weight_bytes(m: nn.Module, folded: bool) -> tuple[int, int]:
+    """(fp32, INT8) bytes of ``m``'s own parameters in a deployed file; ``folded``: a BatchNorm that the
+    conv before it absorbs (nothing of its own is stored)."""
+    if isinstance(m, nn.Conv2d | nn.Linear):
+        out = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        w = m.weight.numel()
+        return 4 * (w + out), w + INT8_CHANNEL_BYTES * out  # a bias either way: folding BatchNorm adds one
+    if isinstance(m, nn.BatchNorm2d) and folded:
+        return 0, 0
+    n = sum(p.numel() for p in m.parameters(recurse=False))
+    return 4 * n, 4 * n  # a standalone BatchNorm (scale + shift), a PReLU slope: kept as 32-bit values
 
 
 def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
@@ -60,7 +108,8 @@ def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
 
 @torch.no_grad()
 def profile(model: nn.Module, resolution: int = 224, name: str | None = None) -> Profile:
-    """MACs, parameters and peak activation memory of ``model`` on one ``resolution``² image.
+    """MACs, parameters, peak activation memory and deployed weight bytes of ``model`` on one ``resolution``²
+    image, in fp32 and INT8.
 
     A model built on the ``meta`` device is profiled without computing anything (shapes only).
 
@@ -68,7 +117,8 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     layers run one after another: a layer's input and output, plus any shortcut input held by
     an enclosing residual unit. BatchNorm and ReLU count as folded/fused into the conv before
     them, as every inference engine runs them. It is the lower bound an in-order inference engine needs, the
-    figure that decides whether a model fits a microcontroller's RAM.
+    figure that decides whether a model fits a microcontroller's RAM. The INT8 peak is the same live set at
+    one byte an element (input image included).
 
     A model with a ``profile_forward(x, keep)`` method (a detector) is run through it instead of
     ``forward``: the network part only (no resizing, box decoding or NMS), calling ``keep(t)`` for each
@@ -80,25 +130,34 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     layers: list[LayerStats] = []
     held: list[torch.Tensor] = []  # shortcut inputs of residual units being run
     kept: list[torch.Tensor] = []  # outputs kept alive to the end (a detector's pyramid levels)
-    peak = 0
+    peak = 0  # elements
+    fp32_weights = int8_weights = 0
+    last: list[nn.Module] = []  # the previous leaf layer run (a BatchNorm after a conv is folded into it)
     hooks = []
 
-    def nbytes_unique(tensors):
+    def numel_unique(tensors):
         seen, total = set(), 0
         for t in tensors:
             ptr = t.untyped_storage()._cdata  # storage identity: in-place ops and views count once
             if ptr not in seen:
                 seen.add(ptr)
-                total += t.numel() * 4
+                total += t.numel()
         return total
 
     def leaf_hook(mod, inp, out, name):
-        nonlocal peak
+        nonlocal peak, fp32_weights, int8_weights
+        live = 0
         if not isinstance(mod, _ELEMENTWISE):
-            peak = max(peak, nbytes_unique([*held, *kept, inp[0], out]))
+            live = numel_unique([*held, *kept, inp[0], out])
+            peak = max(peak, live)
+        folded = isinstance(mod, nn.BatchNorm2d) and bool(last) and isinstance(last[0], nn.Conv2d)
+        w32, w8 = _weight_bytes(mod, folded)
+        fp32_weights += w32
+        int8_weights += w8
+        last[:] = [mod]
         macs = _layer_macs(mod, out)
         params = sum(p.numel() for p in mod.parameters(recurse=False))
-        layers.append(LayerStats(name, type(mod).__name__, tuple(out.shape), macs, params))
+        layers.append(LayerStats(name, type(mod).__name__, tuple(out.shape), macs, params, live, w8))
 
     def enter(mod, inp):
         held.append(inp[0])
@@ -109,7 +168,7 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     for mname, m in model.named_modules():
         if len(list(m.children())) == 0:
             hooks.append(m.register_forward_hook(lambda mod, i, o, n=mname: leaf_hook(mod, i, o, n)))
-        elif hasattr(m, "shortcut"):  # residual unit: its input lives until the sum/concat
+        elif _holds_input(m):  # residual unit: its input lives until the sum/concat
             hooks.append(m.register_forward_pre_hook(enter))
             hooks.append(m.register_forward_hook(leave))
     was_training = model.training
@@ -135,4 +194,4 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     macs = sum(layer.macs for layer in layers)
     params = sum(p.numel() for p in model.parameters())
     label = name or getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    return Profile(label, resolution, macs, params, peak, layers)
+    return Profile(label, resolution, macs, params, 4 * peak, layers, fp32_weights, int8_weights, peak)

@@ -72,9 +72,22 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         "bbox_regression, cls_logits, anchors); a .pte is always none (ExecuTorch has no NMS kernel)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--target",
+        help="an Arm Ethos-U NPU (ethos-u55-128, ethos-u55-256, ethos-u65-256, ...): an INT8 .pte through "
+        "ExecuTorch's Arm backend and Vela, calibrated on --calibration; prints Vela's SRAM, flash, time",
+    )
 
 
 def export_run(a: argparse.Namespace) -> int:
+    if a.target:
+        from ..deploy.ethosu import export_ethosu_weights
+
+        r = export_ethosu_weights(
+            a.weights, a.output, a.target, a.calibration, a.calibration_size, a.resolution, a.model
+        )
+        print(json.dumps(r.as_dict(), indent=1) if a.json else f"wrote {a.output}\n{r}")
+        return 0
     keep_float = [] if a.keep_float.strip().lower() == "none" else [s.strip() for s in a.keep_float.split(",") if s]
     config = ExportConfig(
         fmt=a.format,

@@ -51,6 +51,12 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, help="input size (default: 224 for classifiers, 320 for detectors)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
     p.add_argument("--layers", action="store_true", help="add a per-layer table")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="add the INT8 memory a microcontroller needs: weights in flash (int8 + int32 bias + fp32 scale per "
+        "channel) and peak activations in RAM (1 byte an element), next to fp32",
+    )
     p.add_argument("--mflops", type=csv_floats, help="budgets in M multiply-adds, e.g. 12,40,140: match each family")
     p.add_argument(
         "--families",
@@ -59,6 +65,11 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
         help="families for --mflops (default: fd_mobilenet,mobilenet_v1,shufflenet_v1)",
     )
     p.add_argument("--groups", type=int, default=3, help="ShuffleNet group count for --mflops")
+    p.add_argument(
+        "--target",
+        help="an Arm Ethos-U NPU (ethos-u55-128, ethos-u65-256, ...): also compile each model with Vela (INT8, "
+        "ExecuTorch's Arm backend) and print its SRAM, flash, operators on the NPU/CPU and estimated time",
+    )
 
 
 def profile_run(a: argparse.Namespace) -> int:
@@ -87,31 +98,72 @@ def profile_run(a: argparse.Namespace) -> int:
             d.update({f"{k}_macs": v for k, v in macs_by_part(p).items() if k != "total"})
         if budget is not None:
             d["budget_mflops"] = budget
+        if a.target:
+            from ..deploy.ethosu import lower_ethosu
+
+            d["vela"] = lower_ethosu(model, res, a.target)[1].as_dict()
         results.append(d)
     if a.json:
         print(json.dumps(results, indent=1))
         return 0
-    print(f"{'model':<24} {'width':>6} {'res':>4} {'MMACs':>9} {'params':>11} {'peak act':>10}")
+    int8_head = f" {'fp32 weights':>12} {'int8 weights':>12} {'int8 act':>10}" if a.int8 else ""
+    print(f"{'model':<24} {'width':>6} {'res':>4} {'MMACs':>9} {'params':>11} {'peak act':>10}{int8_head}")
     for d in results:
         width = f"{d['width']:.4g}" if "width" in d else ""
+        int8 = (
+            f" {_size(d['weight_bytes']):>12} {_size(d['int8_weight_bytes']):>12} "
+            f"{_size(d['int8_peak_activation_bytes']):>10}"
+            if a.int8
+            else ""
+        )
         print(
             f"{d['model']:<24} {width:>6} {d['resolution']:>4} {d['macs'] / 1e6:>9.2f} {d['params']:>11,} "
-            f"{d['peak_activation_bytes'] / 2**20:>8.2f}MiB"
+            f"{d['peak_activation_bytes'] / 2**20:>8.2f}MiB{int8}"
         )
+        if "vela" in d:
+            from ..deploy.ethosu import VelaReport
+
+            print(f"    {VelaReport(**d['vela'])}")
+            ours, theirs = d["int8_peak_activation_bytes"], d["vela"]["sram_bytes"]
+            print(
+                f"    int8 peak activations (ours, no tiling) {_size(ours)} vs Vela's SRAM {_size(theirs)} "
+                f"({(theirs - ours) / ours:+.0%}; benchmarks/mcu/README.md on the difference)"
+            )
         if "backbone_macs" in d:
             print(
                 f"    backbone {d['backbone_macs'] / 1e6:.2f} + extras {d['extras_macs'] / 1e6:.2f} + head "
                 f"{d['head_macs'] / 1e6:.2f} MMACs ({d['num_classes']} classes; box decoding and NMS not counted)"
             )
         if a.layers:
-            print(f"    {'layer':<34} {'type':<12} {'output':<18} {'MMACs':>8} {'params':>9}")
+            extra = f" {'int8 act':>10} {'int8 w':>9}" if a.int8 else ""
+            print(f"    {'layer':<34} {'type':<12} {'output':<18} {'MMACs':>8} {'params':>9}{extra}")
             for layer in d["layers"]:
                 shape = "x".join(str(s) for s in layer["out_shape"][1:])
+                extra = (
+                    f" {_size(layer['activation_elements']) if layer['activation_elements'] else '':>10} "
+                    f"{_size(layer['int8_weight_bytes']):>9}"
+                    if a.int8
+                    else ""
+                )
                 print(
                     f"    {layer['name']:<34} {layer['kind']:<12} {shape:<18} "
-                    f"{layer['macs'] / 1e6:>8.3f} {layer['params']:>9,}"
+                    f"{layer['macs'] / 1e6:>8.3f} {layer['params']:>9,}{extra}"
                 )
+    if a.int8:
+        print(
+            "int8 weights: int8 + int32 bias + fp32 scale per output channel, BatchNorm folded (flash); "
+            "int8 act: the largest set of activations alive at once, 1 byte each (RAM, no tiling)"
+        )
     return 0
+
+
+def _size(n: int) -> str:
+    """Bytes as B, KiB or MiB with 3 significant figures (``256KiB`` style, as ``fit`` takes them)."""
+    if n < 1024:
+        return f"{n}B"
+    if n < 2**20:
+        return f"{n / 1024:.1f}KiB"
+    return f"{n / 2**20:.2f}MiB"
 
 
 def convert_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,82 @@
+"""``fit``: the family, width and resolution that fit a device (INT8 SRAM and flash), ranked by MACs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._args import csv, csv_floats
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def fit_arguments(p: argparse.ArgumentParser) -> None:
+    from ..fit import FIT_FAMILIES, FIT_RESOLUTIONS, FIT_WIDTHS
+
+    p.add_argument("--target", help="a device preset (its SRAM, flash and clock; see --list-targets)")
+    p.add_argument("--list-targets", action="store_true", help="list the device presets with their sources")
+    p.add_argument("--max-sram", help="RAM for INT8 activations: bytes, or 256KiB, 2MiB, 300kB (overrides --target)")
+    p.add_argument("--max-flash", help="flash for INT8 weights: bytes, or 1MiB, 512KiB (overrides --target)")
+    p.add_argument("--max-mmacs", type=float, help="compute budget in M multiply-adds (the papers' MFLOPs)")
+    p.add_argument("--families", type=csv, default=list(FIT_FAMILIES), help="families to search (default: all)")
+    p.add_argument("--widths", type=csv_floats, default=list(FIT_WIDTHS), help="width multipliers to search")
+    p.add_argument("--resolutions", type=_ints, default=list(FIT_RESOLUTIONS), help="input sizes to search")
+    p.add_argument("--top", type=int, default=15, help="rows of the Pareto table to print")
+    p.add_argument("--no-cache", action="store_true", help="profile every candidate again (no cache file)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def fit_run(a: argparse.Namespace) -> int:
+    from ..fit import DEVICES, fit, format_size, limits_for
+
+    if a.list_targets:
+        if a.json:
+            print(json.dumps([vars(d) for d in DEVICES.values()], indent=1))
+            return 0
+        print(f"{'target':<14} {'SRAM':>9} {'flash':>9} {'clock':>8}  device")
+        for d in DEVICES.values():
+            flash = format_size(d.flash) if d.flash else "-"
+            print(f"{d.name:<14} {format_size(d.sram):>9} {flash:>9} {d.clock_mhz:>5}MHz  {d.description}")
+            print(f"{'':<14} source: {d.source}")
+        return 0
+    limits = limits_for(a.target, a.max_sram, a.max_flash, a.max_mmacs)
+    result = fit(limits, a.families, a.widths, a.resolutions, cache=not a.no_cache)
+    if a.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return 0
+    told = []
+    if limits.device:
+        told.append(f"{limits.device.name} ({limits.device.description}, {limits.device.clock_mhz} MHz)")
+    if limits.sram:
+        told.append(f"SRAM {format_size(limits.sram)}")
+    if limits.flash:
+        told.append(f"flash {format_size(limits.flash)}")
+    if limits.mmacs:
+        told.append(f"{limits.mmacs:g} MMACs")
+    print(f"fit: {'; '.join(told)}")
+    print(f"{len(result.fitting)} of {result.searched} candidates fit (INT8: SRAM = peak activations, flash = weights)")
+    if not result.fitting:
+        print("nothing fits: raise a limit or search smaller widths/resolutions (--widths, --resolutions)")
+        return 0
+    from ..fit import binding
+
+    def table(rows, title):
+        print(f"\n{title}")
+        print(f"{'model':<26} {'width':>6} {'res':>4} {'MMACs':>8} {'params':>10} {'SRAM':>9} {'flash':>9}  binds")
+        for c in rows:
+            print(
+                f"{c.name:<26} {c.width:>6g} {c.resolution:>4} {c.macs / 1e6:>8.2f} {c.params:>10,} "
+                f"{format_size(c.sram):>9} {format_size(c.flash):>9}  {binding(c, limits)}"
+            )
+
+    front = result.front
+    more = f" (first {a.top} of {len(front)}; --top)" if len(front) > a.top else ""
+    table(front[: a.top], f"Pareto set: most MACs for the SRAM and flash{more}")
+    table(result.best_per_family.values(), "largest that fits, per family")
+    print(
+        "\nMACs are the accuracy proxy (no latency model: MACs do not predict NPU time; "
+        "`fdmobilenet profile NAME --target ethos-u55-128` asks Vela)"
+    )
+    return 0

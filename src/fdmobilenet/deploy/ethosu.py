@@ -1,0 +1,204 @@
+"""Arm Ethos-U NPUs through ExecuTorch's Arm backend and Arm's Vela compiler: the ``.pte`` to flash, and what
+Vela plans for it (SRAM, flash, operators on the NPU vs the CPU, cycles and time at its clock).
+
+The model is BatchNorm-folded, quantized with ExecuTorch's ``EthosUQuantizer`` (symmetric INT8, per-channel
+weights, per-tensor activations: the scheme ``quantize`` uses with XNNPACK; range equalization is applied
+when photos are given, bias correction is not: it rewrites XNNPACK's graph), lowered to TOSA and compiled
+by Vela. Without photos, random inputs calibrate: the memory and time Vela reports do not depend on the
+values, only the accuracy does. Vela's numbers are its own performance model (no hardware, no FVP).
+
+Needs ``ethos-u-vela`` (``pip install 'fdmobilenet[mcu]'``) and ``tosa-tools`` (TOSA serialization), which
+pins numpy<2.2 on Python < 3.14: install it with ``pip install --no-deps tosa-tools`` (its serializer runs
+on numpy 2.4; it also needs ``ml_dtypes`` and ``flatbuffers``, which ExecuTorch already brings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._utils import atomic_write_bytes, require
+from .fold import fold_batchnorm
+
+ETHOSU_HINT = "pip install 'fdmobilenet[mcu]' and pip install --no-deps tosa-tools (see docs: it pins numpy<2.2)"
+ETHOSU_TARGET = re.compile(r"^ethos-u(55-(32|64|128|256)|65-(256|512)|85-(128|256|512|1024|2048))$")
+
+
+def is_ethosu_target(target: str) -> bool:
+    return bool(ETHOSU_TARGET.match(target.lower()))
+
+
+@dataclass
+class VelaReport:
+    """What Vela planned for one model on one Ethos-U configuration."""
+
+    target: str
+    system_config: str
+    memory_mode: str
+    clock_hz: float
+    sram_bytes: int  # all SRAM Vela uses: the feature-map arena plus weight buffers
+    flash_bytes: int  # weights and command stream, Vela-encoded (off-chip flash, or DRAM on U65)
+    npu_ops: int
+    cpu_ops: int  # operators Vela leaves to the CPU
+    outside_delegate: list[str]  # operators ExecuTorch did not hand to the NPU at all (run by its CPU kernels)
+    cycles: int
+    inference_ms: float
+    macs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        ops = f"{self.npu_ops} on the NPU, {self.cpu_ops} on the CPU"
+        if self.outside_delegate:
+            ops += f", outside the delegate: {', '.join(self.outside_delegate)}"
+        return (
+            f"Vela ({self.target}, {self.system_config}, {self.memory_mode}, {self.clock_hz / 1e6:g} MHz): "
+            f"SRAM {self.sram_bytes / 1024:.1f} KiB, flash {self.flash_bytes / 1024:.1f} KiB, "
+            f"{self.inference_ms:.3f} ms ({self.cycles:,} cycles); operators: {ops}"
+        )
+
+
+def _check_target(target: str) -> str:
+    if not is_ethosu_target(target):
+        raise ValueError(f"unknown Ethos-U target {target!r}; e.g. ethos-u55-128, ethos-u55-256, ethos-u65-256")
+    return target.lower()
+
+
+def _read_summary(out_dir: Path, target: str, log: str) -> dict[str, Any]:
+    found = sorted(out_dir.rglob("out_summary_*.csv"))
+    if not found:
+        raise RuntimeError(f"Vela wrote no summary under {out_dir}")
+    with open(found[0]) as f:
+        row = next(csv.DictReader(f))
+    counts = {k: int(n) for k, n in re.findall(r"^(CPU|NPU) operators = (\d+)", log, re.MULTILINE)}
+    return {
+        "target": target,
+        "system_config": row["system_config"],
+        "memory_mode": row["memory_mode"],
+        "clock_hz": float(row["core_clock"]),
+        "sram_bytes": round(float(row["sram_memory_used"]) * 1024),
+        "flash_bytes": round(
+            1024
+            * max(
+                float(row["off_chip_flash_memory_used"]),
+                float(row["on_chip_flash_memory_used"]),
+                float(row["dram_memory_used"]),
+            )
+        ),
+        "npu_ops": counts.get("NPU", 0),
+        "cpu_ops": counts.get("CPU", 0),
+        "cycles": round(float(row["cycles_total"])),
+        "inference_ms": float(row["inference_time"]) * 1e3,
+        "macs": int(float(row["nn_macs"])),
+    }
+
+
+_NOT_COMPUTE = ("quantize_per", "dequantize_per", "getitem", "executorch_call_delegate")
+
+
+def lower_ethosu(
+    model: nn.Module,
+    resolution: int,
+    target: str = "ethos-u55-128",
+    photos: Sequence[torch.Tensor] = (),
+    equalize: bool = True,
+) -> tuple[bytes, VelaReport]:
+    """The ``.pte`` bytes for ``target`` (INT8, batch 1) and Vela's report; ``photos``: preprocessed
+    calibration batches (none: 4 random inputs, enough for memory and time, not for accuracy)."""
+    target = _check_target(target)
+    require("ethosu.vela", "Ethos-U compilation (Arm's Vela compiler)", ETHOSU_HINT)
+    require("tosa_serializer", "Ethos-U lowering (TOSA serialization, the tosa-tools package)", ETHOSU_HINT)
+    from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
+    from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    folded = fold_batchnorm(model).eval()
+    batches = [x for x in photos if len(x)]
+    if batches and equalize:
+        from .quantize import equalize as equalize_ranges
+
+        equalize_ranges(folded, batches)
+    example = (torch.zeros(1, 3, resolution, resolution),)
+    with tempfile.TemporaryDirectory(prefix="fdm-vela-") as tmp:
+        spec = EthosUCompileSpec(target)
+        spec.dump_intermediate_artifacts_to(tmp)
+        quantizer = EthosUQuantizer(spec).set_global(get_symmetric_quantization_config(is_per_channel=True))
+        graph = torch.export.export(folded, example).module(check_guards=False)
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for x in batches or [torch.randn(1, 3, resolution, resolution) for _ in range(4)]:
+                for one in x.split(1):  # the graph was captured at batch 1
+                    prepared(one)
+        program = torch.export.export(convert_pt2e(prepared), example)
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):  # Vela prints its summary; the CSV beside it has the numbers
+            edge = to_edge_transform_and_lower(program, partitioner=[EthosUPartitioner(spec)])
+        outside = sorted(
+            {
+                str(n.target).split(".")[-2] if "." in str(n.target) else str(n.target)
+                for n in edge.exported_program().graph.nodes
+                if n.op == "call_function" and not any(k in str(n.target) for k in _NOT_COMPUTE)
+            }
+        )
+        report = VelaReport(**_read_summary(Path(tmp), target, log.getvalue()), outside_delegate=outside)
+        return edge.to_executorch().buffer, report
+
+
+def export_ethosu(
+    model: nn.Module,
+    path: str | os.PathLike,
+    resolution: int,
+    target: str = "ethos-u55-128",
+    photos: Sequence[torch.Tensor] = (),
+) -> VelaReport:
+    """Write the Ethos-U ``.pte`` for ``target`` and return what Vela planned for it."""
+    buffer, report = lower_ethosu(model, resolution, target, photos)
+    atomic_write_bytes(path, buffer)
+    return report
+
+
+def vela_available() -> bool:
+    """Whether Vela and TOSA serialization import (the Ethos-U path's optional dependencies)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("ethosu", "tosa_serializer"))
+
+
+def export_ethosu_weights(
+    weights: str | os.PathLike,
+    output: str | os.PathLike,
+    target: str = "ethos-u55-128",
+    calibration: str | os.PathLike | None = None,
+    calibration_size: int = 200,
+    resolution: int | None = None,
+    model_name: str | None = None,
+) -> VelaReport:
+    """``export -o m.pte --target ethos-u55-128``: a weights file as an Ethos-U ``.pte``, calibrated on
+    ``calibration_size`` photos of ``calibration`` (with range equalization, as ``quantize`` does)."""
+    from ..models import build_from_weights
+    from ..preprocess import Preprocess
+    from .metadata import export_metadata
+    from .samples import image_paths, load_batch
+
+    if Path(output).suffix != ".pte":
+        raise ValueError(f"an Ethos-U file is an ExecuTorch .pte; got -o {output}")
+    model, meta = build_from_weights(weights, model_name, resolution)
+    res = resolution or meta.get("resolution", 224)
+    photos: list[torch.Tensor] = []
+    if calibration:
+        pre = Preprocess.from_meta(export_metadata(meta, res, model))
+        photos = list(load_batch(image_paths(calibration, calibration_size, seed=0), pre).split(16))
+    return export_ethosu(model, output, res, target, photos)

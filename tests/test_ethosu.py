@@ -1,0 +1,30 @@
+"""Ethos-U through ExecuTorch's Arm backend and Vela. Skipped unless ethos-u-vela and tosa-tools are installed
+(`pip install 'fdmobilenet[mcu]'` and `pip install --no-deps tosa-tools`); not part of CI."""
+
+import pytest
+
+from fdmobilenet.deploy.ethosu import is_ethosu_target, vela_available
+
+
+def test_targets():
+    assert is_ethosu_target("ethos-u55-128") and is_ethosu_target("Ethos-U65-256")
+    assert not is_ethosu_target("cortex-m7") and not is_ethosu_target("ethos-u55-100")
+
+
+@pytest.mark.skipif(not vela_available(), reason="needs ethos-u-vela and tosa-tools (the mcu extra)")
+def test_vela_plans_fd_mobilenet(tmp_path):
+    import torch
+
+    from fdmobilenet import create_model, profile
+    from fdmobilenet.deploy.ethosu import export_ethosu
+
+    torch.manual_seed(0)
+    model = create_model("fd_mobilenet", width=0.25, num_classes=10)
+    r = export_ethosu(model, tmp_path / "m.pte", 96, "ethos-u55-128")
+    assert (tmp_path / "m.pte").stat().st_size > 1000
+    assert r.npu_ops > 0 and r.cpu_ops == 0 and not r.outside_delegate  # the whole graph on the NPU
+    assert r.clock_hz == 500e6 and r.inference_ms > 0
+    ours = profile(model, 96)
+    # Vela's arena holds at least the activations we count, and its flash the weights (encoded)
+    assert ours.int8_peak_activation_bytes <= r.sram_bytes < 2 * ours.int8_peak_activation_bytes + 64 * 1024
+    assert 0.8 * ours.int8_weight_bytes < r.flash_bytes < 1.5 * ours.int8_weight_bytes + 16 * 1024
