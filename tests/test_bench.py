@@ -133,3 +133,11 @@ def test_plot_has_plain_tick_labels_and_a_legend_beside_the_panels(monkeypatch):
     assert fig.legends and not any(ax.get_legend() for ax in axes)  # one figure legend, outside the panels
     legend_box = fig.legends[0].get_window_extent()
     assert all(legend_box.x0 >= ax.get_window_extent().x1 for ax in axes)
+
+
+def test_int8_caveat_names_the_cpu_instruction_set() -> None:
+    from fdmobilenet.cli.deploy import int8_caveat
+
+    assert "NOT expected to beat fp32" in int8_caveat({"cpu_flags": ["avx2", "fma"]})
+    assert "avx512_vnni" in int8_caveat({"cpu_flags": ["avx2", "avx512_vnni"]})
+    assert "not detected" in int8_caveat({"cpu_flags": []})

@@ -10,7 +10,7 @@ from fdmobilenet.data.folders import scan_folder
 from fdmobilenet.data.images import load_image
 from fdmobilenet.evaluate import evaluate
 from fdmobilenet.preprocess import Preprocess
-from helpers import FLOWERS_MINI, mini_photos
+from helpers import FLOWERS_MINI, mini_photos, run_cli
 
 
 @pytest.mark.parametrize("tag, top1, top5", [("025", 52.0, 70.0), ("050", 56.0, 84.0)])
@@ -202,3 +202,15 @@ def test_help_shows_defaults(command, shown, capsys):
     assert shown in text
     if command == "train":
         assert "without --data, digits" in " ".join(text.split())
+
+
+def test_missing_inputs_and_foreign_formats_are_bad_input(flower_weights, tmp_path, capsys):
+    """A photo path that does not exist is bad input (exit 2), not a failed image (exit 1); a torch .pt2 given
+    to --exported says how to load it instead of an ONNX parse error; errors speak of --exported."""
+    code, _, err = run_cli(capsys, "predict", "--weights", flower_weights, tmp_path / "nope.jpg")
+    assert code == 2 and "nope.jpg does not exist" in err
+    (tmp_path / "m.pt2").write_bytes(b"PK\x03\x04 not onnx")
+    code, _, err = run_cli(capsys, "eval", "--exported", tmp_path / "m.pt2", "--data", tmp_path)
+    assert code == 2 and "torch.export.load" in err and "InvalidProtobuf" not in err
+    code, _, err = run_cli(capsys, "eval", "--data", tmp_path)
+    assert code == 2 and "--exported FILE" in err and "--onnx" not in err

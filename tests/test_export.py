@@ -295,3 +295,15 @@ def test_bad_arguments_get_a_clear_error(args, message, capsys, tmp_path, monkey
         save_weights(create_model("fd_mobilenet_025").state_dict(), tmp_path / "W", {"model": "fd_mobilenet_025"})
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and message in err
+
+
+def test_int8_export_with_low_agreement_warns() -> None:
+    from fdmobilenet.deploy.pipeline import ExportReport
+    from fdmobilenet.deploy.verify import Agreement
+
+    meta = {"model": "fd_mobilenet_025", "resolution": 224, "precision": "int8"}
+    low = ExportReport("x.onnx", "onnx", meta, Agreement(0.5, 0.9, 68.8, 25, 12.0))
+    assert "warning: the INT8 file names the same class as fp32 on only 68.8%" in str(low)
+    fine = ExportReport("x.onnx", "onnx", meta, Agreement(0.5, 0.2, 96.0, 25, 12.0))
+    fp32 = ExportReport("x.onnx", "onnx", {**meta, "precision": "fp32"}, Agreement(0.5, 0.9, 68.8, 25, 12.0))
+    assert "warning" not in str(fine) and "warning" not in str(fp32)

@@ -216,7 +216,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--models",
         help="comma-separated names, name@R for another resolution, FAMILY:MFLOPS for a bare family at the width "
-        f"meeting a budget, e.g. mobilenet_v3_small:40 (default: {bench.DEFAULT_MODELS})",
+        f"meeting a budget, e.g. mobilenet_v3_small:40 (default: {','.join(bench.DEFAULT_MODELS)})",
     )
     p.add_argument(
         "--backends",
@@ -259,6 +259,21 @@ def _bench_specs(a: argparse.Namespace) -> list[tuple[str, int]]:
     return specs
 
 
+def int8_caveat(info: dict) -> str:
+    """Whether INT8 can be expected to run faster than fp32 on this CPU: x86 needs VNNI or AMX int8 dot
+    products (without them, INT8 kernels emulate them and can be slower than fp32: OpenVINO INT8 ShuffleNet
+    0.25x took 5.4-8.7 ms against 1.27 ms fp32 on an AVX2-only CPU)."""
+    fast = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in info["cpu_flags"]]
+    if fast:
+        return f"INT8 rows: this CPU has {', '.join(fast)}, so INT8 kernels can beat fp32 here"
+    if any(f.startswith("avx") for f in info["cpu_flags"]):
+        return (
+            "INT8 rows: this x86 CPU has no VNNI/AMX int8 instructions; INT8 is NOT expected to beat fp32 here "
+            "(its ratios say nothing about CPUs or NPUs that have them)"
+        )
+    return "INT8 rows: INT8 speed depends on this CPU's int8 dot-product support (not detected here)"
+
+
 def bench_run(a: argparse.Namespace) -> int:
     specs = _bench_specs(a)
     backends = bench.select_backends(a.backends)
@@ -277,6 +292,8 @@ def bench_run(a: argparse.Namespace) -> int:
         f"# {info['cpu']} ({', '.join(info['cpu_flags'])}), {a.threads} thread(s), batch {a.batch}; "
         f"torch {info['torch']}, onnxruntime {info['onnxruntime']}, openvino {info['openvino']}; {info['date']}"
     )
+    if any("int8" in r["backend"] for r in rows):
+        print(f"# {int8_caveat(info)}")
     w = max([22, *(len(r["model"]) for r in rows)])
     ratio = lambda r: f"{r['fd_speedup']:>9.2f}x" if "fd_speedup" in r else f"{'-':>10}"  # detectors: none
     if any(r.get("postprocess") for r in rows):

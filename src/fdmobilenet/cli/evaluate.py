@@ -54,11 +54,11 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
 def _load(a: argparse.Namespace):
     if a.onnx:
         if a.weights or a.model or a.resolution:
-            raise ValueError("--onnx runs the exported file as it is: drop --weights, --model and --resolution")
+            raise ValueError("--exported runs the file as it is: drop --weights, --model and --resolution")
         model = open_exported(a.onnx, a.backend, a.threads)
         return model, model.meta, model.transform(), "cpu"
     if not a.weights:
-        raise ValueError("give --weights FILE.safetensors (PyTorch) or --onnx FILE.onnx (exported model)")
+        raise ValueError("give --weights FILE.safetensors (PyTorch) or --exported FILE (.onnx or .pte)")
     model, meta = build_from_weights(a.weights, a.model, a.resolution)
     return model, meta, Preprocess.from_meta(meta, a.resolution).transform(), resolve_device(a.device)
 
@@ -103,7 +103,7 @@ def eval_run(a: argparse.Namespace) -> int:
         print(written_note(report, a.report), file=sys.stderr)
     what = f"the validation split of {a.split}" if a.split else a.data
     if a.json:
-        source = {"onnx": str(a.onnx), "backend": a.backend} if a.onnx else {"weights": str(a.weights)}
+        source = {"exported": str(a.onnx), "backend": a.backend} if a.onnx else {"weights": str(a.weights)}
         per_class = report.as_dict() if report is not None else {}
         print(json.dumps({**r.as_dict(), "model": meta["model"], "data": str(what), **source, **per_class}))
     else:
@@ -150,6 +150,8 @@ def _expand(items: list[str]) -> list[Path]:
             if not found:
                 raise ValueError(f"{item} holds no image files")
             paths += found
+        elif not item.exists():  # a path given on the command line: bad input (exit 2), not a failed image
+            raise FileNotFoundError(f"IMAGE {printable(item)} does not exist; check the path")
         else:
             paths.append(item)
     return paths

@@ -61,7 +61,13 @@ def open_exported(path: str | os.PathLike, backend: str = "ort", threads: int | 
     """An exported file as a classifier (``model(batch) -> logits``): ONNX on ``backend``, or a ``.pte``; a
     detector's file (metadata ``task: detection``) as a detector with the PyTorch SSDLite's contract (a list
     of float CHW images in [0, 1] -> per-image ``{"boxes", "scores", "labels"}``, ``deploy.detector``)."""
-    if Path(path).suffix.lower() == ".pte":
+    suffix = Path(path).suffix.lower()
+    if suffix in (".pt", ".pt2"):  # torch formats are for loading in Python, not for these runtimes
+        raise ValueError(
+            f"{path} is a {suffix} (torch.export / TorchScript) file: load it with torch.export.load or "
+            "torch.jit.load; --exported runs .onnx and .pte files (export -o model.onnx or -o model.pte)"
+        )
+    if suffix == ".pte":
         clf: Any = PteClassifier(path, threads)
     else:
         clf = OnnxClassifier(path, backend, threads)
@@ -72,6 +78,9 @@ def open_exported(path: str | os.PathLike, backend: str = "ort", threads: int | 
     if isinstance(clf, PteClassifier):
         return PteDetector(path, threads, loaded=clf)
     return OnnxDetector(path, backend, threads, loaded=clf)
+
+
+LOW_INT8_AGREEMENT = 90.0  # % top-1 agreement with fp32 below which an INT8 export gets a warning
 
 
 @dataclass
@@ -108,6 +117,13 @@ class ExportReport:
             where = "in the graph" if self.meta["postprocess"] == "graph" else "in Python (fdmobilenet's runner)"
             what += f", box decoding and NMS {where}"
         s = f"wrote {self.path} ({what}): {self.agreement}"
+        agree = self.agreement.top1_agreement_real
+        if self.meta.get("precision") == "int8" and agree is not None and agree < LOW_INT8_AGREEMENT:
+            s += (
+                f"\nwarning: the INT8 file names the same class as fp32 on only {agree:.1f}% of the real photos "
+                f"checked (below {LOW_INT8_AGREEMENT:g}%): expect its accuracy to drop; `fdmobilenet quantize` "
+                "(range equalization + bias correction) keeps closer to fp32, or calibrate on more varied photos"
+            )
         if "fidelity" in self.extra:
             s += "\n" + fidelity_report(self.extra["fidelity"])
         return s

@@ -357,6 +357,8 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
         append_metrics(out, row)
         if run.tb is not None:
             run.tb.log(row, epoch + 1)
+        if row["time_s"] > 5 and epoch + 1 < cfg.epochs:  # curves.png during a long run too (cheap beside it)
+            plot_curves(out)
     extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
     extra = (extra if state.bad_count else "") + (f"  ({score.nbad} unreadable val image(s))" if score.nbad else "")
     left = cfg.epochs - epoch - 1  # the rest of the run at this process's pace so far (validation included)
