@@ -100,3 +100,12 @@ def test_loader_and_resolution_schedule_reach_every_run(tiny_cifar, tmp_path):
     assert len(configs) == 1
     assert (configs[0]["loader"], configs[0]["train_resolution"], configs[0]["resolution"]) == ("gpu", "32,40@2", 40)
     assert json.loads((out / "results.json").read_text())["rows"][0]["top1_mean"] >= 0
+
+
+def test_budgets_beyond_any_published_width_are_refused() -> None:
+    from fdmobilenet._errors import ParameterError
+    from fdmobilenet.train.compare import plan
+
+    with pytest.raises(ParameterError, match="width .* beyond any published width"):
+        plan([140.0], ["fd_mobilenet"], 64, 1)  # 140 MFLOPs at 64 px: width ~3.5
+    assert plan([12.0], ["fd_mobilenet"], 64, 1)[0].width < 2  # within reach: planned

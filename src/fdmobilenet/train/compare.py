@@ -39,6 +39,7 @@ from .config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, TrainConfig, auto_recipe, 
 from .outputs import read_metrics
 from .verdicts import DETECTIONS, MISSING, MISSING_DETECTIONS, describe_split, format_mean_sd, mean_sd, verdicts
 
+MAX_PLAN_WIDTH = 2.0  # widest multiplier a budget may ask for (ShuffleNet's paper goes to 2x)
 SMALL_DATA_SEEDS = 3  # default seeds below the paper recipe's threshold: one small-data run decides nothing
 SMALL_DATA_IMAGES = PAPER_BATCH * MIN_STEPS_PER_EPOCH  # 25,600, where ``auto_recipe`` switches to ``paper``
 
@@ -86,6 +87,12 @@ def plan(
         for fam in families:
             extra = family_kwargs(fam, groups)
             w = solve_width(fam, budget, resolution=resolution, **extra)
+            if w > MAX_PLAN_WIDTH:  # e.g. 140 MFLOPs at 64 px: width 3.55, no such network was ever trained
+                raise ParameterError(
+                    "budgets",
+                    f"`budgets` {budget:g} MFLOPs at {resolution} px needs {fam} at width {w:g} (over "
+                    f"{MAX_PLAN_WIDTH:g}, beyond any published width); lower `budgets` or raise `resolution`",
+                )
             p = profile(create_model(fam, width=w, resolution=resolution, **extra), resolution)
             for seed in range(seeds):
                 jobs.append(Job(fam, budget, w, seed, p.macs, p.params))
