@@ -17,7 +17,7 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
         "COCO json): then SSDLite detectors are compared, budgets being backbone MFLOPs at 224 px",
     )
     p.add_argument(
-        "--budgets", type=csv_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets (default: 12,40,140, the paper's)"
+        "--budgets", type=csv_floats, default=[12.0, 40.0, 140.0], help="MFLOPs budgets (default: 12,40,140)"
     )
     p.add_argument("--families", default=",".join(PAPER_FAMILIES), help="comma-separated families")
     p.add_argument("--groups", type=int, default=3, help="ShuffleNet V1 group count")
