@@ -270,7 +270,7 @@ def test_missing_openvino_names_its_extra(fp32_onnx, monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["eval", "--data", "."], "--weights FILE.safetensors (PyTorch) or --onnx"),
+        (["eval", "--data", "."], "--weights FILE.safetensors (PyTorch) or --exported"),
         (["eval", "--onnx", "nope.onnx", "--data", "."], "nope.onnx does not exist"),
         (["export", "--weights", "W", "-o", "x.onnx", "--int8"], "--int8 needs --calibration DIR"),
         (["export", "--weights", "W", "-o", "x.pt", "--int8", "--calibration", "."], ".onnx (QDQ) or .pte"),
@@ -307,3 +307,16 @@ def test_int8_export_with_low_agreement_warns() -> None:
     fine = ExportReport("x.onnx", "onnx", meta, Agreement(0.5, 0.2, 96.0, 25, 12.0))
     fp32 = ExportReport("x.onnx", "onnx", {**meta, "precision": "fp32"}, Agreement(0.5, 0.9, 68.8, 25, 12.0))
     assert "warning" not in str(fine) and "warning" not in str(fp32)
+
+
+def test_one_vocabulary_for_calibration_photos_and_batch(capsys) -> None:
+    """quantize takes --calibration like export and bench (--data kept as a hidden alias); bench takes
+    --batch-size like every other command (--batch hidden); one calibration-size default."""
+    from fdmobilenet.cli import build_parser
+
+    q = build_parser("quantize").parse_args(["quantize", "--weights", "W", "--calibration", "D", "-o", "x.onnx"])
+    old = build_parser("quantize").parse_args(["quantize", "--weights", "W", "--data", "D", "-o", "x.onnx"])
+    e = build_parser("export").parse_args(["export", "--weights", "W", "-o", "x.onnx"])
+    assert q.data == old.data == "D" and q.calibration_size == e.calibration_size
+    b = build_parser("bench")
+    assert b.parse_args(["bench", "--batch-size", "4"]).batch == b.parse_args(["bench", "--batch", "4"]).batch == 4

@@ -27,6 +27,8 @@ from ._args import positive_int, thread_count
 
 DETECTOR_RESOLUTION = 320  # models.detection.DEFAULT_RESOLUTION (not imported: it loads torchvision's detection)
 
+CALIBRATION_SIZE = 400  # photos sampled for INT8 calibration: one default for export --int8 and quantize
+
 # --- export ---------------------------------------------------------------------------------------
 
 
@@ -48,7 +50,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--keep-fp32", action="store_true", help="with --int8 .onnx: also keep NAME.fp32.onnx")
     p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")
-    p.add_argument("--calibration-size", type=int, default=200, help="images sampled from --calibration")
+    p.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE, help="images sampled from --calibration")
     p.add_argument(
         "--calibration-method",
         choices=CALIBRATION_METHODS,
@@ -121,11 +123,12 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="the fp32 .safetensors file (the teacher)")
     p.add_argument("--model", help="registered model name (default: the one stored with the weights)")
     p.add_argument(
-        "--data",
-        required=True,
+        "--calibration",
+        dest="data",
         help="folder of photos like the ones the model will see (searched recursively; labels not needed, "
-        "other classes are fine): Imagenette's photos do for the ImageNet weights",
+        "other classes are fine): Imagenette's photos do for the ImageNet weights; the same flag as export's",
     )
+    p.add_argument("--data", dest="data", help=argparse.SUPPRESS)  # its former name, kept for one release
     p.add_argument("-o", "--output", required=True, help="INT8 file: .onnx (QDQ) or .pte (ExecuTorch, XNNPACK)")
     p.add_argument(
         "--epochs",
@@ -135,7 +138,9 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
         "with range equalization and bias correction, which held best on photos of other classes "
         "(benchmarks/int8/fidelity.md)",
     )
-    p.add_argument("--calibration-size", type=positive_int, default=400, help="photos to calibrate on (--epochs 0)")
+    p.add_argument(
+        "--calibration-size", type=positive_int, default=CALIBRATION_SIZE, help="photos to calibrate on (--epochs 0)"
+    )
     p.add_argument("--no-equalize", action="store_true", help="--epochs 0: skip cross-layer range equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="--epochs 0: skip the per-layer bias correction")
     p.add_argument(
@@ -179,6 +184,8 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def quantize_run(a: argparse.Namespace) -> int:
+    if not a.data:
+        raise ValueError("give --calibration DIR: photos like the ones the model will see (labels not needed)")
     cfg = QatConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed, loss=a.loss,
                     train_classifier=not a.freeze_classifier)  # fmt: skip
     float_layers = [] if a.float_layers.strip().lower() == "none" else a.float_layers.split(",")
@@ -225,7 +232,8 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
         "the ort wrapper must match)",
     )
     p.add_argument("--threads", type=thread_count, default=1, help="intra-op threads of every runtime")
-    p.add_argument("--batch", type=int, default=1, help="images per call")
+    p.add_argument("--batch-size", dest="batch", type=int, default=1, help="images per call")
+    p.add_argument("--batch", dest="batch", type=int, help=argparse.SUPPRESS)  # its former name, for one release
     p.add_argument(
         "--resolution", type=int, help="input size for models without @R (default: 224, detectors (ssdlite_*) 320)"
     )
@@ -238,7 +246,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _bench_specs(a: argparse.Namespace) -> list[tuple[str, int]]:
-    for flag, v, lo in (("--threads", a.threads, 1), ("--batch", a.batch, 1), ("--runs", a.runs, 1)):
+    for flag, v, lo in (("--threads", a.threads, 1), ("--batch-size", a.batch, 1), ("--runs", a.runs, 1)):
         if v < lo:
             raise ValueError(f"{flag} must be >= {lo}, got {v}")
     if a.warmup < 0:
