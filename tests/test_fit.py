@@ -25,7 +25,7 @@ def test_presets_have_sources_and_flags_override_them():
     assert all(d.source and d.clock_mhz > 0 and d.sram for d in DEVICES.values())
     lim = limits_for("ethos-u55-128", max_sram="128KiB")
     assert (lim.sram, lim.flash, lim.device.name) == (128 * 1024, DEVICES["ethos-u55-128"].flash, "ethos-u55-128")
-    with pytest.raises(ValueError, match="unknown target"):
+    with pytest.raises(ValueError, match="unknown `target`"):
         limits_for("cortex-m99")
     with pytest.raises(ValueError, match="at least one"):
         limits_for()

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import __version__
+from ._errors import ParameterError
 from ._utils import atomic_write_bytes
 
 
@@ -263,7 +264,7 @@ def limits_for(
     device = None
     if target is not None:
         if target not in DEVICES:
-            raise ValueError(f"unknown target {target!r}; one of {', '.join(DEVICES)} (fit --list-targets)")
+            raise ParameterError("target", f"unknown `target` {target!r}; one of {', '.join(DEVICES)} (`list_targets`)")
         device = DEVICES[target]
     sram = parse_size(max_sram) if max_sram is not None else (device.sram if device else None)
     flash = parse_size(max_flash) if max_flash is not None else (device.flash if device else None)

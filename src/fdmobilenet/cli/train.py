@@ -13,8 +13,8 @@ from .. import _schema
 from .._errors import NamesParameters
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
+from ..train.choose import model_for_data
 from ..train.config import FIELDS, SECTIONS, check_fields
-from ..train.tasks import model_for_data
 from . import flag_of
 
 _HINTS = typing.get_type_hints(TrainConfig)

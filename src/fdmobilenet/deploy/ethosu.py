@@ -31,7 +31,7 @@ from torch import nn
 from .._utils import atomic_write_bytes, require
 from .fold import fold_batchnorm
 
-ETHOSU_HINT = "pip install 'fdmobilenet[mcu]' and pip install --no-deps tosa-tools (see docs: it pins numpy<2.2)"
+ETHOSU_HINT = "pip install 'fdmobilenet[mcu]', then tosa-tools with pip's no-deps option (it pins numpy<2.2)"
 ETHOSU_TARGET = re.compile(r"^ethos-u(55-(32|64|128|256)|65-(256|512)|85-(128|256|512|1024|2048))$")
 
 

@@ -63,9 +63,10 @@ def open_exported(path: str | os.PathLike, backend: str = "ort", threads: int | 
     of float CHW images in [0, 1] -> per-image ``{"boxes", "scores", "labels"}``, ``deploy.detector``)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".pt", ".pt2"):  # torch formats are for loading in Python, not for these runtimes
-        raise ValueError(
+        raise ParameterError(
+            "exported",
             f"{path} is a {suffix} (torch.export / TorchScript) file: load it with torch.export.load or "
-            "torch.jit.load; --exported runs .onnx and .pte files (export -o model.onnx or -o model.pte)"
+            "torch.jit.load; `exported` files are .onnx or .pte (export with -o model.onnx or -o model.pte)",
         )
     if suffix == ".pte":
         clf: Any = PteClassifier(path, threads)

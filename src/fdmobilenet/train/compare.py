@@ -488,10 +488,10 @@ def _detector_sections(summary: list[dict[str, Any]], fams, budgets, how: str, n
     main_rows = [r for r in summary if "+" not in r["family"]]
     if all(r["backbone_weights"] == "scratch" for r in main_rows):
         lines += [
-            "**BACKBONES FROM SCRATCH**: no backbone weights were given (`--backbones`), so every detector's backbone "
-            "starts from random weights. The paper's comparison pretrains every backbone the same way (e.g. "
-            "`fdmobilenet compare` on ImageNet or Imagenette, then `--backbones` that folder); these numbers measure "
-            "the architectures trained on this data alone.",
+            "**BACKBONES FROM SCRATCH**: no backbone weights were given (compare's backbones option), so every "
+            "detector's backbone starts from random weights. The paper's comparison pretrains every backbone the "
+            "same way (e.g. a classification compare on ImageNet or Imagenette, then its folder as the backbones); "
+            "these numbers measure the architectures trained on this data alone.",
             "",
         ]
     else:

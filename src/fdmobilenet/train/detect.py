@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +33,7 @@ from .config import TrainConfig
 from .distributed import Dist
 from .inputs import Data, Loaders, StopSafeLoader, _ignore_stop_signals
 from .optim import model_kwargs
-from .tasks import Log, Score, Task
-
-if TYPE_CHECKING:
-    from .engine import Run
+from .tasks import Log, Run, Score, Task
 
 # settings a detection run cannot honour: refused rather than silently ignored
 _CLASSIFICATION_ONLY = {

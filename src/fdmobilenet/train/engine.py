@@ -31,6 +31,7 @@ from .._errors import StoppedError
 from .._progress import Progress
 from .._utils import write_if_changed
 from .checkpoint import TrainState, open_out, restore, run_lock, save_checkpoint
+from .choose import task_for
 from .config import (
     EXIT_DIVERGED,
     WARMUP_MAX_FRACTION,
@@ -46,7 +47,7 @@ from .inputs import Data, Loaders
 from .mixing import BatchMix
 from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
 from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
-from .tasks import Task, task_for
+from .tasks import Task
 
 
 class Diverged(StoppedError):

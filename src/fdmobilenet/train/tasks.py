@@ -8,17 +8,15 @@ checks, checkpoints, metrics and resume — so a detector trains with the same g
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._errors import ParameterError
 from ..classreport import write_predictions
 from ..evaluate import EvalResult, evaluate_models
 from .config import TrainConfig
@@ -28,8 +26,7 @@ from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
 from .optim import build_model
 from .outputs import write_run_report
 
-if TYPE_CHECKING:
-    from .engine import Run
+Run = Any  # the engine's Run (engine.py imports the tasks, so they name it loosely)
 
 Log = Callable[..., None]
 
@@ -142,36 +139,3 @@ def _gather_predictions(run: Run, r: EvalResult) -> tuple[np.ndarray, np.ndarray
     index, targets, preds = (np.concatenate([p[k] for p in parts]) for k in range(3))
     order = np.argsort(index, kind="stable")
     return index[order], targets[order], preds[order]
-
-
-def model_for_data(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
-    """The data decides the task: a classifier name given with photos of boxes becomes its SSDLite detector
-    (``fd_mobilenet_050`` -> ``ssdlite_fd_mobilenet_050``), and the log says so; a detector given class
-    folders is refused."""
-    from ..data.detection import is_detection_data
-    from ..models._registry import is_model, model_task
-
-    if cfg.data is None:
-        return cfg, None
-    boxes, task = is_detection_data(cfg.data), model_task(cfg.model)
-    if boxes and task == "classification":
-        detector = f"ssdlite_{cfg.model}"
-        if not is_model(detector):
-            raise ParameterError("model", f"{cfg.data} holds boxes, and `model` {cfg.model} has no detector")
-        return dataclasses.replace(cfg, model=detector), f"{cfg.data} holds boxes: training the detector {detector}"
-    if not boxes and task == "detection":
-        raise ParameterError(
-            "data", f"`model` {cfg.model} is a detector, but {cfg.data} has no VOC/COCO annotations: give one that has"
-        )
-    return cfg, None
-
-
-def task_for(cfg: TrainConfig) -> Task:
-    """The task of ``cfg.model``: detectors (``ssdlite_*``) detect, everything else classifies."""
-    from ..models._registry import model_task
-
-    if model_task(cfg.model) == "detection":
-        from .detect import DetectionTask
-
-        return DetectionTask()
-    return ClassificationTask()
