@@ -16,7 +16,7 @@ import pytest
 
 from fdmobilenet.cli import main
 from fdmobilenet.data.packed import prepare
-from fdmobilenet.train import make_config, optim, resolution_schedule, train_resolution_at
+from fdmobilenet.train import make_config, optim, resolution_schedule, tasks, train_resolution_at
 from helpers import (
     RESUME_ARGS,
     assert_same_weights,
@@ -147,7 +147,7 @@ def test_train_resolution_reaches_the_network_and_evaluation_stays_put(
         )
         return model
 
-    monkeypatch.setattr(optim, "build_model", recording)
+    monkeypatch.setattr(tasks, "build_model", recording)  # what the classification task builds with
     pick = ["--in-memory"] if loader == "memory" else ["--loader", loader]
     args = ["--data", str(cifar), *RESUME_ARGS, *SMALL, "--resolution", "40", "--train-resolution", "32,48@2"]
     assert main(["train", *args, *pick, "--out", str(tmp_path / "run")]) == 0
