@@ -307,6 +307,11 @@ def test_int8_export_with_low_agreement_warns() -> None:
     fine = ExportReport("x.onnx", "onnx", meta, Agreement(0.5, 0.2, 96.0, 25, 12.0))
     fp32 = ExportReport("x.onnx", "onnx", {**meta, "precision": "fp32"}, Agreement(0.5, 0.9, 68.8, 25, 12.0))
     assert "warning" not in str(fine) and "warning" not in str(fp32)
+    from fdmobilenet.deploy.verify import DetectionAgreement  # a detector's check has no top-1 agreement
+
+    det_meta = {**meta, "precision": "fp32", "task": "detection", "postprocess": "graph"}
+    fields = {f: 0 for f in DetectionAgreement.__dataclass_fields__}
+    assert "NMS in the graph" in str(ExportReport("d.onnx", "onnx", det_meta, DetectionAgreement(**fields)))
 
 
 def test_one_vocabulary_for_calibration_photos_and_batch(capsys) -> None:

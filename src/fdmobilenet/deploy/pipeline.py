@@ -118,7 +118,7 @@ class ExportReport:
             where = "in the graph" if self.meta["postprocess"] == "graph" else "in Python (fdmobilenet's runner)"
             what += f", box decoding and NMS {where}"
         s = f"wrote {self.path} ({what}): {self.agreement}"
-        agree = self.agreement.top1_agreement_real
+        agree = getattr(self.agreement, "top1_agreement_real", None)  # a detector's check has none
         if self.meta.get("precision") == "int8" and agree is not None and agree < LOW_INT8_AGREEMENT:
             s += (
                 f"\nwarning: the INT8 file names the same class as fp32 on only {agree:.1f}% of the real photos "
