@@ -214,3 +214,21 @@ def test_missing_inputs_and_foreign_formats_are_bad_input(flower_weights, tmp_pa
     assert code == 2 and "torch.export.load" in err and "InvalidProtobuf" not in err
     code, _, err = run_cli(capsys, "eval", "--data", tmp_path)
     assert code == 2 and "--exported FILE" in err and "--onnx" not in err
+
+
+def test_predict_never_writes_over_a_photo_and_csv_cells_are_not_formulas(tmp_path, capsys):
+    from fdmobilenet.weights import save_weights
+
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(mini_photos(1)[0], photo)
+    before = photo.read_bytes()
+    weights = tmp_path / "w.safetensors"
+    names = ['=HYPERLINK("http://x","y")', "+b", "-c", "@d", "e"]
+    meta = {"model": "fd_mobilenet_025", "num_classes": 5, "class_names": names, **Preprocess(64).to_meta()}
+    save_weights(create_model("fd_mobilenet_025", num_classes=5).state_dict(), weights, meta)
+    code, _, err = run_cli(capsys, "predict", "--weights", weights, photo, "-o", photo)
+    assert code == 2 and "is one of the input photos" in err and photo.read_bytes() == before
+    code, _, err = run_cli(capsys, "predict", "--weights", weights, photo, "-o", tmp_path / "p.csv", "--topk", 5)
+    assert code == 0, err
+    cells = [c for row in (tmp_path / "p.csv").read_text().splitlines()[1:] for c in row.split(",")]
+    assert not any(c.lstrip('"')[:1] in ("=", "+", "-", "@") for c in cells)

@@ -14,6 +14,7 @@ from ..classreport import (
     ClassReport,
     check_report_dir,
     class_report,
+    csv_cell,
     printable,
     render_table,
     write_report,
@@ -165,6 +166,8 @@ def predict_run(a: argparse.Namespace) -> int:
     paths = _expand(a.images)
     preds = predict(model, paths, tf, names, a.topk, a.batch_size, a.workers, device)
     out = a.out or ("-" if not a.json and any(Path(i).is_dir() for i in a.images) else None)
+    if out and out != "-" and any(Path(out).resolve() == p.resolve() for p in paths):
+        raise ValueError(f"-o {printable(out)} is one of the input photos: give another file, it would be replaced")
     if out:
         errors = _write_csv(preds, a.topk, out)
     elif a.json:
@@ -176,11 +179,11 @@ def predict_run(a: argparse.Namespace) -> int:
         for p in preds:
             if p.error:
                 errors += 1
-                print(f"{p.path}: ERROR {p.error}", file=sys.stderr)
+                print(f"{printable(p.path)}: ERROR {printable(p.error)}", file=sys.stderr)
                 continue
-            print(p.path)
+            print(printable(p.path))
             for name, prob in p.top:
-                print(f"  {prob * 100:6.2f}%  {name}")
+                print(f"  {prob * 100:6.2f}%  {printable(name)}")
     return 1 if errors else 0
 
 
@@ -191,12 +194,12 @@ def _write_csv(preds, topk: int, out: str) -> int:
     w.writerow(["path", *[f"{c}{r}" for r in range(1, topk + 1) for c in ("class", "index", "prob")], "error"])
     errors = 0
     for p in preds:
-        ranks = [(n, i, f"{v:.6f}") for (n, v), i in zip(p.top, p.index)] if p.top else []
+        ranks = [(csv_cell(n), i, f"{v:.6f}") for (n, v), i in zip(p.top, p.index)] if p.top else []
         cells = [x for r in ranks for x in r] + [""] * 3 * (topk - len(ranks))
-        w.writerow([p.path, *cells, p.error or ""])
+        w.writerow([csv_cell(p.path), *cells, csv_cell(p.error or "")])  # a spreadsheet runs no cell of ours
         if p.error:
             errors += 1
-            print(f"{p.path}: ERROR {p.error}", file=sys.stderr)
+            print(f"{printable(p.path)}: ERROR {printable(p.error)}", file=sys.stderr)
     if out != "-":
         atomic_write_bytes(out, buf.getvalue().encode())
         print(f"wrote {out}", file=sys.stderr)
