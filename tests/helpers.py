@@ -164,3 +164,25 @@ def bad_corpus(root: Path) -> tuple[Path, list[Path]]:
     bad[2].write_bytes(good[: len(good) // 2])
     Image.new("1", (9000, 8000)).save(bad[3])  # 72 Mpixel: over the decompression-bomb limit
     return root, bad
+
+
+# hostile-input tests (test_hostile*.py): a tiny run and the CLI's one-line error style
+TINY = [
+    "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8", "--lr", "0.05", "--lr-base-batch", "8",
+    "--val-split", "0.2", "--deterministic", "--seed", "1", "--threads", "1", "--workers", "0",
+]  # fmt: skip
+
+
+def one_line_error(err: str, *names: str) -> None:
+    """The CLI's error style: no traceback, one ``fdmobilenet CMD: error:`` line naming what is wrong."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    for n in names:
+        assert n in lines[0], (n, err)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
+    """``run_cli`` keeping what the hostile-input tests check: (exit code, stderr)."""
+    code, _, err = run_cli(capsys, *argv)
+    return code, err

@@ -26,27 +26,18 @@ from fdmobilenet.deploy.samples import image_paths
 from fdmobilenet.models import create_model
 from fdmobilenet.preprocess import Preprocess
 from fdmobilenet.weights import save_weights
-from helpers import SRC, assert_same_weights, cifar_subset, env, metrics, run_cli, shared_path, train_cmd
-
-TINY = [
-    "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8", "--lr", "0.05", "--lr-base-batch", "8",
-    "--val-split", "0.2", "--deterministic", "--seed", "1", "--threads", "1", "--workers", "0",
-]  # fmt: skip
-
-
-def one_line_error(err: str, *names: str) -> None:
-    """The CLI's error style: no traceback, one ``fdmobilenet CMD: error:`` line naming what is wrong."""
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(lines) == 1, err
-    for n in names:
-        assert n in lines[0], (n, err)
-
-
-def run(capsys, *argv: str) -> tuple[int, str]:
-    """``run_cli`` keeping what these tests check: (exit code, stderr)."""
-    code, _, err = run_cli(capsys, *argv)
-    return code, err
+from helpers import (
+    SRC,
+    TINY,
+    assert_same_weights,
+    cifar_subset,
+    env,
+    metrics,
+    one_line_error,
+    run,
+    shared_path,
+    train_cmd,
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,26 +16,7 @@ from PIL import Image
 from fdmobilenet.cli import main
 from fdmobilenet.models import create_model
 from fdmobilenet.weights import save_weights
-from helpers import cifar_subset, run_cli
-
-TINY = [
-    "--model", "fd_mobilenet_025", "--resolution", "32", "--batch-size", "8", "--lr", "0.05", "--lr-base-batch", "8",
-    "--val-split", "0.2", "--deterministic", "--seed", "1", "--threads", "1", "--workers", "0",
-]  # fmt: skip
-
-
-def one_line_error(err: str, *names: str) -> None:
-    """The CLI's error style: no traceback, one ``fdmobilenet CMD: error:`` line naming what is wrong."""
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(lines) == 1, err
-    for n in names:
-        assert n in lines[0], (n, err)
-
-
-def run(capsys, *argv: object) -> tuple[int, str]:
-    code, _, err = run_cli(capsys, *argv)
-    return code, err
+from helpers import TINY, cifar_subset, one_line_error, run, run_cli
 
 
 def peak_mb() -> float:
