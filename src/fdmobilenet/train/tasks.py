@@ -9,7 +9,7 @@ checks, checkpoints, metrics and resume — so a detector trains with the same g
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class Score:
     row: dict[str, float]  # its metrics.jsonl columns
     text: str  # its part of the epoch's log line
     nbad: int = 0  # unreadable validation files
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:
@@ -59,9 +58,6 @@ class Task:
 
     def build_model(self, cfg: TrainConfig, classes: list[str], log: Log, load_pretrained: bool) -> nn.Module:
         raise NotImplementedError
-
-    def setup(self, run: Run) -> None:
-        """Per-run state built after the model (criterion, mixing, teacher)."""
 
     def loss(self, run: Run, x: Any, y: Any, micro_batch: int) -> torch.Tensor:
         raise NotImplementedError
