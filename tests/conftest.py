@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import shared_path
+from fdmobilenet.cli import main
+from helpers import TINY, cifar_subset, shared_path
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +26,13 @@ def official_weights(tmp_path_factory) -> dict[str, Path]:
         paths[tag] = out / f"fd_mobilenet_{tag}.safetensors"
         convert(shared_path(f"weights/official/{src}"), paths[tag])
     return paths
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """40 CIFAR images (4 per class) and a finished 1-epoch run on them (the hostile-input tests)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    data = cifar_subset(tmp / "data", per_class=4)
+    out = tmp / "done"
+    assert main(["train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    return data, out

@@ -41,16 +41,6 @@ from helpers import (
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """40 CIFAR images (4 per class) and a finished 1-epoch run on them."""
-    tmp = tmp_path_factory.mktemp("tiny")
-    data = cifar_subset(tmp / "data", per_class=4)
-    out = tmp / "done"
-    assert main(["train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(out)]) == 0
-    return data, out
-
-
-@pytest.fixture(scope="module")
 def official_025_src() -> Path:
     return shared_path("weights/official/0.25x-FDMobileNet-224.pth.tar")
 

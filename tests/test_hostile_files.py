@@ -23,16 +23,6 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """40 CIFAR images (4 per class) and a finished 1-epoch run on them."""
-    tmp = tmp_path_factory.mktemp("tiny")
-    data = cifar_subset(tmp / "data", per_class=4)
-    out = tmp / "done"
-    assert main(["train", "--data", str(data), *TINY, "--epochs", "1", "--out", str(out)]) == 0
-    return data, out
-
-
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
     img = tmp_path / "a.png"
