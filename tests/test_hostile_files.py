@@ -339,3 +339,20 @@ def test_class_names_with_control_characters_are_refused_at_load(
     assert code == 2
     one_line_error(err, str(path), "class_names[0]")
     assert not any(c in out + err for c in "\x1b\x07\u202e") and "FAKE-LINE" not in out
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch) -> None:
+    """write() and fsync() raise ENOSPC without a file name: the error names the file, no temp file is left."""
+    import errno
+    import os
+
+    from fdmobilenet._utils import atomic_write_bytes
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(tmp_path / "report.csv", b"x")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "report.csv")
+    assert list(tmp_path.iterdir()) == []
