@@ -356,3 +356,19 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch) -> None
         atomic_write_bytes(tmp_path / "report.csv", b"x")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "report.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_removes_its_own_orphan_temp_files_only(tmp_path, capsys) -> None:
+    """A killed export leaves ``.fdm-tmp.NAME.*.tmp`` beside its output: the next export to that file removes
+    it; another program's temp file is kept."""
+    from fdmobilenet.preprocess import Preprocess
+
+    weights = tmp_path / "w.safetensors"
+    meta = {"model": "fd_mobilenet_025", "num_classes": 3, "class_names": ["a", "b", "c"], **Preprocess(64).to_meta()}
+    save_weights(create_model("fd_mobilenet_025", num_classes=3).state_dict(), weights, meta)
+    ours, theirs = tmp_path / ".fdm-tmp.m.onnx.abc123.tmp", tmp_path / "m.onnx.download.tmp"
+    ours.write_bytes(b"half")
+    theirs.write_bytes(b"keep")
+    code, _, err = run_cli(capsys, "export", "--weights", weights, "-o", tmp_path / "m.onnx", "--resolution", 64)
+    assert code == 0, err
+    assert not ours.exists() and theirs.read_bytes() == b"keep" and (tmp_path / "m.onnx").is_file()

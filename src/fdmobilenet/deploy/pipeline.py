@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._errors import ParameterError, ParameterPathError
-from .._utils import require
+from .._utils import remove_orphan_temps, require
 from ..models import build_from_weights
 from ..preprocess import Preprocess, train_transform
 from .executorch import PteClassifier, export_pte, export_quantized_pte
@@ -229,6 +229,7 @@ def export_weights(
     res = c.resolution or meta.get("resolution", 224)
     meta = {**meta, "source_weights": Path(weights).name}
     out = Path(output)
+    remove_orphan_temps(out.parent, out.name)  # of a killed export to the same file (ours only: .fdm-tmp.*)
     if meta.get("task") == "detection" or hasattr(model, "forward_network"):
         from .detector import export_detector  # torchvision: only for detectors
 
