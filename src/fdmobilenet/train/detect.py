@@ -129,16 +129,14 @@ class DetectionTask(Task):
         """The detector for ``classes``; ``pretrained`` is a classifier's weights (the backbone starts from
         them) or a detector's (all of it, the head too when the classes match)."""
         pretrained = cfg.pretrained if load_pretrained else None
-        anchors = self.anchors
-        if cfg.pretrained and is_detector_meta(read_pretrained(cfg.pretrained)[1]):  # its head means its anchors
-            anchors = {}
+        whole = bool(cfg.pretrained) and is_detector_meta(read_pretrained(cfg.pretrained)[1])  # read once
+        anchors = {} if whole else self.anchors  # a detector's head means its own anchors
         model = create_model(
             cfg.model, num_classes=len(classes), resolution=cfg.resolution, pretrained=pretrained or False,
             **model_kwargs(cfg), **anchors,
         )  # fmt: skip
         if pretrained:
-            _, meta, _ = read_pretrained(pretrained)
-            if not is_detector_meta(meta):
+            if not whole:
                 what = "its backbone; extra layers and head start from scratch"
             elif model.pretrained_cfg.get("reinitialised"):
                 what = f"a detector of other classes: class head re-initialised for {len(classes)} classes"
