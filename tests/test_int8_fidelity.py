@@ -106,13 +106,84 @@ def test_bias_correction_takes_out_the_mean_shift_and_float_layers_stay_float():
 
     plain, _ = shift(PtqConfig(equalize=False, bias_correction=False))
     # corrected, with the stem and the classifier kept fp32: their weights are plain float parameters
-    corrected, q = shift(PtqConfig(equalize=False, float_layers=("stem", "classifier")))
+    corrected, q = shift(PtqConfig(equalize=False, rounding_steps=0, float_layers=("stem", "classifier")))
     assert corrected < 0.5 * plain
     convs = [n for n in q.graph.nodes if n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)]
     dequantized = ["dequantize" in str(n.args[1].target) for n in convs]
     assert dequantized[0] is False and dequantized[-1] is False and all(dequantized[1:-1])
     with pytest.raises(ValueError, match="observer"):
         PtqConfig(observer="percentile")
+
+
+def _int8_weights(q: torch.fx.GraphModule) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(int8 weights, per-channel scales) of every re-roundable layer of a converted graph."""
+    per_channel = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    out = []
+    for n in q.graph.nodes:
+        if n.op == "call_function" and n.target == per_channel:
+            w, s = (getattr(q, str(a.target)) for a in n.args[:2])
+            out.append((w.clone(), s.clone()))
+    return out
+
+
+@pytest.mark.parametrize("groups", [1, 16])
+def test_adaround_fits_a_layer_better_than_rounding_to_nearest_on_new_inputs(groups):
+    import torch.nn.functional as F
+
+    from fdmobilenet.deploy.quantize import round_weights
+
+    torch.manual_seed(0)
+    out_ch = 32 if groups == 1 else 16
+    w = torch.randn(out_ch, 16 // groups, 3, 3) * torch.rand(out_ch, 1, 1, 1)
+    b = torch.randn(out_ch) * 0.1
+
+    def inputs(n):  # like a photo's features: neighbouring pixels and channels move together
+        smooth = F.avg_pool2d(torch.randn(n, 4, 14, 14), 5, 1)
+        mix = torch.randn(16, 4, 1, 1)
+        return torch.relu(F.conv2d(smooth, mix) + 0.1 * torch.randn(n, 16, 10, 10))
+
+    x_fit, x_new = inputs(64), inputs(64)
+
+    def layer(x, weight):
+        return F.conv2d(x, weight, b, 1, 1, 1, groups)
+
+    scale = w.abs().flatten(1).amax(1).view(-1, 1, 1, 1) / 127
+    ints = round_weights(layer, w, scale, x_fit, layer(x_fit, w), steps=300, relu=True)
+    nearest = (w / scale).round()
+    assert ints.abs().max() <= 127 and torch.equal(ints, ints.round())
+    assert (ints - nearest).abs().max() <= 1 and (ints != nearest).any()
+
+    def err(k):
+        return (F.relu(layer(x_new, k * scale)) - F.relu(layer(x_new, w))).pow(2).mean().item()
+
+    assert err(ints) < 0.8 * err(nearest)  # 0.74 and 0.5 when written
+
+
+def test_rerounding_keeps_the_files_format_and_the_network_close():
+    from fdmobilenet.deploy.quantize import calibrate
+
+    model = _net()
+    calib, other = _photos(32), _photos(32, seed=5)
+    with torch.no_grad():
+        ref = model(other)
+
+    def build(steps):
+        return calibrate(model, calib.split(16), RES, PtqConfig(equalize=False, rounding_steps=steps))
+
+    nearest, rerounded = build(0), build(100)
+    before, after = _int8_weights(nearest), _int8_weights(rerounded)
+    assert len(before) == len(after) == 24
+    changed = 0
+    for (w0, s0), (w1, s1) in zip(before, after):  # the quantizer's scales, int8 at most one step off
+        assert w1.dtype == torch.int8 and torch.equal(s0, s1)
+        assert (w1.int() - w0.int()).abs().max() <= 1
+        changed += bool((w1 != w0).any())
+    assert changed > 12
+    with torch.no_grad():
+        out = rerounded(other)
+    assert (out - ref).pow(2).mean() < 0.02 * ref.var() and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="rounding_steps"):
+        PtqConfig(rounding_steps=-1)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +203,7 @@ def test_quantize_reports_fidelity_on_other_classes_or_says_it_did_not(weights, 
     out = tmp_path / "q.onnx"
     code, stdout, err = run_cli(capsys, "quantize", "--weights", weights, "--data", data, "-o", out,
                                 "--calibration-size", 12, "--fidelity-data", other, "--fidelity-size", 8,
-                                "--opset", 13)  # fmt: skip
+                                "--opset", 13, "--rounding-steps", 20)  # fmt: skip
     assert code == 0, err
     assert "INT8 vs fp32 on photos of other classes: agreement" in stdout
     assert "other:other" in stdout and "held-out" in stdout and "altered" in stdout
@@ -141,6 +212,7 @@ def test_quantize_reports_fidelity_on_other_classes_or_says_it_did_not(weights, 
 
     how = open_exported(out).meta["quantization"]
     assert how["method"] == "ptq" and how["equalize"] and how["bias_correction"] and how["images"] == 12
+    assert how["rounding_steps"] == 20
     # without photos of other classes the report says so, and shows what it did measure
     text = fidelity_report(
         {

@@ -111,7 +111,7 @@ def test_quantize_distills_into_an_int8_onnx_and_calibrates_a_pte(weights, tmp_p
         out = tmp_path / f"q{suffix}"
         code, stdout, err = run_cli(capsys, "quantize", "--weights", weights, "--data", data, "-o", out,
                                     "--epochs", epochs, "--batch-size", "8", "--verify-data", verify, "--json",
-                                    "--opset", "13")  # fmt: skip
+                                    "--opset", "13", "--rounding-steps", "30")  # fmt: skip
         assert code == 0, err
         row = json.loads(stdout)
         assert row["format"] == f"{'onnx' if suffix == '.onnx' else 'executorch'}-int8"

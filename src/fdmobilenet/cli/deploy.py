@@ -135,7 +135,7 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="passes of quantization-aware distillation over --data; 0 (default) = post-training calibration "
-        "with range equalization and bias correction, which held best on photos of other classes "
+        "with range equalization, re-rounded weights and bias correction, which held best on photos of other classes "
         "(benchmarks/int8/fidelity.md)",
     )
     p.add_argument(
@@ -143,6 +143,13 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-equalize", action="store_true", help="--epochs 0: skip cross-layer range equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="--epochs 0: skip the per-layer bias correction")
+    p.add_argument(
+        "--rounding-steps",
+        type=int,
+        default=dp.rounding_steps,
+        help="--epochs 0: AdaRound steps per layer that re-round the INT8 weights to reproduce each layer's fp32 "
+        "output; 0 rounds to nearest (faster, less faithful)",
+    )
     p.add_argument(
         "--observer", choices=OBSERVERS, default=dp.observer, help="--epochs 0: how activation ranges are chosen"
     )
@@ -193,6 +200,7 @@ def quantize_run(a: argparse.Namespace) -> int:
         observer=a.observer,
         equalize=not a.no_equalize,
         bias_correction=not a.no_bias_correction,
+        rounding_steps=a.rounding_steps,
         float_layers=tuple(s.strip() for s in float_layers if s.strip()),
     )
     reports = quantize_weights(

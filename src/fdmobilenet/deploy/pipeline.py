@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._errors import ParameterError, ParameterPathError
+from .._progress import Progress
 from .._utils import remove_orphan_temps, require
 from ..models import build_from_weights
 from ..preprocess import Preprocess, train_transform
@@ -392,9 +393,10 @@ def quantize_weights(
     """INT8 from unlabeled photos under ``data``, checked against fp32 on photos it was not made from.
 
     Default (``cfg`` None or ``cfg.epochs == 0``): post-training calibration on ``calibration_size`` of the
-    photos with range equalization and bias correction (``ptq``, a ``PtqConfig``), the route that held best
-    on photos of classes the calibration never saw (benchmarks/int8/fidelity.md). ``cfg.epochs > 0``:
-    quantization-aware distillation from the fp32 model (the former default); the photos need no labels.
+    photos with range equalization, re-rounded weights and bias correction (``ptq``, a ``PtqConfig``), the
+    route that held best on photos of classes the calibration never saw (benchmarks/int8/fidelity.md).
+    ``cfg.epochs > 0``: quantization-aware distillation from the fp32 model (the former default); the
+    photos need no labels.
     ``output`` is a QDQ ``.onnx`` or an XNNPACK ``.pte``.
 
     The written file is compared with fp32 (``int8_fidelity``: top-1 agreement and KL) on photos of other
@@ -438,9 +440,15 @@ def quantize_weights(
         used = sorted(random.Random(cfg.seed).sample(paths, min(calibration_size, len(paths))))
         check = _fidelity_photos(data, used, pre, fidelity_size, cfg.seed, fidelity_data, real)
         calib = load_batch(used, pre)
-        quantized = calibrate(model, calib.split(16), res, ptq)
+        bar = Progress(None, f"re-rounding weights ({ptq.rounding_steps} steps a layer)", unit="layer",
+                       enabled=ptq.rounding_steps > 0)  # fmt: skip
+        try:
+            quantized = calibrate(model, calib.split(16), res, ptq, log=lambda _: bar.update(1))
+        finally:
+            bar.close()
         how = {"method": "ptq", "images": len(calib), "observer": ptq.observer, "equalize": ptq.equalize,
-               "bias_correction": ptq.bias_correction, "float_layers": list(ptq.float_layers)}  # fmt: skip
+               "rounding_steps": ptq.rounding_steps, "bias_correction": ptq.bias_correction,
+               "float_layers": list(ptq.float_layers)}  # fmt: skip
     full = {**full, "precision": "int8", "quantization": {**how, "source": str(data)}}
     if fmt == "onnx":
         export_quantized_onnx(quantized, output, full, opset)

@@ -8,11 +8,13 @@ int8 weights, symmetric, per output channel; int8 activations, per tensor.
 
 BatchNorm is folded first, so the graph quantized is exactly the fp32 network that deploys. Post-training
 (``calibrate`` with a ``PtqConfig``, ``quantize``'s default): channels are rescaled across layers so each
-per-tensor activation range is shared evenly (``equalize``), activation ranges are observed, and each
-layer's mean shift is taken out of its bias (``correct_bias_quantized``). Nothing is trained, so nothing
-can fit the calibration photos' classes: calibrated on photos of 10 classes, this held best on photos of
-other classes (benchmarks/int8/fidelity.md). Fine-tuning (``qat_distill``) needs no labels either: the
-student matches the fp32 teacher's softmax or logits on photos of any classes.
+per-tensor activation range is shared evenly (``equalize``), activation ranges are observed, then, layer
+after layer, each layer's INT8 weights are re-rounded to reproduce its fp32 output (AdaRound) and its mean
+shift is taken out of its bias (``correct_layers``). Only rounding directions and biases are fitted, each
+layer to its own fp32 output, so nothing can learn the calibration photos' classes: calibrated on photos
+of 10 classes, this held best on photos of other classes (benchmarks/int8/fidelity.md). Fine-tuning
+(``qat_distill``) needs no labels either: the student matches the fp32 teacher's softmax or logits on
+photos of any classes.
 """
 
 from __future__ import annotations
@@ -73,8 +75,9 @@ class PtqConfig:
 
     observer: str = "histogram"  # activation ranges: "histogram" (XNNPACK's default) or "minmax"
     equalize: bool = True  # cross-layer range equalization before calibrating (``equalize``)
-    bias_correction: bool = True  # per-layer mean shift taken out after converting (``correct_bias_quantized``)
-    bias_correction_photos: int = 256  # photos (the first calibration ones) the shifts are measured on
+    bias_correction: bool = True  # per-layer mean shift taken out after converting (``correct_layers``)
+    rounding_steps: int = 500  # AdaRound steps per layer (``round_weights``); 0: round to nearest
+    bias_correction_photos: int = 256  # photos (the first calibration ones) both corrections are fitted on
     float_layers: tuple[str, ...] = ()  # module names kept fp32, e.g. ("stem", "classifier")
 
     def __post_init__(self) -> None:
@@ -83,6 +86,8 @@ class PtqConfig:
             raise ParameterError("observer", f"`observer` must be one of {', '.join(OBSERVERS)}, got {self.observer!r}")
         if self.bias_correction_photos < 1:
             raise ParameterError("bias_correction_photos", "`bias_correction_photos` must be >= 1")
+        if not 0 <= self.rounding_steps <= 100_000:
+            raise ParameterError("rounding_steps", f"`rounding_steps` must be 0 to 100000, got {self.rounding_steps}")
 
 
 def _quantizer(qat: bool, float_layers: Sequence[str] = (), observer: str = "histogram"):
@@ -214,24 +219,86 @@ def _layer_of(node: torch.fx.Node) -> str | None:
     return str(list(stack.values())[-1][0]).removeprefix("L['self'].") if stack else None
 
 
-@torch.no_grad()
-def correct_bias_quantized(quantized: torch.fx.GraphModule, folded: nn.Module, x: torch.Tensor) -> int:
-    """Empirical bias correction of a converted INT8 graph, in place, one layer after the other.
+def round_weights(
+    layer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    weight: torch.Tensor,
+    scale: torch.Tensor,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    steps: int,
+    relu: bool,
+    batch_size: int = 16,
+    reg: float = 0.01,
+    seed: int = 0,
+) -> torch.Tensor:
+    """AdaRound (Nagel et al. 2020): the INT8 values of ``weight`` (``weight / scale`` each rounded up or
+    down) that best reproduce ``target``, the fp32 layer's output, from ``x``, the layer's input in the INT8
+    network; returns them as a float tensor of integers in [-127, 127].
 
-    Every conv/linear output of the INT8 graph is compared, channel by channel, with the fp32 network's
-    (``folded``, the network the graph was captured from) on the photos ``x``; the mean difference is
-    what weight rounding, activation rounding and clipping shift that layer by, and is taken out of its
-    (float) bias. Layers are corrected in order, each on the corrected outputs of those before it, in one
-    pass over ``x``. Returns how many layers were corrected.
+    Rounding to nearest minimises each weight's own error, not the layer's output error, and in these
+    narrow networks the sum of those errors moves the logits: every weight gets a soft rounding variable,
+    trained to match the output while a regulariser, annealed, pushes each to 0 or 1. ``layer(x, w)``
+    computes the layer (its bias included); ``relu``: compare after the ReLU that follows the layer (a
+    negative value a ReLU clips costs nothing). ``scale`` broadcasts against ``weight`` (per channel).
+    """
+    zeta, gamma = 1.1, -0.1  # the rectified sigmoid's stretch, from the paper
+    ratio = weight / scale
+    base = ratio.floor()
+    frac = (ratio - base).clamp(1e-4, 1 - 1e-4)
+    v = (-torch.log((zeta - gamma) / (frac - gamma) - 1)).requires_grad_(True)  # soft rounding = frac at start
+    opt = torch.optim.Adam([v], lr=1e-2)
+    gen = torch.Generator().manual_seed(seed)
+    warm = int(0.2 * steps)
+    for it in range(steps):
+        idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=gen)
+        soft = (torch.sigmoid(v) * (zeta - gamma) + gamma).clamp(0, 1)
+        out, want = layer(x[idx], (base + soft).clamp(-127, 127) * scale), target[idx]
+        if relu:
+            out, want = F.relu(out), F.relu(want)
+        loss = (out - want).pow(2).sum(1).mean()
+        if it >= warm:  # then push every soft rounding to 0 or 1, ever harder (beta 20 -> 2)
+            beta = 20 - 18 * (it - warm) / max(1, steps - warm)
+            loss = loss + reg * (1 - (2 * soft - 1).abs().pow(beta)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (base + (v.detach() >= 0).float()).clamp(-127, 127)
+
+
+def _attr(gm: nn.Module, target: object) -> torch.Tensor:
+    return functools.reduce(getattr, str(target).split("."), gm)
+
+
+@torch.no_grad()
+def correct_layers(
+    quantized: torch.fx.GraphModule,
+    folded: nn.Module,
+    x: torch.Tensor,
+    rounding_steps: int = 0,
+    bias: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> int:
+    """Layer-wise correction of a converted INT8 graph towards the fp32 network, in place, one layer after
+    the other; returns how many layers it changed.
+
+    Every conv/linear output of the INT8 graph is compared with the fp32 network's (``folded``, the network
+    the graph was captured from) on the photos ``x``, each layer on the already corrected outputs of those
+    before it, so a layer also makes up for what the INT8 layers before it changed. With ``rounding_steps``,
+    the layer's INT8 weights are re-rounded first (``round_weights``, AdaRound), within the scales the
+    quantizer chose, so the file's format is unchanged. With ``bias``, the mean difference per channel -
+    what weight rounding, activation rounding and clipping shift the layer by - is then taken out of its
+    (float) bias (empirical bias correction).
     """
     targets = {torch.ops.aten.conv2d.default, torch.ops.aten.linear.default}
+    per_channel = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    relus = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
     wanted = {_layer_of(n) for n in quantized.graph.nodes if n.op == "call_function" and n.target in targets}
     modules = {n: m for n, m in folded.named_modules() if n in wanted}
-    means: dict[str, torch.Tensor] = {}
+    refs: dict[str, torch.Tensor] = {}
 
     def hook(name):
-        def fn(_m, _inputs, out):
-            means[name] = out.mean((0, 2, 3)) if out.ndim == 4 else out.mean(0)
+        def fn(_m, _inputs, out):  # a copy: an in-place ReLU follows
+            refs[name] = out.clone() if rounding_steps else (out.mean((0, 2, 3)) if out.ndim == 4 else out.mean(0))
 
         return fn
 
@@ -241,24 +308,49 @@ def correct_bias_quantized(quantized: torch.fx.GraphModule, folded: nn.Module, x
     finally:
         for h in hooks:
             h.remove()
-    corrected = 0
+    changed, t0 = 0, time.monotonic()
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return t.mean((0, 2, 3)) if t.ndim == 4 else t.mean(0)
 
     class Correcting(torch.fx.Interpreter):
         def run_node(self, n: torch.fx.Node):
-            nonlocal corrected
-            out = super().run_node(n)
+            nonlocal changed
             name = _layer_of(n) if n.op == "call_function" and n.target in targets else None
-            bias = n.args[2] if len(n.args) > 2 else None
-            if name in means and isinstance(bias, torch.fx.Node) and bias.op == "get_attr":
-                shift = (out.mean((0, 2, 3)) if out.ndim == 4 else out.mean(0)) - means[name]
-                param = functools.reduce(getattr, str(bias.target).split("."), quantized)
-                param.sub_(shift)
+            if name not in refs:
+                return super().run_node(n)
+            deq = n.args[1]
+            if rounding_steps and isinstance(deq, torch.fx.Node) and deq.target == per_channel:
+                weights, scale = _attr(quantized, deq.args[0].target), _attr(quantized, deq.args[1].target)
+                scale = scale.float().view(-1, *[1] * (weights.ndim - 1))
+                b = self.env[n.args[2]] if len(n.args) > 2 and n.args[2] is not None else None
+                rest = tuple(n.args[3:])
+                conv = n.target == torch.ops.aten.conv2d.default
+
+                def layer(inp, w):
+                    return F.conv2d(inp, w, b, *rest) if conv else F.linear(inp, w, b)
+
+                relu = len(n.users) == 1 and next(iter(n.users)).target in relus
+                with torch.enable_grad():
+                    ints = round_weights(layer, modules[name].weight.detach(), scale, self.env[n.args[0]],
+                                         refs[name], rounding_steps, relu)  # fmt: skip
+                weights.copy_(ints.to(weights.dtype))
+                self.env[deq] = weights.float() * scale  # what the dequantize node now computes
+                if log:
+                    log(f"rounded {name} ({time.monotonic() - t0:.0f} s)")
+            out = super().run_node(n)
+            b = n.args[2] if len(n.args) > 2 else None
+            if bias and isinstance(b, torch.fx.Node) and b.op == "get_attr":
+                want = refs[name] if not rounding_steps else mean(refs[name])
+                shift = mean(out) - want
+                _attr(quantized, b.target).sub_(shift)
                 out = out - (shift.view(1, -1, 1, 1) if out.ndim == 4 else shift)
-                corrected += 1
+            changed += 1
+            refs.pop(name)  # its fp32 outputs are no longer needed
             return out
 
     Correcting(quantized).run(x)
-    return corrected
+    return changed
 
 
 def capture(model: nn.Module, resolution: int, folded: nn.Module | None = None) -> torch.fx.GraphModule:
@@ -275,15 +367,17 @@ def calibrate(
     batches: Iterable[torch.Tensor],
     resolution: int,
     cfg: PtqConfig | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> torch.fx.GraphModule:
     """Post-training INT8: observe activation ranges on ``batches`` of preprocessed photos, then convert.
 
     Without ``cfg``, XNNPACK's plain calibration (what ``export --int8`` does for ``.pte``); ``PtqConfig()``
-    adds range equalization before and bias correction after (what ``quantize`` does by default).
+    adds range equalization before, and re-rounded weights and bias correction after (what ``quantize``
+    does by default). ``log`` gets a line per re-rounded layer.
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    cfg = cfg or PtqConfig(equalize=False, bias_correction=False)
+    cfg = cfg or PtqConfig(equalize=False, bias_correction=False, rounding_steps=0)
     batches = [x for x in batches if len(x)]
     if not batches:
         raise ValueError("no calibration photos could be read")
@@ -301,8 +395,9 @@ def calibrate(
         for x in batches:
             prepared(x)
     quantized = convert(prepared)
-    if cfg.bias_correction:
-        correct_bias_quantized(quantized, folded, torch.cat(batches)[: cfg.bias_correction_photos])
+    if cfg.bias_correction or cfg.rounding_steps:
+        x = torch.cat(batches)[: cfg.bias_correction_photos]
+        correct_layers(quantized, folded, x, cfg.rounding_steps, cfg.bias_correction, log)
     return quantized
 
 
