@@ -372,3 +372,82 @@ def test_export_removes_its_own_orphan_temp_files_only(tmp_path, capsys) -> None
     code, _, err = run_cli(capsys, "export", "--weights", weights, "-o", tmp_path / "m.onnx", "--resolution", 64)
     assert code == 0, err
     assert not ours.exists() and theirs.read_bytes() == b"keep" and (tmp_path / "m.onnx").is_file()
+
+
+# --- 2. resources bounded by what a file can honestly need: foreign graphs, decoded images -----------
+
+
+def _graph_asking_for(path: Path, floats: int) -> Path:
+    """A 3-class 'classifier' ONNX file of a few hundred bytes whose logits depend on a ConstantOfShape of
+    ``floats`` floats (what an attacker's graph does; ``fdmobilenet export`` never writes one)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [2], [1, floats])),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
+        ),
+        helper.make_node("ReduceSum", ["big"], ["zero"], keepdims=1),
+        helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),
+        helper.make_node("Add", ["mean", "zero"], ["logits"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_a_foreign_graph_runs_under_a_memory_cap_and_says_so(tmp_path: Path, photo: Path) -> None:
+    import subprocess
+    import sys
+
+    from helpers import env
+
+    pytest.importorskip("onnxruntime")
+    bomb = _graph_asking_for(tmp_path / "bomb.onnx", 800_000_000)  # 3.2 GB; it took 3.23 GB and exited 0
+    small = _graph_asking_for(tmp_path / "small.onnx", 1000)
+    child = (
+        "import resource, sys; from fdmobilenet.cli import main; code = main(sys.argv[1:]); "
+        "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(code)"
+    )
+
+    def predict(onnx_file: Path, cap: str | None = None) -> subprocess.CompletedProcess:
+        e = {**env(), **({"FDM_ORT_MAX_MEMORY": cap} if cap else {})}
+        argv = [sys.executable, "-c", child, "predict", "--exported", str(onnx_file), str(photo)]
+        return subprocess.run(argv, env=e, capture_output=True, text=True, timeout=120)
+
+    r = predict(bomb)
+    assert r.returncode == 2, r.stderr[-2000:]
+    one_line_error(r.stderr, "bomb.onnx", "2 GiB memory cap", "FDM_ORT_MAX_MEMORY")
+    assert "not written by `fdmobilenet export`" in r.stderr and "[E:onnxruntime" not in r.stderr
+    assert int(r.stdout.split("peak")[-1]) < 1500  # MB: refused, never allocated
+    r = predict(small)  # the same kind of file, asking for little: it runs, and the user is told what it is
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "runs at your own risk" in r.stderr and "2 GiB" in r.stderr
+    r = predict(small, cap="lots")
+    assert r.returncode == 2 and "FDM_ORT_MAX_MEMORY" in r.stderr and "not a size" in r.stderr
+
+
+def test_decoding_is_bounded_by_bytes_per_pixel_not_pixels(tmp_path: Path, monkeypatch) -> None:
+    from fdmobilenet.data import images
+    from fdmobilenet.data.images import BadImageError, load_image
+
+    grey = np.linspace(0, 1, 60 * 50, dtype=np.float32).reshape(50, 60)
+    Image.fromarray(grey, mode="F").save(tmp_path / "float.tif")  # 4 bytes a pixel
+    Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB").save(tmp_path / "rgb.png")  # 3
+    Image.fromarray((grey * 65535).astype(np.uint16)).save(tmp_path / "grey16.png")  # 2
+    monkeypatch.setattr(images, "MAX_DECODED_BYTES", 3 * 60 * 50)  # an RGB image of this size, no more
+    with pytest.raises(BadImageError, match=r"60x50 F image decodes to .* MB, over the"):
+        load_image(tmp_path / "float.tif")
+    rgb = np.asarray(load_image(tmp_path / "rgb.png"))
+    for name in ("grey16.png", "float.tif"):  # within the limit: the same 8-bit picture, scaled, not clipped
+        if name == "float.tif":
+            monkeypatch.setattr(images, "MAX_DECODED_BYTES", 4 * 60 * 50)
+        got = np.asarray(load_image(tmp_path / name))
+        assert got.shape == (50, 60, 3) and np.abs(got.astype(int) - rgb.astype(int)).max() <= 1

@@ -22,7 +22,7 @@ from ..classreport import (
 )
 from ..data.images import find_images
 from ..deploy.pipeline import open_exported
-from ..deploy.runtime import BACKENDS
+from ..deploy.runtime import BACKENDS, MEMORY_ENV, size_text
 from ..evaluate import EvalResult, evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
 from ..preprocess import Preprocess
@@ -57,6 +57,12 @@ def _load(a: argparse.Namespace):
         if a.weights or a.model or a.resolution:
             raise ValueError("--exported runs the file as it is: drop --weights, --model and --resolution")
         model = open_exported(a.onnx, a.backend, a.threads)
+        if getattr(model, "foreign", False):
+            print(
+                f"note: {printable(a.onnx)} was not written by `fdmobilenet export`: its graph runs at your own risk, "
+                f"with ONNX Runtime capped at {size_text(model.memory_cap)} (${MEMORY_ENV} changes it)",
+                file=sys.stderr,
+            )
         return model, model.meta, model.transform(), "cpu"
     if not a.weights:
         raise ValueError("give --weights FILE.safetensors (PyTorch) or --exported FILE (.onnx or .pte)")

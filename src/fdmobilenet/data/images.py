@@ -22,6 +22,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as possible decompression bombs
+MAX_DECODED_BYTES = 3 * MAX_IMAGE_PIXELS  # an 8-bit RGB image at the pixel limit: what decoding may hold
+# bytes a pixel takes once decoded, by PIL mode; modes not listed count 4 (RGBA, CMYK, I, F, ...)
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+               "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "BGR;24": 3}  # fmt: skip
+
+
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """What decoding an image of ``mode`` takes: a float TIFF (4 bytes a pixel) under the pixel limit can
+    still take four times an 8-bit grey image's memory, and its conversion to RGB more."""
+    return _MODE_BYTES.get(mode, 4) * width * height
 
 
 class BadImageError(ValueError):
@@ -49,6 +59,13 @@ def load_image(path: str | Path, draft_size: int | None = None, data: bytes | No
             with Image.open(path if data is None else io.BytesIO(data)) as im:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise BadImageError(path, f"{im.width}x{im.height} is over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+                if decoded_bytes(im.mode, im.width, im.height) > MAX_DECODED_BYTES:
+                    raise BadImageError(
+                        path,
+                        f"{im.width}x{im.height} {im.mode} image decodes to "
+                        f"{decoded_bytes(im.mode, im.width, im.height) / 1e6:,.0f} MB, over the "
+                        f"{MAX_DECODED_BYTES / 1e6:,.0f} MB limit (resize it or save it as 8-bit RGB)",
+                    )
                 if draft_size and im.format == "JPEG":
                     scale = min(im.width, im.height) / draft_size
                     if scale >= 2:
@@ -62,13 +79,18 @@ def load_image(path: str | Path, draft_size: int | None = None, data: bytes | No
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale, don't clip, to 8 bits
-        a = np.asarray(im, dtype=np.float64)
+    # 16/32-bit grey and float: to 8 bits in one float32 array, in place (memory: one copy of the image)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # scale, don't clip
+        a = np.array(im, dtype=np.float32)
         hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        a *= 255.0 / hi
+        a += 0.5
+        im = Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
     elif im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.clip(a * (255.0 if a.max() <= 1 else 1.0), 0, 255).astype(np.uint8))
+        a = np.array(im, dtype=np.float32)
+        if a.max() <= 1:
+            a *= 255.0
+        im = Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
     if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparency over white

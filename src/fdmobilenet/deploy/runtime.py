@@ -23,6 +23,51 @@ from .metadata import decode_metadata, read_onnx_metadata
 
 BACKENDS = ("ort", "openvino")  # the runtimes; bench derives its own list (fp32 and int8 per runtime) from it
 
+MEMORY_ENV = "FDM_ORT_MAX_MEMORY"
+DEFAULT_MEMORY = "2GiB"  # our exports need well under 1 GiB at batch 64, 224 px; a 400-byte graph asked 3.2 GB
+_cap: int | None = None  # the cap registered with ONNX Runtime in this process (once per process)
+
+
+def memory_cap() -> int:
+    """ONNX Runtime's memory cap in bytes: ``$FDM_ORT_MAX_MEMORY`` (``2GiB``, ``512MiB``, bytes), default 2 GiB."""
+    from ..fit import parse_size
+
+    text = os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY
+    try:
+        cap = parse_size(text)
+    except ValueError:
+        raise ValueError(f"${MEMORY_ENV}={text[:40]!r} is not a size: use bytes or e.g. 4GiB, 512MiB") from None
+    if cap < 16 * 2**20:
+        raise ValueError(f"${MEMORY_ENV}={text[:40]!r} is under 16 MiB: no model runs in that")
+    return cap
+
+
+def _register_cap(ort: Any) -> int:
+    """Every ONNX Runtime session here allocates from one arena with a hard limit (``memory_cap``).
+
+    A graph decides at run time how much memory it asks for: a few hundred bytes of ConstantOfShape can
+    ask for gigabytes. With the limit, such a request fails as an error instead of taking the machine.
+    """
+    global _cap
+    if _cap is None:
+        cap = memory_cap()
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(cap, -1, -1, -1))
+        _cap = cap
+    return _cap
+
+
+def size_text(n: int) -> str:
+    """``2 GiB``, ``512 MiB``: a memory cap as people write it."""
+    gib = n / 2**30
+    return f"{gib:.3g} GiB" if gib >= 1 else f"{n / 2**20:.3g} MiB"
+
+
+def is_ours(meta: dict[str, Any]) -> bool:
+    """Whether an ONNX file's metadata says `fdmobilenet export` wrote it (a claim, not a proof: the memory
+    cap applies to every file alike)."""
+    return str(meta.get("producer", "")).startswith("fdmobilenet ")
+
 
 class OnnxClassifier(ExportedClassifier):
     """An exported classifier behind the interface ``evaluate``/``predict`` use: ``model(batch) -> logits``.
@@ -62,8 +107,14 @@ class OnnxClassifier(ExportedClassifier):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.inter_op_num_threads = 1
+        opts.log_severity_level = 4  # its errors come back as exceptions, reworded below; no raw log lines
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        self.memory_cap = _register_cap(ort)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+        self.foreign = not is_ours(read_onnx_metadata(self.path))
+        if self.foreign:  # constant folding allocates outside the arena (up to 1 GiB a node): not for strangers
+            opts.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for unreadable files
@@ -73,6 +124,22 @@ class OnnxClassifier(ExportedClassifier):
         self.input_shape = list(inp.shape)
         self.num_classes = out.shape[-1] if isinstance(out.shape[-1], int) else None
         self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+
+    def _ort_run(self, call: Callable[[], Any], batch: int) -> Any:
+        """``call()``, with a request over the memory cap reported as what it is and what to do (a ValueError:
+        the file or the batch size asked for it, not the machine)."""
+        try:
+            return call()
+        except Exception as e:
+            text = str(e)
+            if "Available memory of" not in text and "Failed to allocate memory" not in text:
+                raise
+            whose = "not written by `fdmobilenet export`; " if self.foreign else ""
+            raise ValueError(
+                f"{self.path}: the graph asked ONNX Runtime for more than the {size_text(self.memory_cap)} memory "
+                f"cap at batch {batch} ({whose}set ${MEMORY_ENV}, e.g. 8GiB, if you trust the file, or lower "
+                f"the batch size)"
+            ) from None
 
     def _ort_bind(self, x: np.ndarray, y: np.ndarray):
         binding = self.session.io_binding()
@@ -117,7 +184,7 @@ class OnnxClassifier(ExportedClassifier):
         x = np.ascontiguousarray(x, dtype=np.float32)  # no-op for the arrays the transforms produce
         y = np.empty((x.shape[0], self.num_classes or self._probe_classes()), dtype=np.float32)
         if self.backend == "ort":
-            self.session.run_with_iobinding(self._ort_bind(x, y))
+            self._ort_run(lambda: self.session.run_with_iobinding(self._ort_bind(x, y)), len(x))
         else:
             req = self._ov_request(tuple(x.shape))
             req.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
@@ -132,7 +199,8 @@ class OnnxClassifier(ExportedClassifier):
     def _probe_classes(self) -> int:
         r = int(self.meta["resolution"])
         if self.backend == "ort":
-            out = self.session.run([self.output_name], {self.input_name: np.zeros((1, 3, r, r), np.float32)})[0]
+            feed = {self.input_name: np.zeros((1, 3, r, r), np.float32)}
+            out = self._ort_run(lambda: self.session.run([self.output_name], feed), 1)[0]
         else:
             req = self._ov_request((1, 3, r, r))
             req.infer({0: np.zeros((1, 3, r, r), np.float32)})
