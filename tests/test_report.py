@@ -259,3 +259,49 @@ def test_engine_validates_ema_and_raw_weights_in_one_pass(tmp_path: Path, monkey
     assert calls == [(["ema", "raw"], 1), (["ema", "raw"], 1)]
     rows = metrics(tmp_path / "run")
     assert [r["val_top1"] for r in rows] == [max(r["val_top1_ema"], r["val_top1_raw"]) for r in rows]
+
+
+def _odd_photos(root: Path, n: int = 6) -> Path:
+    """Photos of 3 classes at sizes around and below the 36 px evaluation resize of 32 px (and one panorama):
+    where a cache resized for training and eval's own PIL resize part ways."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(30, 40), (50, 37), (36, 36), (64, 48), (33, 90), (120, 31)]
+    for c in ("a", "b", "c"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            w, h = sizes[i % len(sizes)]
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_in_memory_validation_feeds_the_network_evals_exact_tensors(tmp_path: Path) -> None:
+    from fdmobilenet.data.augment import BatchAugment
+    from fdmobilenet.data.images import load_image
+    from fdmobilenet.data.memcache import load_or_build
+
+    folder = scan_folder(_odd_photos(tmp_path / "photos"))
+    pre = Preprocess(32)
+    mem = load_or_build(folder, 32, tmp_path / "cache", progress=False, crop=pre.crop())
+    assert tuple(mem.images.shape[1:]) == (3, 32, 32)
+    index = torch.arange(len(mem.labels))
+    batch = BatchAugment(32, crop_pct=1.0)(mem.images, train=False, sizes=mem.sizes, index=index)
+    want = torch.stack([pre.transform()(load_image(p)) for p, _ in folder.samples])
+    assert torch.allclose(batch, want, atol=1e-5)
+
+
+def test_in_memory_runs_log_the_val_top1_that_eval_split_gives(tmp_path: Path, capsys) -> None:
+    from fdmobilenet.cli import main
+
+    data, out = _odd_photos(tmp_path / "photos", n=12), tmp_path / "run"
+    args = ["--data", data, "--model", "fd_mobilenet_025", "--resolution", 32, "--epochs", 2, "--batch-size", 8]
+    args += ["--lr-base-batch", 8, "--val-split", 0.25, "--in-memory", "--threads", 1, "--out", out]
+    assert main(["train", *map(str, args)]) == 0
+    capsys.readouterr()
+    _, targets, preds = read_predictions(out / "val_predictions.csv")
+    code, stdout, _ = run_cli(capsys, "eval", "--weights", out / "best.safetensors", "--split", out, "--json")
+    assert code == 0
+    got = json.loads(stdout)
+    assert got["n"] == len(targets) == 9 and got["top1"] == round(100.0 * (targets == preds).mean(), 4)
+    assert got["top1"] == max(r["val_top1"] for r in metrics(out))

@@ -137,18 +137,18 @@ class Preprocess:
             "interpolation": self.interpolation,
         }
 
+    def crop(self) -> Callable[[Any], Any]:
+        """PIL image -> the PIL image the network sees before ``ToTensor``: resized and center-cropped. The
+        in-memory validation split stores these, so training's val top-1 is eval's to the last photo."""
+        from torchvision import transforms as T
+
+        return T.Compose([_BoundedResize(self.resize, self.interpolation), T.CenterCrop(self.resolution)])
+
     def transform(self) -> Callable[[Any], Any]:
         """PIL image -> normalised tensor, exactly the authors' test transform at these settings."""
         from torchvision import transforms as T
 
-        return T.Compose(
-            [
-                _BoundedResize(self.resize, self.interpolation),
-                T.CenterCrop(self.resolution),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+        return T.Compose([self.crop(), T.ToTensor(), T.Normalize(self.mean, self.std)])
 
 
 def train_transform(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,15 +107,24 @@ def fit(img: Image.Image, size: int, max_aspect: float = MAX_ASPECT) -> np.ndarr
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bool = True) -> MemoryDataset:
-    """The cached tensors of ``folder`` at ``size``² pixels; decoded (and saved atomically) when
-    the cache is missing or its fingerprint no longer matches the files."""
+def load_or_build(
+    folder: Folder,
+    size: int,
+    cache_dir: str | Path,
+    progress: bool = True,
+    crop: Callable[[Image.Image], Image.Image] | None = None,
+) -> MemoryDataset:
+    """The cached tensors of ``folder``, each photo's shorter side at ``size`` pixels (``fit``), or, with
+    ``crop``, exactly what ``crop`` makes of it (the evaluation crop: ``Preprocess.crop``, whose output
+    side is ``size``); decoded (and saved atomically) when the cache is missing or its fingerprint no
+    longer matches the files."""
     cache_dir = Path(cache_dir)
-    fp = fingerprint(folder, size)
+    fp = fingerprint(folder, size) + ("-evalcrop" if crop else "")
     # the file list names the cache (a train and a val split of one folder differ); mtimes only invalidate it
     listing = "\n".join(str(p.resolve()) for p, _ in folder.samples)
     name = hashlib.sha256(listing.encode()).hexdigest()[:10]
-    cache_file = cache_dir / f"memcache-{folder.root.name}-{name}-{size}.safetensors"
+    kind = "crop" if crop else ""
+    cache_file = cache_dir / f"memcache-{folder.root.name}-{name}-{size}{kind}.safetensors"
     if cache_file.is_file():
         try:
             with safe_open(str(cache_file), "pt") as f:
@@ -138,7 +148,8 @@ def load_or_build(folder: Folder, size: int, cache_dir: str | Path, progress: bo
     for path, label in folder.samples:
         bar.update()
         try:
-            arrays.append(fit(load_image(path, draft_size=size), size))
+            img = load_image(path, draft_size=size if crop is None else None)
+            arrays.append(fit(img, size) if crop is None else np.asarray(crop(img), dtype=np.uint8).transpose(2, 0, 1))
         except BadImageError as e:
             bad.append((str(path), e.reason))
             continue

@@ -140,7 +140,7 @@ def use_memory(cfg: TrainConfig, split: FolderSplit, device: torch.device, log: 
     size = 0 if packed else cache_size(split.train, biggest, cfg.crop_pct)  # packed + in_memory: refused later
     if cfg.in_memory:
         return size
-    need = cache_bytes_bound(len(split.train) + len(split.val), size)
+    need = cache_bytes_bound(len(split.train), size) + len(split.val) * 3 * cfg.resolution**2
     free = min(available_memory(torch.device("cpu")), available_memory(device))
     fits = need * MEMORY_SHARE <= free
     log(
@@ -199,10 +199,13 @@ def _memory_data(cfg: TrainConfig, split: FolderSplit, out: Path, dist: Dist, lo
     """``in_memory``: both splits decoded once into uint8 tensors of side ``size`` on the device (cached on disk)."""
     cache_dir = out.parent / ".fdm-cache"
     mems = []
-    for part in (split.train, split.val):
+    # val holds the evaluation crops themselves (what `eval` feeds the network, from the same PIL code):
+    # resizing a cache made for training would differ from eval wherever photos are smaller than its resize
+    val_crop = Preprocess(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std).crop()
+    for part, side, crop in ((split.train, size, None), (split.val, cfg.resolution, val_crop)):
         if dist.world > 1 and not dist.main:
             torch.distributed.barrier()  # rank 0 builds the cache file first
-        mem = load_or_build(part, size, cache_dir, progress=dist.main)
+        mem = load_or_build(part, side, cache_dir, progress=dist.main, crop=crop)
         if dist.world > 1 and dist.main:
             torch.distributed.barrier()
         for path, reason in mem.bad if dist.main else []:
@@ -323,7 +326,9 @@ def make_loaders(cfg: TrainConfig, data: Data, dist: Dist, kind: str, micro: int
         assert data.memory is not None
         train_mem, val_mem = data.memory
         augment = lambda res: BatchAugment(res, "rrc", cfg.crop_scale, **norm, **strong_augment(cfg))
-        val: Iterable[Any] = MemoryBatches(val_mem, val_idx, val_batch, augment(cfg.resolution), False)
+        # the val photos are stored as evaluation crops already: the whole image, at its own size
+        val_aug = BatchAugment(cfg.resolution, "rrc", cfg.crop_scale, **{**norm, "crop_pct": 1.0})
+        val: Iterable[Any] = MemoryBatches(val_mem, val_idx, val_batch, val_aug, False)
 
         def train(epoch: int, start_step: int) -> Iterator[Any]:
             batches = MemoryBatches(
