@@ -41,6 +41,10 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Any, Any]:
 DEPLOY_HINT = 'pip install "fdmobilenet[deploy]"'
 OPENVINO_HINT = 'pip install "fdmobilenet[openvino]"'
 TRAIN_HINT = 'pip install "fdmobilenet[train]"'
+LITERT_HINT = (
+    'pip install "fdmobilenet[litert]" in an environment of its own (litert-torch pins typing-extensions '
+    "below what constraints.txt pins; `make test-litert` makes one)"
+)
 
 
 TEMP_PREFIX = ".fdm-tmp."  # our temporary files, and the only ones ``remove_orphan_temps`` deletes

@@ -45,8 +45,8 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         "--int8",
         action="store_true",
         help="write a static INT8 file (per-channel weights): QDQ for .onnx (ONNX Runtime's quantizer), XNNPACK "
-        "for .pte; `fdmobilenet quantize` (range equalization + bias correction) loses less accuracy (classifiers "
-        "only)",
+        "for .pte, full-integer for .tflite (LiteRT's quantizer); `fdmobilenet quantize` (range equalization, "
+        "re-rounded weights, bias correction) loses less accuracy (classifiers only)",
     )
     p.add_argument("--keep-fp32", action="store_true", help="with --int8 .onnx: also keep NAME.fp32.onnx")
     p.add_argument("--calibration", help="folder of representative photos for --int8 (not the evaluation photos)")
@@ -129,7 +129,12 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
         "other classes are fine): Imagenette's photos do for the ImageNet weights; the same flag as export's",
     )
     p.add_argument("--data", dest="data", help=argparse.SUPPRESS)  # its former name, kept for one release
-    p.add_argument("-o", "--output", required=True, help="INT8 file: .onnx (QDQ) or .pte (ExecuTorch, XNNPACK)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="INT8 file: .onnx (QDQ), .pte (ExecuTorch, XNNPACK) or .tflite (LiteRT, full-integer; extra litert)",
+    )
     p.add_argument(
         "--epochs",
         type=float,

@@ -42,7 +42,7 @@ from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
 from .verify import Agreement, check_float_agreement, measure_agreement
 
-SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "pt2", ".pte": "executorch"}
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "pt2", ".pte": "executorch", ".tflite": "tflite"}
 FORMATS = tuple(SUFFIXES.values())
 
 
@@ -67,10 +67,14 @@ def open_exported(path: str | os.PathLike, backend: str = "ort", threads: int | 
         raise ParameterError(
             "exported",
             f"{path} is a {suffix} (torch.export / TorchScript) file: load it with torch.export.load or "
-            "torch.jit.load; `exported` files are .onnx or .pte (export with -o model.onnx or -o model.pte)",
+            "torch.jit.load; `exported` files are .onnx, .pte or .tflite (export with -o model.onnx, ...)",
         )
     if suffix == ".pte":
         clf: Any = PteClassifier(path, threads)
+    elif suffix == ".tflite":
+        from .litert import TfliteClassifier  # ai-edge-litert: its own extra
+
+        return TfliteClassifier(path, threads)
     else:
         clf = OnnxClassifier(path, backend, threads)
     if clf.meta.get("task") != "detection":
@@ -198,8 +202,8 @@ class ExportConfig:
 
     def check_format(self, fmt: str) -> None:
         """Refuse settings the output's format cannot honour, and missing extras, before the slow work."""
-        if self.int8 and fmt not in ("onnx", "executorch"):
-            raise ParameterError("int8", f"`int8` writes .onnx (QDQ) or .pte (XNNPACK) files, not {fmt}")
+        if self.int8 and fmt not in ("onnx", "executorch", "tflite"):
+            raise ParameterError("int8", f"`int8` writes .onnx (QDQ), .pte (XNNPACK) or .tflite files, not {fmt}")
         if self.keep_fp32 and fmt != "onnx":
             raise ParameterError(
                 "keep_fp32", "`keep_fp32` keeps the fp32 file an `int8` .onnx export starts from; drop it here"
@@ -244,6 +248,8 @@ def export_weights(
 
     if fmt == "executorch":
         return [_export_pte(model, out, vmeta, pre, c, real)]
+    if fmt == "tflite":
+        return [_export_tflite(model, out, vmeta, pre, c, real)]
     if fmt != "onnx":
         exporter, loader = (export_torchscript, load_torchscript) if fmt == "torchscript" else (export_pt2, load_pt2)
         written = exporter(model, out, meta, res)
@@ -279,6 +285,25 @@ def _int8_report(model, path: Path, fmt: str, meta: dict, real, res: int) -> Exp
     if not np.isfinite(agreement.max_abs_diff_random):
         raise ValueError(f"{path}: the INT8 model produces non-finite logits; recalibrate with other photos")
     return ExportReport(str(path), fmt, meta, agreement)
+
+
+def _export_tflite(model, out: Path, full: dict, pre: Preprocess, c: ExportConfig, real) -> ExportReport:
+    """fp32 or full-integer INT8 (LiteRT's quantizer, plain calibration as for .pte) LiteRT file, checked alike."""
+    from .litert import TfliteClassifier, export_quantized_tflite, export_tflite
+
+    res = pre.resolution
+    if not c.int8:
+        export_tflite(model, out, full, res)
+        agreement = measure_agreement(model, TfliteClassifier(out), real, resolution=res)
+        check_float_agreement(agreement, str(out))
+        return ExportReport(str(out), "tflite-fp32", full, agreement)
+    from .quantize import calibrate
+
+    photos = load_batch(image_paths(c.calibration, c.calibration_size, seed=0), pre)
+    quantized = calibrate(model, photos.split(16), res, runtime="litert")
+    full = {**full, "precision": "int8", "calibration": {"method": "histogram", "images": len(photos)}}
+    export_quantized_tflite(quantized, out, full, res)
+    return _int8_report(model, out, "tflite-int8", full, real, res)
 
 
 def _export_pte(model, out: Path, full: dict, pre: Preprocess, c: ExportConfig, real) -> ExportReport:
@@ -406,8 +431,10 @@ def quantize_weights(
     from .quantize import calibrate, convert, qat_distill
 
     fmt = format_of(output)
-    if fmt not in ("onnx", "executorch"):
-        raise ParameterError("output", f"`output` {output}: quantize writes .onnx (QDQ) or .pte (XNNPACK) files")
+    if fmt not in ("onnx", "executorch", "tflite"):
+        raise ParameterError(
+            "output", f"`output` {output}: quantize writes .onnx (QDQ), .pte (XNNPACK) or .tflite (LiteRT) files"
+        )
     check_opset(opset)
     cfg = cfg or QatConfig(epochs=0.0)  # QatConfig checks its own ranges
     ptq = ptq or PtqConfig()
@@ -424,6 +451,8 @@ def quantize_weights(
     pre = Preprocess.from_meta(full)  # once: the check photos, the fine-tuning and the calibration share it
     # The check photos are read before the (long) fine-tuning, so a bad verify_data fails at once.
     real = load_batch(image_paths(verify_data, verify_size, seed=1), pre) if verify_data else None
+    if cfg.epochs > 0 and fmt == "tflite":
+        raise ParameterError("epochs", "`epochs` > 0 fine-tunes for .onnx/.pte files; a .tflite is calibrated: use 0")
     if cfg.epochs > 0:
         if len(paths) < cfg.batch_size:
             raise ParameterError(
@@ -443,7 +472,8 @@ def quantize_weights(
         bar = Progress(None, f"re-rounding weights ({ptq.rounding_steps} steps a layer)", unit="layer",
                        enabled=ptq.rounding_steps > 0)  # fmt: skip
         try:
-            quantized = calibrate(model, calib.split(16), res, ptq, log=lambda _: bar.update(1))
+            runtime = "litert" if fmt == "tflite" else "xnnpack"
+            quantized = calibrate(model, calib.split(16), res, ptq, log=lambda _: bar.update(1), runtime=runtime)
         finally:
             bar.close()
         how = {"method": "ptq", "images": len(calib), "observer": ptq.observer, "equalize": ptq.equalize,
@@ -452,6 +482,10 @@ def quantize_weights(
     full = {**full, "precision": "int8", "quantization": {**how, "source": str(data)}}
     if fmt == "onnx":
         export_quantized_onnx(quantized, output, full, opset)
+    elif fmt == "tflite":
+        from .litert import export_quantized_tflite
+
+        export_quantized_tflite(quantized, output, full, res)
     else:
         export_quantized_pte(quantized, output, full, res)
     report = _int8_report(model, Path(output), f"{fmt}-int8", full, real, res)

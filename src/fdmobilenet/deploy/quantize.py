@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._errors import ParameterError
-from .._utils import require
+from .._utils import LITERT_HINT, require
 from .executorch import EXECUTORCH_HINT
 from .fold import fold_batchnorm
 
@@ -90,13 +90,30 @@ class PtqConfig:
             raise ParameterError("rounding_steps", f"`rounding_steps` must be 0 to 100000, got {self.rounding_steps}")
 
 
-def _quantizer(qat: bool, float_layers: Sequence[str] = (), observer: str = "histogram"):
+RUNTIMES = ("xnnpack", "litert")  # whose PT2E quantizer annotates the graph: the same INT8 scheme in both
+
+
+def _quantizer(qat: bool, float_layers: Sequence[str] = (), observer: str = "histogram", runtime: str = "xnnpack"):
     """XNNPACK's scheme; ``float_layers`` (module names such as ``stem``, ``classifier``) stay fp32.
 
     ``observer`` sets how post-training calibration picks activation ranges: ``histogram`` (XNNPACK's
     default: the range that minimises the rounding + clipping error on the observed histogram) or
     ``minmax`` (the observed extremes). Quantization-aware training always uses moving-average min/max.
+    ``runtime`` ``litert``: LiteRT's own PT2E quantizer (litert-torch), the same scheme (int8 weights
+    symmetric per channel, int8 activations per tensor, histogram ranges), which its converter lowers to
+    TFLite's int8 kernels.
     """
+    if runtime == "litert":
+        require("litert_torch", "INT8 .tflite files", LITERT_HINT)
+        from litert_torch.quantize import pt2e_quantizer as lq
+
+        config = lq.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+        quantizer = lq.PT2EQuantizer().set_global(config)
+        for name in float_layers:
+            quantizer.set_module_name(name, None)
+        if observer != "histogram":
+            raise ParameterError("observer", f"`observer` {observer}: LiteRT's quantizer picks histogram ranges only")
+        return quantizer
     require("executorch", "INT8 quantization with the XNNPACK quantizer", EXECUTORCH_HINT)
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -262,7 +279,10 @@ def round_weights(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return (base + (v.detach() >= 0).float()).clamp(-127, 127)
+    ints = (base + (v.detach() >= 0).float()).clamp(-127, 127)
+    # a channel's largest weight defines its scale (max |w| / 127): keep it where it is, so re-quantizing the
+    # re-rounded float weights (what LiteRT's converter does) finds the same scale and the same integers
+    return torch.where(ratio.abs() > 126.5, ratio.round(), ints)
 
 
 def _attr(gm: nn.Module, target: object) -> torch.Tensor:
@@ -321,7 +341,10 @@ def correct_layers(
                 return super().run_node(n)
             deq = n.args[1]
             if rounding_steps and isinstance(deq, torch.fx.Node) and deq.target == per_channel:
-                weights, scale = _attr(quantized, deq.args[0].target), _attr(quantized, deq.args[1].target)
+                # the int8 weights are a constant (``convert(fold=True)``), or float weights quantized in the graph
+                src = deq.args[0]
+                stored = src if src.op == "get_attr" else src.args[0]
+                weights, scale = _attr(quantized, stored.target), _attr(quantized, deq.args[1].target)
                 scale = scale.float().view(-1, *[1] * (weights.ndim - 1))
                 b = self.env[n.args[2]] if len(n.args) > 2 and n.args[2] is not None else None
                 rest = tuple(n.args[3:])
@@ -334,8 +357,8 @@ def correct_layers(
                 with torch.enable_grad():
                     ints = round_weights(layer, modules[name].weight.detach(), scale, self.env[n.args[0]],
                                          refs[name], rounding_steps, relu)  # fmt: skip
-                weights.copy_(ints.to(weights.dtype))
-                self.env[deq] = weights.float() * scale  # what the dequantize node now computes
+                weights.copy_(ints.to(weights.dtype) if weights.dtype == torch.int8 else ints * scale)
+                self.env[deq] = ints * scale  # what the dequantize node now computes
                 if log:
                     log(f"rounded {name} ({time.monotonic() - t0:.0f} s)")
             out = super().run_node(n)
@@ -368,12 +391,14 @@ def calibrate(
     resolution: int,
     cfg: PtqConfig | None = None,
     log: Callable[[str], None] | None = None,
+    runtime: str = "xnnpack",
 ) -> torch.fx.GraphModule:
     """Post-training INT8: observe activation ranges on ``batches`` of preprocessed photos, then convert.
 
     Without ``cfg``, XNNPACK's plain calibration (what ``export --int8`` does for ``.pte``); ``PtqConfig()``
     adds range equalization before, and re-rounded weights and bias correction after (what ``quantize``
-    does by default). ``log`` gets a line per re-rounded layer.
+    does by default). ``log`` gets a line per re-rounded layer. ``runtime`` ``litert``: LiteRT's quantizer,
+    and the weights left float in the graph (quantized by it), as LiteRT's converter wants them.
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
@@ -389,12 +414,14 @@ def calibrate(
     folded = fold_batchnorm(model).eval()
     if cfg.equalize:
         equalize(folded, batches)
-    quantizer = _quantizer(qat=False, float_layers=cfg.float_layers, observer=cfg.observer)
+    if runtime not in RUNTIMES:
+        raise ParameterError("runtime", f"`runtime` must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    quantizer = _quantizer(qat=False, float_layers=cfg.float_layers, observer=cfg.observer, runtime=runtime)
     prepared = prepare_pt2e(capture(model, resolution, folded), quantizer)
     with torch.no_grad():
         for x in batches:
             prepared(x)
-    quantized = convert(prepared)
+    quantized = convert(prepared, fold=runtime != "litert")
     if cfg.bias_correction or cfg.rounding_steps:
         x = torch.cat(batches)[: cfg.bias_correction_photos]
         correct_layers(quantized, folded, x, cfg.rounding_steps, cfg.bias_correction, log)
@@ -480,11 +507,12 @@ def qat_distill(
     return student
 
 
-def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """The INT8 graph (quantize/dequantize around int8 weights) of a calibrated or fine-tuned graph."""
+def convert(prepared: torch.fx.GraphModule, fold: bool = True) -> torch.fx.GraphModule:
+    """The INT8 graph (quantize/dequantize around int8 weights) of a calibrated or fine-tuned graph;
+    ``fold`` False keeps the weights float, quantized inside the graph (what LiteRT's converter reads)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold)
 
 
 def tuned_float(student: torch.fx.GraphModule, model: nn.Module) -> nn.Module:
