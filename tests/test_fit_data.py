@@ -77,22 +77,22 @@ def test_hold_out_scores_match_eval_of_the_two_files(fitted, capsys):
     assert 0 <= h["agreement"] <= 100
 
 
-def test_rerun_keeps_finished_runs(fitted):
+def test_rerun_from_the_command_line_keeps_finished_runs(fitted, capsys, monkeypatch):
     root, data, report, _ = fitted
     best = root / "out" / "runs" / report["winner"] / "best.safetensors"
     before = best.stat().st_mtime_ns
-    logs: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FDM_WEIGHTS", str(root / "no-weights"))
-        again = fit_to_data(_result(), data, root / "out", 1, 2, overrides=SETTINGS, ptq=FAST_PTQ, log=logs.append)
-    assert sum("done before, kept" in m for m in logs) == 2
-    assert best.stat().st_mtime_ns == before
-    assert [c["val_top1"] for c in again["candidates"]] == [c["val_top1"] for c in report["candidates"]]
+    monkeypatch.setenv("FDM_WEIGHTS", str(root / "no-weights"))
+    args = ["fit", "--target", "ethos-u55-128", "--families", "fd_mobilenet", "--widths", "0.25", "--resolutions",
+            "32,40", "--no-cache", "--data", data, "--out", root / "out", "--batch-size", "16", "--workers", "0",
+            "--threads", "1", "--val-split", "0.2", "--in-memory", "--rounding-steps", "20"]  # fmt: skip
+    code, out, err = run_cli(capsys, *args, "--epochs", "1", "--json")
+    assert code == 0, err
+    again = json.loads(out)  # stdout is the report alone; the log went to stderr
+    assert err.count("done before, kept") == 2 and best.stat().st_mtime_ns == before
+    assert again["candidates"] == report["candidates"] and again["winner"] == report["winner"]
     assert again["hold_out"]["fp32_top1"] == report["hold_out"]["fp32_top1"]
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(ParameterError, match="`epochs`") as info:
-        mp.setenv("FDM_WEIGHTS", str(root / "no-weights"))  # other settings into the same out: refused
-        fit_to_data(_result(), data, root / "out", 2, 2, overrides=SETTINGS, ptq=FAST_PTQ, log=logs.append)
-    assert info.value.param == "out"
+    code, _, err = run_cli(capsys, *args, "--epochs", "2")  # other settings into the same --out: refused
+    assert code == 2 and "--epochs" in err and "trained with" in err and err.count("\n") == 1
 
 
 def test_out_with_foreign_files_is_refused(tmp_path):

@@ -1,8 +1,10 @@
-"""``fit``: the family, width and resolution that fit a device (INT8 SRAM and flash), ranked by MACs."""
+"""``fit``: the family, width and resolution that fit a device (INT8 SRAM and flash), ranked by MACs; with
+``--data``, the leading ones trained on your photos and the winner quantized (``train.fit_data``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -42,6 +44,9 @@ def fit_arguments(p: argparse.ArgumentParser) -> None:
         "or the authors' .pth.tar (default: $FDM_WEIGHTS, else the download cache; else from scratch)"
     )  # fmt: skip
     g.add_argument("--recipe", help="training recipe (default auto; see `train`)")
+    g.add_argument(
+        "--rounding-steps", type=int, help="AdaRound steps per layer of the INT8 winner (default: `quantize`'s, 500)"
+    )
     g.add_argument("--batch-size", type=positive_int, help="batch size (default: chosen from the data)")
     g.add_argument("--val-split", type=float, help="hold-out fraction for DIRs without val/ (default 0.1)")
     g.add_argument("--threads", type=thread_count, help="CPU threads of training, quantizing and scoring")
@@ -50,8 +55,8 @@ def fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--in-memory", action=argparse.BooleanOptionalAction, help="decode the photos once (see `train`)")
 
 
-_DATA_ONLY = ("epochs", "train_top", "out", "pretrained_from", "recipe", "batch_size", "val_split", "threads",
-              "workers", "device", "in_memory")  # fmt: skip
+_DATA_ONLY = ("epochs", "train_top", "out", "pretrained_from", "recipe", "rounding_steps", "batch_size",
+              "val_split", "threads", "workers", "device", "in_memory")  # fmt: skip
 _OVERRIDES = ("batch_size", "val_split", "threads", "workers", "device", "in_memory")
 
 
@@ -78,11 +83,17 @@ def fit_run(a: argparse.Namespace) -> int:
         from ..train.fit_data import fit_to_data
 
         overrides = {k: getattr(a, k) for k in _OVERRIDES if getattr(a, k) is not None}
-        log = (lambda m: print(m, file=sys.stderr)) if a.json else print
-        report = fit_to_data(
-            result, a.data, a.out or "fit-run", a.epochs, a.train_top or 2, a.pretrained_from, a.recipe or "auto",
-            overrides, log=log,
-        )  # fmt: skip
+        ptq = None
+        if a.rounding_steps is not None:
+            from ..deploy.quantize import PtqConfig
+
+            ptq = PtqConfig(rounding_steps=a.rounding_steps)
+        # --json: stdout holds the report alone, the training log goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if a.json else contextlib.nullcontext():
+            report = fit_to_data(
+                result, a.data, a.out or "fit-run", a.epochs, a.train_top or 2, a.pretrained_from,
+                a.recipe or "auto", overrides, ptq=ptq,
+            )  # fmt: skip
         if a.json:
             print(json.dumps(report, indent=1))
         return 0
