@@ -35,7 +35,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("latency and throughput on this machine: PyTorch, ONNX Runtime, OpenVINO", "deploy"),
     "prepare": ("re-encode an image folder into resized JPEG shards (resumable)", "data"),
     "compare": ("train budget-matched families on your data; accuracy vs MFLOPs report", "compare"),
-    "fit": ("which family, width and resolution fit a device's SRAM and flash (INT8), ranked by MACs", "fit"),
+    "fit": (
+        "which family, width and resolution fit a device's SRAM and flash (INT8), ranked by MACs; with --data, the "
+        "leading ones trained and the winner quantized",
+        "fit",
+    ),
 }
 
 

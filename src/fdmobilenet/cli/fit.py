@@ -1,11 +1,14 @@
-"""``fit``: the family, width and resolution that fit a device (INT8 SRAM and flash), ranked by MACs."""
+"""``fit``: the family, width and resolution that fit a device (INT8 SRAM and flash), ranked by MACs; with
+``--data``, the leading ones trained on your photos and the winner quantized (``train.fit_data``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
-from ._args import csv, csv_floats
+from ._args import csv, csv_floats, positive_int, thread_count
 
 
 def _ints(text: str) -> list[int]:
@@ -26,6 +29,35 @@ def fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=15, help="rows of the Pareto table to print")
     p.add_argument("--no-cache", action="store_true", help="profile every candidate again (no cache file)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    g = p.add_argument_group(
+        "with data", "train the leading candidates on your photos, quantize the winner to INT8, report both"
+    )
+    g.add_argument("--data", metavar="DIR", help="class folders (or train/ and val/): train the leading candidates")
+    g.add_argument(
+        "--epochs", type=positive_int, help="epochs a run (default: the recipe's, as `train --data` picks: 30 below "
+        "25,600 training images)"
+    )  # fmt: skip
+    g.add_argument("--train-top", type=positive_int, help="train this many leading candidates (default 2)")
+    g.add_argument("--out", help="folder of the runs, the INT8 file and fit-report.md/.json (default fit-run)")
+    g.add_argument(
+        "--pretrained-from", metavar="DIR", help="released FD-MobileNet widths fine-tune from DIR/<name>.safetensors "
+        "or the authors' .pth.tar (default: $FDM_WEIGHTS, else the download cache; else from scratch)"
+    )  # fmt: skip
+    g.add_argument("--recipe", help="training recipe (default auto; see `train`)")
+    g.add_argument(
+        "--rounding-steps", type=int, help="AdaRound steps per layer of the INT8 winner (default: `quantize`'s, 500)"
+    )
+    g.add_argument("--batch-size", type=positive_int, help="batch size (default: chosen from the data)")
+    g.add_argument("--val-split", type=float, help="hold-out fraction for DIRs without val/ (default 0.1)")
+    g.add_argument("--threads", type=thread_count, help="CPU threads of training, quantizing and scoring")
+    g.add_argument("--workers", type=int, help="data-loading processes")
+    g.add_argument("--device", help="cpu, cuda, cuda:N or auto (training)")
+    g.add_argument("--in-memory", action=argparse.BooleanOptionalAction, help="decode the photos once (see `train`)")
+
+
+_DATA_ONLY = ("epochs", "train_top", "out", "pretrained_from", "recipe", "rounding_steps", "batch_size",
+              "val_split", "threads", "workers", "device", "in_memory")  # fmt: skip
+_OVERRIDES = ("batch_size", "val_split", "threads", "workers", "device", "in_memory")
 
 
 def fit_run(a: argparse.Namespace) -> int:
@@ -41,8 +73,30 @@ def fit_run(a: argparse.Namespace) -> int:
             print(f"{d.name:<14} {format_size(d.sram):>9} {flash:>9} {d.clock_mhz:>5}MHz  {d.description}")
             print(f"{'':<14} source: {d.source}")
         return 0
+    if a.data is None:
+        given = next((k for k in _DATA_ONLY if getattr(a, k) is not None), None)
+        if given:
+            raise ValueError(f"--{given.replace('_', '-')} needs --data DIR (it trains on your photos)")
     limits = limits_for(a.target, a.max_sram, a.max_flash, a.max_mmacs)
     result = fit(limits, a.families, a.widths, a.resolutions, cache=not a.no_cache)
+    if a.data is not None:
+        from ..train.fit_data import fit_to_data
+
+        overrides = {k: getattr(a, k) for k in _OVERRIDES if getattr(a, k) is not None}
+        ptq = None
+        if a.rounding_steps is not None:
+            from ..deploy.quantize import PtqConfig
+
+            ptq = PtqConfig(rounding_steps=a.rounding_steps)
+        # --json: stdout holds the report alone, the training log goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if a.json else contextlib.nullcontext():
+            report = fit_to_data(
+                result, a.data, a.out or "fit-run", a.epochs, a.train_top or 2, a.pretrained_from,
+                a.recipe or "auto", overrides, ptq=ptq,
+            )  # fmt: skip
+        if a.json:
+            print(json.dumps(report, indent=1))
+        return 0
     if a.json:
         print(json.dumps(result.as_dict(), indent=1))
         return 0

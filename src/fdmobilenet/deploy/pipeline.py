@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,8 +414,12 @@ def quantize_weights(
     ptq: PtqConfig | None = None,
     fidelity_data: Sequence[str | os.PathLike] = (),
     fidelity_size: int = 200,
+    exclude: Collection[str | os.PathLike] = (),
 ) -> list[ExportReport]:
     """INT8 from unlabeled photos under ``data``, checked against fp32 on photos it was not made from.
+
+    ``exclude``: photos under ``data`` never calibrated or tuned on (a training run's hold-out, kept to score
+    the INT8 file on: calibrating on it would flatter the score); they join the fidelity check's held-out group.
 
     Default (``cfg`` None or ``cfg.epochs == 0``): post-training calibration on ``calibration_size`` of the
     photos with range equalization, re-rounded weights and bias correction (``ptq``, a ``PtqConfig``), the
@@ -445,6 +449,11 @@ def quantize_weights(
         if not Path(folder).is_dir():
             raise ParameterPathError("fidelity_data", f"`fidelity_data` folder {folder} does not exist")
     paths = image_paths(data, photos, cfg.seed)
+    if exclude:
+        left_out = {Path(p).resolve() for p in exclude}
+        paths = [p for p in paths if p.resolve() not in left_out]
+        if not paths:
+            raise ParameterError("exclude", f"`exclude` leaves no photos under `data` {data} to calibrate on")
     model, meta = build_from_weights(weights, model_name)
     res = int(meta.get("resolution", 224))
     full = export_metadata({**meta, "source_weights": Path(weights).name}, res, model)
