@@ -325,3 +325,26 @@ def test_one_vocabulary_for_calibration_photos_and_batch(capsys) -> None:
     assert q.data == old.data == "D" and q.calibration_size == e.calibration_size
     b = build_parser("bench")
     assert b.parse_args(["bench", "--batch-size", "4"]).batch == b.parse_args(["bench", "--batch", "4"]).batch == 4
+
+
+def test_output_files_are_dash_o_output_and_run_folders_are_out(capsys) -> None:
+    """One meaning per flag: `-o/--output` is what a command writes (export, quantize, predict), `--out` a run
+    folder (train, compare, fit); predict's former `--out` still parses, hidden, for one release."""
+    import argparse
+
+    from fdmobilenet.cli import build_parser
+
+    def command_help(cmd: str) -> str:
+        sub = next(a for a in build_parser(cmd)._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices[cmd].format_help()
+
+    for cmd in ("export", "quantize", "predict"):
+        help_text = command_help(cmd)
+        assert "-o OUT, --output OUT" in help_text or "-o OUTPUT, --output OUTPUT" in help_text, cmd
+        assert "--out " not in help_text.replace("--output", ""), cmd
+    p = build_parser("predict")
+    new = p.parse_args(["predict", "--weights", "W", "a.jpg", "--output", "p.csv"])
+    old = p.parse_args(["predict", "--weights", "W", "a.jpg", "--out", "p.csv"])
+    assert new.out == old.out == "p.csv"
+    for cmd in ("compare", "fit"):
+        assert "--out" in command_help(cmd) and "--output" not in command_help(cmd)

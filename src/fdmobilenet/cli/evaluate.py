@@ -141,11 +141,14 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument(
         "-o",
-        "--out",
+        "--output",
+        dest="out",
         help="write a CSV (path, then class, index and probability per rank; error) to this file; "
         "'-' writes it to stdout. Default for a folder: CSV on stdout. Detectors: a folder for the drawn "
         "photos, boxes.csv and boxes.json",
     )
+    # its former name; `--out` names a run folder everywhere else (train, compare, fit). Kept for one release
+    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)
 
 
 def _expand(items: list[str]) -> list[Path]:
