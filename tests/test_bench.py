@@ -80,6 +80,8 @@ def test_ratios_pick_the_fd_mobilenet_of_nearest_macs():
         (["--backends", "tensorrt"], "unknown tensorrt"),
         (["--models", "fd_mobilenet_025@big"], "must be a resolution"),
         (["--runs", "0"], "--runs must be >= 1"),
+        (["--target", "cortex-m7"], "give an Ethos-U NPU"),
+        (["--target", "ethos-u55-128", "--backends", "ort"], "--backends times or plots runtimes on this machine"),
     ],
 )
 def test_bad_arguments(argv, message, capsys):
@@ -141,3 +143,32 @@ def test_int8_caveat_names_the_cpu_instruction_set() -> None:
     assert "NOT expected to beat fp32" in int8_caveat({"cpu_flags": ["avx2", "fma"]})
     assert "avx512_vnni" in int8_caveat({"cpu_flags": ["avx2", "avx512_vnni"]})
     assert "not detected" in int8_caveat({"cpu_flags": []})
+
+
+def test_npu_estimates_rank_against_the_fd_mobilenet_of_nearest_macs(monkeypatch, capsys):
+    """``bench --target``: one Vela estimate per model (the lowering is faked here: Vela is not in CI); the
+    ratio is the estimated time against the FD-MobileNet of nearest MACs; a model that fails is a row."""
+    from fdmobilenet.deploy import ethosu
+    from fdmobilenet.deploy.ethosu import VelaReport
+
+    def fake_lower(model, res, target, photos=(), equalize=True):
+        name = model.pretrained_cfg["architecture"]
+        if name.startswith("shufflenet"):
+            raise RuntimeError("Vela: unsupported operator")
+        ms = 1.0 if name.startswith("fd_mobilenet") else 1.25
+        return b"", VelaReport(target, "Ethos_U55_High_End_Embedded", "Shared_Sram", 500e6, 100_000, 400_000, 27,
+                               0, [], int(ms * 5e5), ms, 4_000_000)  # fmt: skip
+
+    monkeypatch.setattr(ethosu, "lower_ethosu", fake_lower)
+    argv = ["bench", "--target", "ethos-u55-128", "--models", "fd_mobilenet_025@96,mobilenet_v1_025@96,"
+            "shufflenet_v1_g3_025@96"]  # fmt: skip
+    assert cli.main([*argv, "--json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["mobilenet_v1_025"]["fd_speedup"] == pytest.approx(1.25)
+    assert rows["mobilenet_v1_025"]["fd_reference"] == "fd_mobilenet_025@96"
+    assert rows["mobilenet_v1_025"]["vela"]["npu_ops"] == 27 and rows["fd_mobilenet_025"]["median_ms"] == 1.0
+    assert rows["shufflenet_v1_g3_025"]["median_ms"] is None and "unsupported" in rows["shufflenet_v1_g3_025"]["error"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Vela's performance model (Ethos_U55_High_End_Embedded, Shared_Sram, 500 MHz)" in out
+    assert "1.25x" in out and "error: RuntimeError: Vela: unsupported operator" in out

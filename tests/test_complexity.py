@@ -88,3 +88,14 @@ def test_budget_out_of_reach_is_a_clear_error():
         solve_width("shufflenet_v1", 5, resolution=320)
     with pytest.raises(ValueError, match="bare family name"):
         create_model("fd_mobilenet_050", mflops=40)
+
+
+def test_int8_peak_in_the_npus_brick_layout():
+    """NHCWB16 (Ethos-U): feature maps padded to 16 channels, the input image not. Vela planned 112.6 KiB for
+    FD-MobileNet 0.25x at 128 px and 343.6 at 224 (benchmarks/mcu/results.md); 16-channel maps are unchanged."""
+    fd = create_model("fd_mobilenet", width=0.25)
+    assert profile(fd, 128).int8_peak_activation_bytes == 3 * 128 * 128 + 8 * 64 * 64
+    assert profile(fd, 128).int8_peak_nhcwb16_bytes == 3 * 128 * 128 + 16 * 64 * 64  # 112 KiB
+    assert profile(fd, 224).int8_peak_nhcwb16_bytes == 3 * 224 * 224 + 16 * 112 * 112  # 343 KiB
+    wide = profile(create_model("fd_mobilenet", width=0.5), 160)
+    assert wide.int8_peak_nhcwb16_bytes == wide.int8_peak_activation_bytes

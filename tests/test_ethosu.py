@@ -28,3 +28,18 @@ def test_vela_plans_fd_mobilenet(tmp_path):
     # Vela's arena holds at least the activations we count, and its flash the weights (encoded)
     assert ours.int8_peak_activation_bytes <= r.sram_bytes < 2 * ours.int8_peak_activation_bytes + 64 * 1024
     assert 0.8 * ours.int8_weight_bytes < r.flash_bytes < 1.5 * ours.int8_weight_bytes + 16 * 1024
+
+
+@pytest.mark.skipif(not vela_available(), reason="needs ethos-u-vela and tosa-tools (the mcu extra)")
+def test_bench_target_puts_vela_estimates_side_by_side(capsys):
+    import json
+
+    from fdmobilenet import cli
+
+    argv = ["bench", "--target", "ethos-u55-128", "--models", "fd_mobilenet_025@96,mobilenet_v1_025@96", "--json"]
+    assert cli.main(argv) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    fd, mb = rows["fd_mobilenet_025"], rows["mobilenet_v1_025"]
+    assert fd["median_ms"] == fd["vela"]["inference_ms"] > 0 and fd["vela"]["cpu_ops"] == 0
+    assert mb["fd_reference"] == "fd_mobilenet_025@96"
+    assert mb["fd_speedup"] == pytest.approx(mb["median_ms"] / fd["median_ms"], rel=1e-3)

@@ -70,3 +70,17 @@ def test_fit_cli(tmp_path, monkeypatch, capsys):
     assert main([*args, "--max-sram", "1KiB", "--widths", "0.25", "--resolutions", "96"]) == 0
     assert "nothing fits" in capsys.readouterr().out
     assert main(["fit", "--target", "nope"]) == 2
+
+
+def test_ethos_u_targets_count_sram_as_vela_plans_it(tmp_path, monkeypatch):
+    """An Ethos-U keeps feature maps with channels padded to 16 (NHCWB16): MobileNet V1 0.125x at 224 px needs
+    2 x 16x112x112 bytes there (its first depthwise conv's input and output; Vela: 392.4 KiB), not the 196 KiB
+    its 4-channel maps take."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    grid = dict(families=["mobilenet_v1"], widths=[0.125], resolutions=[224])
+    plain = fit(limits_for(max_sram="256KiB"), **grid)
+    npu = fit(limits_for("ethos-u55-128", max_sram="256KiB"), **grid)
+    assert [c.sram for c in plain.fitting] == [196 * 1024]
+    assert npu.fitting == [] and npu.searched == 1
+    roomy = fit(limits_for("ethos-u55-128", max_sram="512KiB"), **grid)
+    assert [c.sram for c in roomy.fitting] == [2 * 16 * 112 * 112]

@@ -10,6 +10,12 @@ into them) and activations in RAM (one byte per element: the same live set as th
 of its bytes). They count tensors, not a runtime's bookkeeping: TFLite Micro adds its flatbuffer's
 tables and int64 zero points, Vela packs bias, scale and shift into 10 bytes a channel and may tile
 layers (cascading) to go below the peak counted here.
+
+Arm's Ethos-U NPUs keep feature maps in the NHCWB16 "brick" layout: channels padded to a multiple of 16. A
+narrow network pays for the padding (an 8-channel map takes the room of 16), so ``int8_peak_nhcwb16_bytes``
+counts the same live set that way (the input image stays NHWC, as the CPU hands it over). It is what Vela
+plans: within 1 % for FD-MobileNet, MobileNet V1 and ShuffleNet V1 at 12 and 40 MFLOPs
+(benchmarks/mcu/results.md), where the unpadded count was 1-100 % short.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Profile:
     weight_bytes: int = 0
     int8_weight_bytes: int = 0
     int8_peak_activation_bytes: int = 0
+    int8_peak_nhcwb16_bytes: int = 0  # the same, feature maps in Ethos-U's NHCWB16 layout (channels to 16)
 
     def as_dict(self, layers: bool = False) -> dict:
         d = asdict(self)
@@ -130,26 +137,31 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     layers: list[LayerStats] = []
     held: list[torch.Tensor] = []  # shortcut inputs of residual units being run
     kept: list[torch.Tensor] = []  # outputs kept alive to the end (a detector's pyramid levels)
-    peak = 0  # elements
+    peak = peak16 = 0  # elements: as they are, and with channels padded to 16 (NHCWB16)
+    image: list[int] = []  # storage of the input image (NHWC on an NPU: never padded)
     fp32_weights = int8_weights = 0
     last: list[nn.Module] = []  # the previous leaf layer run (a BatchNorm after a conv is folded into it)
     hooks = []
 
-    def numel_unique(tensors):
+    def numel_unique(tensors, pad: bool = False):
         seen, total = set(), 0
         for t in tensors:
             ptr = t.untyped_storage()._cdata  # storage identity: in-place ops and views count once
             if ptr not in seen:
                 seen.add(ptr)
-                total += t.numel()
+                n = t.numel()
+                if pad and t.ndim == 4 and ptr not in image:
+                    n = n // t.shape[1] * (-(-t.shape[1] // 16) * 16)
+                total += n
         return total
 
     def leaf_hook(mod, inp, out, name):
-        nonlocal peak, fp32_weights, int8_weights
+        nonlocal peak, peak16, fp32_weights, int8_weights
         live = 0
         if not isinstance(mod, _ELEMENTWISE):
             live = numel_unique([*held, *kept, inp[0], out])
             peak = max(peak, live)
+            peak16 = max(peak16, numel_unique([*held, *kept, inp[0], out], pad=True))
         folded = isinstance(mod, nn.BatchNorm2d) and bool(last) and isinstance(last[0], nn.Conv2d)
         w32, w8 = _weight_bytes(mod, folded)
         fp32_weights += w32
@@ -181,6 +193,7 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
         m.forward = _identity
     try:
         x = torch.zeros(1, 3, resolution, resolution, dtype=param.dtype, device=param.device)
+        image.append(x.untyped_storage()._cdata)
         if hasattr(model, "profile_forward"):
             model.profile_forward(x, kept.append)
         else:
@@ -194,4 +207,4 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     macs = sum(layer.macs for layer in layers)
     params = sum(p.numel() for p in model.parameters())
     label = name or getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    return Profile(label, resolution, macs, params, 4 * peak, layers, fp32_weights, int8_weights, peak)
+    return Profile(label, resolution, macs, params, 4 * peak, layers, fp32_weights, int8_weights, peak, peak16)

@@ -254,6 +254,12 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first")
     p.add_argument("--calibration", help="photos to calibrate the int8 models with (default: random tensors)")
     p.add_argument("--workdir", help="keep the exported .onnx files here (default: a temporary folder)")
+    p.add_argument(
+        "--target",
+        help="an Arm Ethos-U NPU (ethos-u55-128, ethos-u65-256, ...): instead of timing on this machine, Vela's "
+        "estimate of each model lowered to INT8 for it (time at its clock, SRAM, flash, NPU/CPU operators); "
+        "no hardware needed, extra mcu",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.add_argument("--plot", help="write latency vs MMACs to this PNG file")
 
@@ -295,8 +301,43 @@ def int8_caveat(info: dict) -> str:
     return "INT8 rows: INT8 speed depends on this CPU's int8 dot-product support (not detected here)"
 
 
+def _bench_target(a: argparse.Namespace, specs: list[tuple[str, int]]) -> int:
+    """``bench --target``: Vela's estimates side by side, the FD-MobileNet of nearest MACs as reference."""
+    from ..deploy.ethosu import is_ethosu_target
+
+    if not is_ethosu_target(a.target):
+        raise ValueError(f"--target {a.target[:40]!r}: give an Ethos-U NPU, e.g. ethos-u55-128 or ethos-u65-256")
+    for flag, given in (("--backends", a.backends), ("--calibration", a.calibration), ("--workdir", a.workdir),
+                        ("--plot", a.plot)):  # fmt: skip
+        if given:
+            raise ValueError(f"{flag} times or plots runtimes on this machine; drop it with --target (Vela estimates)")
+    rows = bench.estimate_on_npu(specs, a.target.lower())
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    first = next((r["vela"] for r in rows if "vela" in r), None)
+    where = f"{first['system_config']}, {first['memory_mode']}, {first['clock_hz'] / 1e6:g} MHz" if first else ""
+    print(f"# {a.target}: Vela's performance model ({where}); INT8, batch 1; estimates, no hardware")
+    w = max([22, *(len(r["model"]) for r in rows)])
+    print(f"{'model':<{w}} {'res':>4} {'MMACs':>7} {'est. ms':>8} {'SRAM KiB':>9} {'flash KiB':>9} {'NPU/CPU ops':>11} "
+          f"{'FD faster':>10}  vs FD")  # fmt: skip
+    for r in rows:
+        if r["median_ms"] is None:
+            print(f"{r['model']:<{w}} {r['resolution']:>4} {r['macs'] / 1e6:>7.1f} error: {r['error']}")
+            continue
+        v = r["vela"]
+        ops = f"{v['npu_ops']}/{v['cpu_ops'] + len(v['outside_delegate'])}"
+        ratio = f"{r['fd_speedup']:>9.2f}x" if "fd_speedup" in r else f"{'-':>10}"
+        print(f"{r['model']:<{w}} {r['resolution']:>4} {r['macs'] / 1e6:>7.1f} {r['median_ms']:>8.3f} "
+              f"{v['sram_bytes'] / 1024:>9.1f} {v['flash_bytes'] / 1024:>9.1f} {ops:>11} {ratio}  "
+              f"{r.get('fd_reference', '')}")  # fmt: skip
+    return 0
+
+
 def bench_run(a: argparse.Namespace) -> int:
     specs = _bench_specs(a)
+    if a.target:
+        return _bench_target(a, specs)
     backends = bench.select_backends(a.backends)
     if any(b != "torch" and b != "torch-compile" for b in backends):
         require("onnx", "exporting models for ONNX Runtime / OpenVINO")

@@ -61,7 +61,7 @@ _OVERRIDES = ("batch_size", "val_split", "threads", "workers", "device", "in_mem
 
 
 def fit_run(a: argparse.Namespace) -> int:
-    from ..fit import DEVICES, fit, format_size, limits_for
+    from ..fit import DEVICES, brick_layout, fit, format_size, limits_for
 
     if a.list_targets:
         if a.json:
@@ -110,7 +110,12 @@ def fit_run(a: argparse.Namespace) -> int:
     if limits.mmacs:
         told.append(f"{limits.mmacs:g} MMACs")
     print(f"fit: {'; '.join(told)}")
-    print(f"{len(result.fitting)} of {result.searched} candidates fit (INT8: SRAM = peak activations, flash = weights)")
+    layout = (
+        "peak activations in the NPU's NHCWB16 layout, channels padded to 16, as Vela plans"
+        if brick_layout(limits)
+        else "peak activations"
+    )
+    print(f"{len(result.fitting)} of {result.searched} candidates fit (INT8: SRAM = {layout}, flash = weights)")
     if not result.fitting:
         print("nothing fits: raise a limit or search smaller widths/resolutions (--widths, --resolutions)")
         return 0

@@ -418,3 +418,42 @@ def benchmark(
         cases = build_cases(specs, backends, threads, batch, work, calibration)
         times = measure(cases, runs, warmup)
     return summarise(cases, times, threads, batch)
+
+
+def estimate_on_npu(specs: list[tuple[str, int]], target: str) -> list[dict[str, Any]]:
+    """``bench --target``: what Arm's Vela compiler plans for each model on an Ethos-U NPU, no hardware needed.
+
+    Every model is lowered as ``export --target`` lowers it (INT8 through ExecuTorch's Arm backend, random
+    calibration: memory and time depend on shapes, not on the weights) and Vela's performance model gives
+    cycles and time at the configuration's clock, SRAM, flash and the operators left to the CPU. The rows
+    carry ``fd_speedup`` as ``benchmark``'s do: the FD-MobileNet of nearest MACs against each model.
+    """
+    from .ethosu import lower_ethosu
+
+    rows: list[dict[str, Any]] = []
+    for k, (name, res) in enumerate(specs, 1):
+        print(f"bench: lowering {name}@{res} for {target} ({k}/{len(specs)})", file=sys.stderr, flush=True)
+        torch.manual_seed(0)
+        family, _, budget = name.partition(":")
+        model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
+        if hasattr(model, "forward_network"):
+            raise ParameterError("models", f"`models` {name}: NPU estimates are for classifiers, not detectors")
+        prof = profile(model, res)
+        row: dict[str, Any] = {"model": name, "family": model_family(family), "backend": target, "resolution": res,
+                               "macs": prof.macs, "params": prof.params}  # fmt: skip
+        try:
+            vela = lower_ethosu(model, res, target)[1]
+        except MissingDependencyError:
+            raise
+        except Exception as e:  # a model the toolchain cannot lower is a row, not a crash
+            rows.append({**row, "median_ms": None, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+            continue
+        row.update(median_ms=round(vela.inference_ms, 4), vela=vela.as_dict())
+        rows.append(row)
+    for row in rows:
+        peers = [r for r in rows if r["family"] == REFERENCE_FAMILY and r["median_ms"] is not None]
+        if row["median_ms"] is not None and peers:
+            ref = min(peers, key=lambda r: abs(math.log(r["macs"] / row["macs"])))
+            row["fd_reference"] = f"{ref['model']}@{ref['resolution']}"
+            row["fd_speedup"] = _sig(row["median_ms"] / ref["median_ms"])
+    return rows
