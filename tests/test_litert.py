@@ -61,6 +61,13 @@ def test_fp32_tflite_matches_pytorch_and_carries_the_metadata(weights, tmp_path,
     code, a, _ = run_cli(capsys, "eval", "--exported", out, "--data", data, "--json")
     code2, b, _ = run_cli(capsys, "eval", "--weights", weights, "--data", data, "--json")
     assert code == code2 == 0 and json.loads(a)["top1"] == json.loads(b)["top1"] and json.loads(a)["n"] == 20
+    # export --int8: plain calibration with LiteRT's quantizer, full-integer like quantize's
+    q = tmp_path / "m8.tflite"
+    code, stdout, err = run_cli(capsys, "export", "--weights", weights, "-o", q, "--int8", "--calibration", data,
+                                "--calibration-size", 16)  # fmt: skip
+    assert code == 0, err
+    assert "tflite-int8" in stdout and read_metadata(q)["calibration"] == {"method": "histogram", "images": 16}
+    assert open_exported(q).meta["precision"] == "int8"
 
 
 @litert

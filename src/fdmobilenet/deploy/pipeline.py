@@ -246,10 +246,8 @@ def export_weights(
     pre = Preprocess.from_meta(vmeta)
     real = load_batch(image_paths(verify_dir, c.verify_size, seed=1), pre) if verify_dir else None
 
-    if fmt == "executorch":
-        return [_export_pte(model, out, vmeta, pre, c, real)]
-    if fmt == "tflite":
-        return [_export_tflite(model, out, vmeta, pre, c, real)]
+    if fmt in ("executorch", "tflite"):
+        return [_export_runtime_file(model, out, fmt, vmeta, pre, c, real)]
     if fmt != "onnx":
         exporter, loader = (export_torchscript, load_torchscript) if fmt == "torchscript" else (export_pt2, load_pt2)
         written = exporter(model, out, meta, res)
@@ -287,41 +285,31 @@ def _int8_report(model, path: Path, fmt: str, meta: dict, real, res: int) -> Exp
     return ExportReport(str(path), fmt, meta, agreement)
 
 
-def _export_tflite(model, out: Path, full: dict, pre: Preprocess, c: ExportConfig, real) -> ExportReport:
-    """fp32 or full-integer INT8 (LiteRT's quantizer, plain calibration as for .pte) LiteRT file, checked alike."""
-    from .litert import TfliteClassifier, export_quantized_tflite, export_tflite
+def _export_runtime_file(model, out: Path, fmt: str, full: dict, pre: Preprocess, c: ExportConfig, real):
+    """fp32 or INT8 ExecuTorch (.pte, XNNPACK) or LiteRT (.tflite, full-integer) file, checked like the rest. INT8:
+    PT2E calibration on ``c.calibration_size`` photos with the runtime's own quantizer (the same scheme: histogram
+    activation ranges, per-channel weights); ``full`` is the export metadata, ``pre`` its preprocessing."""
+    if fmt == "tflite":
+        from .litert import TfliteClassifier as runner
+        from .litert import export_quantized_tflite as write_int8
+        from .litert import export_tflite as write
 
+        runtime = "litert"
+    else:
+        runner, write, write_int8, runtime = PteClassifier, export_pte, export_quantized_pte, "xnnpack"
     res = pre.resolution
     if not c.int8:
-        export_tflite(model, out, full, res)
-        agreement = measure_agreement(model, TfliteClassifier(out), real, resolution=res)
+        write(model, out, full, res)
+        agreement = measure_agreement(model, runner(out), real, resolution=res)
         check_float_agreement(agreement, str(out))
-        return ExportReport(str(out), "tflite-fp32", full, agreement)
+        return ExportReport(str(out), f"{fmt}-fp32", full, agreement)
     from .quantize import calibrate
 
     photos = load_batch(image_paths(c.calibration, c.calibration_size, seed=0), pre)
-    quantized = calibrate(model, photos.split(16), res, runtime="litert")
+    quantized = calibrate(model, photos.split(16), res, runtime=runtime)
     full = {**full, "precision": "int8", "calibration": {"method": "histogram", "images": len(photos)}}
-    export_quantized_tflite(quantized, out, full, res)
-    return _int8_report(model, out, "tflite-int8", full, real, res)
-
-
-def _export_pte(model, out: Path, full: dict, pre: Preprocess, c: ExportConfig, real) -> ExportReport:
-    """fp32 or INT8 (XNNPACK quantizer, calibrated on ``c.calibration_size`` photos) ExecuTorch file, checked
-    like the rest; ``full`` is the export metadata, ``pre`` the preprocessing read from it."""
-    res = pre.resolution
-    if not c.int8:
-        export_pte(model, out, full, res)
-        agreement = measure_agreement(model, PteClassifier(out), real, resolution=res)
-        check_float_agreement(agreement, str(out))
-        return ExportReport(str(out), "executorch-fp32", full, agreement)
-    from .quantize import calibrate
-
-    photos = load_batch(image_paths(c.calibration, c.calibration_size, seed=0), pre)
-    quantized = calibrate(model, photos.split(16), res)
-    full = {**full, "precision": "int8", "calibration": {"method": "minmax", "images": len(photos)}}
-    export_quantized_pte(quantized, out, full, res)
-    return _int8_report(model, out, "executorch-int8", full, real, res)
+    write_int8(quantized, out, full, res)
+    return _int8_report(model, out, f"{fmt}-int8", full, real, res)
 
 
 def _photo_batches(paths: list[Path], pre: Preprocess, batch_size: int, workers: int, seed: int):
