@@ -32,8 +32,6 @@ import torch
 from fdmobilenet._utils import machine_info
 from fdmobilenet.deploy.fidelity import altered_photos, int8_fidelity
 from fdmobilenet.deploy.quantize import PtqConfig, QatConfig, calibrate, convert, qat_distill
-from fdmobilenet.models import build_from_weights
-from fdmobilenet.models import convert_authors_checkpoint as convert_weights
 from fdmobilenet.preprocess import Preprocess
 
 HERE = Path(__file__).resolve().parent
@@ -165,12 +163,7 @@ def main() -> None:
     old = json.loads(out_json.read_text()) if out_json.exists() else {"rows": []}
     keep = {(r["width"], r["route"]): r for r in old["rows"]}
     for width in a.widths.split(","):
-        weights = WORK / width / "official.safetensors"
-        if not weights.exists():
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            convert_weights(fp.SHARED / f"weights/official/{width}x-FDMobileNet-224.pth.tar", weights)
-        model, _ = build_from_weights(weights)
-        model.eval()
+        model, _ = fp.official_model(width, WORK)
         fp32_top = top1(model, sets["sample50"], y50)
         sets_w = {**sets, "stable": stable_photos(model, torch.cat([sets[k] for k in fp.OTHER]))}
         keep[(width, "fp32")] = {"width": width, "route": "fp32", "top1_sample50": fp32_top[0],

@@ -87,3 +87,16 @@ def sample50_labels(files: list[Path]) -> torch.Tensor:
 
 
 __all__ = ["MEASURED", "OTHER", "available", "cached", "normalized", "paths", "sample50_labels"]
+
+
+def official_model(width: str, work: Path):
+    """(model in eval mode, metadata) of the authors' weights at ``width`` ("0.25", "0.5"), converted once into
+    ``work/<width>/official.safetensors``."""
+    from fdmobilenet.models import build_from_weights, convert_authors_checkpoint
+
+    weights = work / width / "official.safetensors"
+    if not weights.exists():
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        convert_authors_checkpoint(SHARED / f"weights/official/{width}x-FDMobileNet-224.pth.tar", weights)
+    model, meta = build_from_weights(weights)
+    return model.eval(), meta

@@ -25,8 +25,6 @@ from fdmobilenet.deploy.fidelity import int8_fidelity
 from fdmobilenet.deploy.litert import TfliteClassifier, export_quantized_tflite, export_tflite
 from fdmobilenet.deploy.metadata import export_metadata
 from fdmobilenet.deploy.quantize import PtqConfig, calibrate
-from fdmobilenet.models import build_from_weights
-from fdmobilenet.models import convert_authors_checkpoint as convert_weights
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -47,12 +45,7 @@ def main() -> None:
     y50 = fp.sample50_labels(fp.cached("sample50", cache)[1])
     rows = []
     for width in ("0.25", "0.5"):
-        weights = WORK / width / "official.safetensors"
-        if not weights.exists():
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            convert_weights(fp.SHARED / f"weights/official/{width}x-FDMobileNet-224.pth.tar", weights)
-        model, meta = build_from_weights(weights)
-        model.eval()
+        model, meta = fp.official_model(width, WORK)
         groups = {**sets, "stable": stable_photos(model, torch.cat([sets[k] for k in fp.OTHER]))}
         full = export_metadata(meta, 224, model)
         fp32_file, int8_file = WORK / width / "fp32.tflite", WORK / width / "int8.tflite"
