@@ -426,7 +426,7 @@ def test_a_foreign_graph_runs_under_a_memory_cap_and_says_so(tmp_path: Path, pho
     assert r.returncode == 2, r.stderr[-2000:]
     one_line_error(r.stderr, "bomb.onnx", "2 GiB memory cap", "FDM_ORT_MAX_MEMORY")
     assert "not written by `fdmobilenet export`" in r.stderr and "[E:onnxruntime" not in r.stderr
-    assert int(r.stdout.split("peak")[-1]) < 3000  # MB: refused, never allocated (3.2 GB more if it were)
+    assert int(r.stdout.split("peak")[-1]) < 2500  # MB: refused, never allocated (it took 3.23 GB); ~0.7 alone
     r = predict(small)  # the same kind of file, asking for little: it runs, and the user is told what it is
     assert r.returncode == 0, r.stderr[-2000:]
     assert "runs at your own risk" in r.stderr and "2 GiB" in r.stderr
