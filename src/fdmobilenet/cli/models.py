@@ -151,9 +151,10 @@ def profile_run(a: argparse.Namespace) -> int:
                 )
     if a.int8:
         print(
-            "int8 weights: int8 + int32 bias + fp32 scale per output channel, BatchNorm folded (flash); "
-            "int8 act: the largest set of activations alive at once, 1 byte each (RAM, no tiling); NHCWB16: the "
-            "same with channels padded to 16, the layout Ethos-U NPUs keep feature maps in (what Vela plans)"
+            "int8 weights: int8 + int32 bias + fp32 scale per output channel, BatchNorm folded (flash)\n"
+            "int8 act: the largest set of activations alive at once, 1 byte each (RAM, no tiling)\n"
+            "NHCWB16: the same with channels padded to 16, the layout Ethos-U NPUs keep feature maps in (what Vela "
+            "plans)"
         )
     return 0
 
