@@ -43,3 +43,19 @@ def test_bench_target_puts_vela_estimates_side_by_side(capsys):
     assert fd["median_ms"] == pytest.approx(fd["vela"]["inference_ms"], abs=1e-4) and fd["vela"]["cpu_ops"] == 0
     assert mb["fd_reference"] == "fd_mobilenet_025@96"
     assert mb["fd_speedup"] == pytest.approx(mb["median_ms"] / fd["median_ms"], rel=1e-3)
+
+
+@pytest.mark.skipif(not vela_available(), reason="needs ethos-u-vela and tosa-tools (the mcu extra)")
+def test_fit_asks_vela_for_the_leading_rows(tmp_path, monkeypatch, capsys):
+    import json
+
+    from fdmobilenet import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    argv = ["fit", "--target", "ethos-u55-128", "--families", "fd_mobilenet", "--widths", "0.25",
+            "--resolutions", "96,128", "--estimate", "1", "--json"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["vela"]
+    assert (row["name"], row["resolution"]) == ("fd_mobilenet_025", 128) and row["inference_ms"] > 0
+    assert abs(row["sram_bytes"] - out["pareto"][0]["sram"]) < 0.02 * row["sram_bytes"]  # NHCWB16 = Vela's plan

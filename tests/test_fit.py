@@ -84,3 +84,36 @@ def test_ethos_u_targets_count_sram_as_vela_plans_it(tmp_path, monkeypatch):
     assert npu.fitting == [] and npu.searched == 1
     roomy = fit(limits_for("ethos-u55-128", max_sram="512KiB"), **grid)
     assert [c.sram for c in roomy.fitting] == [2 * 16 * 112 * 112]
+
+
+def test_vela_estimates_the_pareto_rows_until_one_meets_the_latency(tmp_path, monkeypatch, capsys):
+    """``--max-latency``: rows most-MACs first, each estimated by Vela (faked here: not in CI), until one is fast
+    enough; ``--estimate N`` alone estimates N rows; both need an Ethos-U target."""
+    import fdmobilenet.fit as fitmod
+    from fdmobilenet.deploy.ethosu import VelaReport
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    asked = []
+
+    def fake(c, target):
+        asked.append((c.name, c.resolution))
+        ms = c.macs / 1e7  # 10 MMACs a millisecond
+        return VelaReport(target, "Ethos_U55_High_End_Embedded", "Shared_Sram", 500e6, c.sram, c.flash, 27, 0, [],
+                          int(ms * 5e5), ms, c.macs)  # fmt: skip
+
+    monkeypatch.setattr(fitmod, "estimate", fake)
+    args = ["fit", "--target", "ethos-u55-128", "--families", "fd_mobilenet", "--widths", "0.25,0.5",
+            "--resolutions", "128,160"]  # fmt: skip
+    assert main([*args, "--max-latency", "1.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    front = [(r["name"], r["resolution"]) for r in out["pareto"]]
+    assert asked == front[: len(asked)] and out["vela"][-1]["inference_ms"] <= 1.5
+    assert all(r["inference_ms"] > 1.5 for r in out["vela"][:-1])
+    assert main([*args, "--estimate", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Vela's estimates (Ethos_U55_High_End_Embedded, 500 MHz" in text and len(asked) == len(out["vela"]) + 1
+    for bad, says in ((["--max-latency", "0"], "--max-latency must be a positive"),
+                      (["--max-latency", "2", "--estimate", "0"], "needs Vela's estimates")):  # fmt: skip
+        assert main([*args, *bad]) == 2 and says in capsys.readouterr().err
+    assert main(["fit", "--max-sram", "256KiB", "--estimate", "2"]) == 2
+    assert "give an Ethos-U --target" in capsys.readouterr().err

@@ -7,8 +7,8 @@ class (more compute, more accuracy, within a family and across the paper's three
 (no other fitting candidate has more MACs with no more SRAM and no more flash) is what ``fit`` prints.
 
 There is no latency model: MACs do not predict NPU time (Vela puts FD-MobileNet 0.25x at 128 px at
-1.0 ms on an Ethos-U55-128, 16x its MAC-bound time: the weights stream from flash), so ``fit`` takes
-``max_mmacs`` and leaves latency to the toolchain (``profile --target``).
+1.0 ms on an Ethos-U55-128, 16x its MAC-bound time: the weights stream from flash), so latency comes from
+the toolchain itself: ``estimate`` asks Vela for one candidate (``fit --estimate N`` / ``--max-latency``).
 
 Profiles are cached in ``$XDG_CACHE_HOME/fdmobilenet/fit-<version>.json`` (``~/.cache``): the first
 search builds a few hundred models on the meta device, later ones read the file.
@@ -351,3 +351,18 @@ def fit(
     for c in sorted(fitting, key=lambda c: (-c.macs, c.sram)):
         best.setdefault(c.family, c)
     return FitResult(limits, len(cands), fitting, pareto(fitting), best)
+
+
+def estimate(c: Candidate, target: str):
+    """Vela's plan for ``c`` lowered to INT8 for the Ethos-U ``target`` (``deploy.ethosu.VelaReport``: time at
+    its clock, SRAM, flash, operators). Random weights and calibration: time and memory depend on shapes only.
+    About 30 s a candidate on one core; needs the ``mcu`` extra."""
+    import torch
+
+    from .deploy.ethosu import lower_ethosu
+    from .models import family_kwargs
+    from .models._builder import build_model
+
+    torch.manual_seed(0)
+    model = build_model(c.family, width=c.width, **family_kwargs(c.family)).eval()
+    return lower_ethosu(model, c.resolution, target)[1]

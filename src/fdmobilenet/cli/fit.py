@@ -27,6 +27,20 @@ def fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--widths", type=csv_floats, default=list(FIT_WIDTHS), help="width multipliers to search")
     p.add_argument("--resolutions", type=_ints, default=list(FIT_RESOLUTIONS), help="input sizes to search")
     p.add_argument("--top", type=int, default=15, help="rows of the Pareto table to print")
+    p.add_argument(
+        "--estimate",
+        type=int,
+        metavar="N",
+        help="Ethos-U targets: ask Vela for the time (at the target's clock), SRAM and flash of the first N rows of "
+        "the Pareto set (~30 s a row; extra mcu). Default 0, or 8 with --max-latency",
+    )
+    p.add_argument(
+        "--max-latency",
+        type=float,
+        metavar="MS",
+        help="Ethos-U targets: the Pareto rows are estimated by Vela, most MACs first, until one runs within MS "
+        "milliseconds (at most --estimate rows)",
+    )
     p.add_argument("--no-cache", action="store_true", help="profile every candidate again (no cache file)")
     p.add_argument("--json", action="store_true", help="print JSON")
     g = p.add_argument_group(
@@ -78,6 +92,7 @@ def fit_run(a: argparse.Namespace) -> int:
         if given:
             raise ValueError(f"--{given.replace('_', '-')} needs --data DIR (it trains on your photos)")
     limits = limits_for(a.target, a.max_sram, a.max_flash, a.max_mmacs)
+    rows_to_estimate = _estimate_count(a, limits)
     result = fit(limits, a.families, a.widths, a.resolutions, cache=not a.no_cache)
     if a.data is not None:
         from ..train.fit_data import fit_to_data
@@ -97,8 +112,9 @@ def fit_run(a: argparse.Namespace) -> int:
         if a.json:
             print(json.dumps(report, indent=1))
         return 0
+    estimates = _estimates(result, limits, rows_to_estimate, a.max_latency, quiet=a.json)
     if a.json:
-        print(json.dumps(result.as_dict(), indent=1))
+        print(json.dumps({**result.as_dict(), **({"vela": estimates} if rows_to_estimate else {})}, indent=1))
         return 0
     told = []
     if limits.device:
@@ -134,8 +150,62 @@ def fit_run(a: argparse.Namespace) -> int:
     more = f" (first {a.top} of {len(front)}; --top)" if len(front) > a.top else ""
     table(front[: a.top], f"Pareto set: most MACs for the SRAM and flash{more}")
     table(result.best_per_family.values(), "largest that fits, per family")
-    print(
-        "\nMACs are the accuracy proxy (no latency model: MACs do not predict NPU time; "
-        "`fdmobilenet profile NAME --target ethos-u55-128` asks Vela)"
-    )
+    if rows_to_estimate:
+        _print_estimates(estimates, a.max_latency)
+    else:
+        print(
+            "\nMACs are the accuracy proxy (no latency model: MACs do not predict NPU time; `--estimate N` asks "
+            "Vela for the first N rows on an Ethos-U target)"
+        )
     return 0
+
+
+def _estimate_count(a: argparse.Namespace, limits) -> int:
+    """Rows Vela estimates (``--estimate``, 8 with ``--max-latency``): refused up front where Vela cannot run."""
+    from ..deploy.ethosu import is_ethosu_target
+
+    n = a.estimate if a.estimate is not None else (8 if a.max_latency is not None else 0)
+    if n < 0:
+        raise ValueError(f"--estimate must be >= 0, got {n}")
+    if a.max_latency is not None and not (a.max_latency > 0 and a.max_latency < float("inf")):
+        raise ValueError(f"--max-latency must be a positive number of milliseconds, got {a.max_latency}")
+    if a.max_latency is not None and n == 0:
+        raise ValueError("--max-latency needs Vela's estimates: drop --estimate 0")
+    if n and not (limits.device and limits.device.npu and is_ethosu_target(limits.device.npu)):
+        raise ValueError("--estimate and --max-latency ask Vela: give an Ethos-U --target (e.g. ethos-u55-128)")
+    return n
+
+
+def _estimates(result, limits, n: int, max_latency: float | None, quiet: bool) -> list[dict]:
+    """Vela's plan for the Pareto rows, most MACs first: ``n`` of them, or until one is within ``max_latency``."""
+    from ..fit import estimate
+
+    out = []
+    for c in result.front[:n]:
+        if not quiet:
+            print(f"fit: asking Vela about {c.name} at {c.resolution} px ...", file=sys.stderr, flush=True)
+        r = estimate(c, limits.device.npu)
+        out.append({"name": c.name, "width": c.width, "resolution": c.resolution, "macs": c.macs, **r.as_dict()})
+        if max_latency is not None and r.inference_ms <= max_latency:
+            break
+    return out
+
+
+def _print_estimates(rows: list[dict], max_latency: float | None) -> None:
+    from ..fit import format_size
+
+    first = rows[0] if rows else None
+    where = f"{first['system_config']}, {first['clock_hz'] / 1e6:g} MHz" if first else ""
+    print(f"\nVela's estimates ({where}; INT8, batch 1; no hardware):")
+    print(f"{'model':<26} {'res':>4} {'MMACs':>8} {'est. ms':>8} {'SRAM':>9} {'flash':>9} {'NPU/CPU ops':>11}")
+    for r in rows:
+        ops = f"{r['npu_ops']}/{r['cpu_ops'] + len(r['outside_delegate'])}"
+        print(f"{r['name']:<26} {r['resolution']:>4} {r['macs'] / 1e6:>8.2f} {r['inference_ms']:>8.3f} "
+              f"{format_size(r['sram_bytes']):>9} {format_size(r['flash_bytes']):>9} {ops:>11}")  # fmt: skip
+    if max_latency is not None:
+        hit = next((r for r in rows if r["inference_ms"] <= max_latency), None)
+        if hit:
+            print(f"most MACs within {max_latency:g} ms: {hit['name']} at {hit['resolution']} px "
+                  f"({hit['inference_ms']:.3f} ms)")  # fmt: skip
+        else:
+            print(f"none of the {len(rows)} rows estimated runs within {max_latency:g} ms: raise --estimate or a limit")
