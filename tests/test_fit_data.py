@@ -45,7 +45,8 @@ def test_report_has_both_candidates_and_the_int8_file(fitted):
     assert report["winner"] == report["candidates"][tops.index(max(tops))]["run"]
     assert json.loads((out / REPORT_JSON).read_text()) == report
     md = (out / REPORT_MD).read_text()
-    assert "fd_mobilenet_025-40px" in md and "fd_mobilenet_025-32px" in md and "no latency model" in md
+    assert "fd_mobilenet_025-40px" in md and "fd_mobilenet_025-32px" in md
+    assert "no latency model" in md or "Vela's estimate" in md  # the latter where the mcu toolchain is installed
     int8 = out / f"{report['winner']}-int8.onnx"
     assert report["int8_file"] == str(int8)
     clf = open_exported(int8)

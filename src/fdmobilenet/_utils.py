@@ -14,6 +14,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,27 @@ def machine_info() -> dict[str, Any]:
         except AttributeError:  # executorch has no __version__
             info[mod] = importlib.metadata.version(mod)
     return info
+
+
+# Sizes as people write them (fit's limits, the ONNX Runtime memory cap).
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|gb|g)?\s*$", re.IGNORECASE)
+_UNIT = {"b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2, "mb": 1000**2, "g": 1024**3}
+_UNIT.update({"gib": 1024**3, "gb": 1000**3})
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``256KiB``, ``2MiB``, ``300kB`` (1000s), ``262144`` or ``256k`` (k, M, G: binary)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use bytes, or a number with KiB, MiB, kB, MB)")
+    return int(float(m.group(1)) * _UNIT[(m.group(2) or "b").lower()])
+
+
+def format_size(n: int) -> str:
+    if n < 1024:
+        return f"{n}B"
+    if n < 1024**2:
+        return f"{n / 1024:.1f}KiB"
+    return f"{n / 1024**2:.2f}MiB"

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import __version__
 from ._errors import ParameterError
-from ._utils import atomic_write_bytes
+from ._utils import atomic_write_bytes, format_size, parse_size  # noqa: F401 - format_size: part of fit's API
 
 
 @dataclass(frozen=True)
@@ -141,28 +140,6 @@ FIT_FAMILIES = (
 )
 FIT_WIDTHS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # the released widths are on this grid
 FIT_RESOLUTIONS = (96, 128, 160, 192, 224)
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|gb|g)?\s*$", re.IGNORECASE)
-_UNIT = {"b": 1, "k": KiB, "kib": KiB, "kb": 1000, "m": MiB, "mib": MiB, "mb": 1000**2, "g": 1024**3}
-_UNIT.update({"gib": 1024**3, "gb": 1000**3})
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``256KiB``, ``2MiB``, ``300kB`` (1000s), ``262144`` or ``256k`` (k, M, G: binary)."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ValueError(f"not a size: {text!r} (use bytes, or a number with KiB, MiB, kB, MB)")
-    return int(float(m.group(1)) * _UNIT[(m.group(2) or "b").lower()])
-
-
-def format_size(n: int) -> str:
-    if n < KiB:
-        return f"{n}B"
-    if n < MiB:
-        return f"{n / KiB:.1f}KiB"
-    return f"{n / MiB:.2f}MiB"
 
 
 @dataclass(frozen=True)

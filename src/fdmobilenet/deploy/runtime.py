@@ -30,7 +30,7 @@ _cap: int | None = None  # the cap registered with ONNX Runtime in this process 
 
 def memory_cap() -> int:
     """ONNX Runtime's memory cap in bytes: ``$FDM_ORT_MAX_MEMORY`` (``2GiB``, ``512MiB``, bytes), default 2 GiB."""
-    from ..fit import parse_size
+    from .._utils import parse_size
 
     text = os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY
     try:
