@@ -430,8 +430,17 @@ def test_a_foreign_graph_runs_under_a_memory_cap_and_says_so(tmp_path: Path, pho
     r = predict(small)  # the same kind of file, asking for little: it runs, and the user is told what it is
     assert r.returncode == 0, r.stderr[-2000:]
     assert "runs at your own risk" in r.stderr and "2 GiB" in r.stderr
-    r = predict(small, cap="lots")
-    assert r.returncode == 2 and "FDM_ORT_MAX_MEMORY" in r.stderr and "not a size" in r.stderr
+
+
+def test_the_memory_cap_setting_is_a_size(monkeypatch) -> None:
+    from fdmobilenet.deploy.runtime import memory_cap
+
+    monkeypatch.setenv("FDM_ORT_MAX_MEMORY", "512MiB")
+    assert memory_cap() == 512 * 2**20
+    for bad, says in (("lots", "not a size"), ("1MiB", "under 16 MiB")):
+        monkeypatch.setenv("FDM_ORT_MAX_MEMORY", bad)
+        with pytest.raises(ValueError, match=says):
+            memory_cap()
 
 
 def test_decoding_is_bounded_by_bytes_per_pixel_not_pixels(tmp_path: Path, monkeypatch) -> None:

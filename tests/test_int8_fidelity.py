@@ -170,7 +170,7 @@ def test_rerounding_keeps_the_files_format_and_the_network_close():
     def build(steps):
         return calibrate(model, calib.split(16), RES, PtqConfig(equalize=False, rounding_steps=steps))
 
-    nearest, rerounded = build(0), build(100)
+    nearest, rerounded = build(0), build(40)
     before, after = _int8_weights(nearest), _int8_weights(rerounded)
     assert len(before) == len(after) == 24
     changed = 0

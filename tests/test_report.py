@@ -295,7 +295,7 @@ def test_in_memory_runs_log_the_val_top1_that_eval_split_gives(tmp_path: Path, c
     from fdmobilenet.cli import main
 
     data, out = _odd_photos(tmp_path / "photos", n=12), tmp_path / "run"
-    args = ["--data", data, "--model", "fd_mobilenet_025", "--resolution", 32, "--epochs", 2, "--batch-size", 8]
+    args = ["--data", data, "--model", "fd_mobilenet_025", "--resolution", 32, "--epochs", 1, "--batch-size", 8]
     args += ["--lr-base-batch", 8, "--val-split", 0.25, "--in-memory", "--threads", 1, "--out", out]
     assert main(["train", *map(str, args)]) == 0
     capsys.readouterr()
