@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._utils import format_size
 from ..models._complexity_table import COMPLEXITY_AT_224
 from ..models._registry import FAMILIES, list_models, lookup, model_task
 from ._args import csv, csv_floats
@@ -111,8 +112,8 @@ def profile_run(a: argparse.Namespace) -> int:
     for d in results:
         width = f"{d['width']:.4g}" if "width" in d else ""
         int8 = (
-            f" {_size(d['weight_bytes']):>12} {_size(d['int8_weight_bytes']):>12} "
-            f"{_size(d['int8_peak_activation_bytes']):>10} {_size(d['int8_peak_nhcwb16_bytes']):>10}"
+            f" {format_size(d['weight_bytes']):>12} {format_size(d['int8_weight_bytes']):>12} "
+            f"{format_size(d['int8_peak_activation_bytes']):>10} {format_size(d['int8_peak_nhcwb16_bytes']):>10}"
             if a.int8
             else ""
         )
@@ -126,8 +127,9 @@ def profile_run(a: argparse.Namespace) -> int:
             print(f"    {VelaReport(**d['vela'])}")
             ours, theirs = d["int8_peak_nhcwb16_bytes"], d["vela"]["sram_bytes"]
             print(
-                f"    int8 peak activations in NHCWB16 (ours, no tiling) {_size(ours)} vs Vela's SRAM {_size(theirs)} "
-                f"({(theirs - ours) / ours:+.1%}); unpadded {_size(d['int8_peak_activation_bytes'])}"
+                f"    int8 peak activations in NHCWB16 (ours, no tiling) {format_size(ours)} vs Vela's SRAM "
+                f"{format_size(theirs)} ({(theirs - ours) / ours:+.1%}); unpadded "
+                f"{format_size(d['int8_peak_activation_bytes'])}"
             )
         if "backbone_macs" in d:
             print(
@@ -140,8 +142,8 @@ def profile_run(a: argparse.Namespace) -> int:
             for layer in d["layers"]:
                 shape = "x".join(str(s) for s in layer["out_shape"][1:])
                 extra = (
-                    f" {_size(layer['activation_elements']) if layer['activation_elements'] else '':>10} "
-                    f"{_size(layer['int8_weight_bytes']):>9}"
+                    f" {format_size(layer['activation_elements']) if layer['activation_elements'] else '':>10} "
+                    f"{format_size(layer['int8_weight_bytes']):>9}"
                     if a.int8
                     else ""
                 )
@@ -157,15 +159,6 @@ def profile_run(a: argparse.Namespace) -> int:
             "plans)"
         )
     return 0
-
-
-def _size(n: int) -> str:
-    """Bytes as B, KiB or MiB with 3 significant figures (``256KiB`` style, as ``fit`` takes them)."""
-    if n < 1024:
-        return f"{n}B"
-    if n < 2**20:
-        return f"{n / 1024:.1f}KiB"
-    return f"{n / 2**20:.2f}MiB"
 
 
 def convert_arguments(p: argparse.ArgumentParser) -> None:
