@@ -283,12 +283,15 @@ def test_in_memory_validation_feeds_the_network_evals_exact_tensors(tmp_path: Pa
 
     folder = scan_folder(_odd_photos(tmp_path / "photos"))
     pre = Preprocess(32)
-    mem = load_or_build(folder, 32, tmp_path / "cache", progress=False, crop=pre.crop())
+    mem = load_or_build(folder, 32, tmp_path / "cache", progress=False, crop=pre)
     assert tuple(mem.images.shape[1:]) == (3, 32, 32)
     index = torch.arange(len(mem.labels))
     batch = BatchAugment(32, crop_pct=1.0)(mem.images, train=False, sizes=mem.sizes, index=index)
     want = torch.stack([pre.transform()(load_image(p)) for p, _ in folder.samples])
     assert torch.allclose(batch, want, atol=1e-5)
+    # another crop at the same side is another cache, never the stale one
+    wider = load_or_build(folder, 32, tmp_path / "cache", progress=False, crop=Preprocess(32, crop_pct=1.0))
+    assert wider.rebuilt and not torch.equal(wider.images, mem.images)
 
 
 def test_in_memory_runs_log_the_val_top1_that_eval_split_gives(tmp_path: Path, capsys) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from .._utils import atomic_write_bytes
-from ..preprocess import cap_aspect
+from ..preprocess import Preprocess, cap_aspect
 from .folders import Folder
 from .images import BadImageError, load_image
 
@@ -112,18 +111,19 @@ def load_or_build(
     size: int,
     cache_dir: str | Path,
     progress: bool = True,
-    crop: Callable[[Image.Image], Image.Image] | None = None,
+    crop: Preprocess | None = None,
 ) -> MemoryDataset:
     """The cached tensors of ``folder``, each photo's shorter side at ``size`` pixels (``fit``), or, with
-    ``crop``, exactly what ``crop`` makes of it (the evaluation crop: ``Preprocess.crop``, whose output
-    side is ``size``); decoded (and saved atomically) when the cache is missing or its fingerprint no
-    longer matches the files."""
+    ``crop``, exactly its evaluation crop (``crop.crop()``, ``size`` being ``crop.resolution``); decoded
+    (and saved atomically) when the cache is missing or its fingerprint no longer matches the files or
+    the crop's settings."""
     cache_dir = Path(cache_dir)
-    fp = fingerprint(folder, size) + ("-evalcrop" if crop else "")
+    how = f"-evalcrop resize={crop.resize} {crop.interpolation}" if crop else ""  # same side, other crop: rebuilt
+    fp = fingerprint(folder, size) + how
     # the file list names the cache (a train and a val split of one folder differ); mtimes only invalidate it
     listing = "\n".join(str(p.resolve()) for p, _ in folder.samples)
     name = hashlib.sha256(listing.encode()).hexdigest()[:10]
-    kind = "crop" if crop else ""
+    kind = f"crop{crop.resize}" if crop else ""
     cache_file = cache_dir / f"memcache-{folder.root.name}-{name}-{size}{kind}.safetensors"
     if cache_file.is_file():
         try:
@@ -145,11 +145,12 @@ def load_or_build(
     from .._progress import Progress
 
     bar = Progress(len(folder.samples), f"decoding {folder.root.name} into memory", "img", enabled=progress)
+    cut = crop.crop() if crop else None
     for path, label in folder.samples:
         bar.update()
         try:
-            img = load_image(path, draft_size=size if crop is None else None)
-            arrays.append(fit(img, size) if crop is None else np.asarray(crop(img), dtype=np.uint8).transpose(2, 0, 1))
+            img = load_image(path, draft_size=size if cut is None else None)
+            arrays.append(fit(img, size) if cut is None else np.asarray(cut(img), dtype=np.uint8).transpose(2, 0, 1))
         except BadImageError as e:
             bad.append((str(path), e.reason))
             continue

@@ -201,7 +201,7 @@ def _memory_data(cfg: TrainConfig, split: FolderSplit, out: Path, dist: Dist, lo
     mems = []
     # val holds the evaluation crops themselves (what `eval` feeds the network, from the same PIL code):
     # resizing a cache made for training would differ from eval wherever photos are smaller than its resize
-    val_crop = Preprocess(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std).crop()
+    val_crop = Preprocess(cfg.resolution, cfg.crop_pct, cfg.mean, cfg.std)
     for part, side, crop in ((split.train, size, None), (split.val, cfg.resolution, val_crop)):
         if dist.world > 1 and not dist.main:
             torch.distributed.barrier()  # rank 0 builds the cache file first
