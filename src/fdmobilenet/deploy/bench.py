@@ -83,6 +83,14 @@ def parse_model_spec(spec: str, default_resolution: int) -> tuple[str, int]:
     return name, int(res) if res else default_resolution
 
 
+def spec_model(name: str, res: int) -> nn.Module:
+    """The model a ``name`` of ``parse_model_spec`` means (``family:MFLOPS``: the width meeting the budget at
+    ``res``), seeded random weights (latency depends on shapes), in eval mode."""
+    torch.manual_seed(0)
+    family, _, budget = name.partition(":")
+    return create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
+
+
 def _available(backend: str) -> bool:
     need = {"ort": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
     mod = next((m for prefix, m in need.items() if backend.startswith(prefix)), None)
@@ -109,9 +117,7 @@ def build_cases(
         print(
             f"bench: preparing {name}@{res} for {', '.join(backends)} ({k}/{len(specs)})", file=sys.stderr, flush=True
         )
-        torch.manual_seed(0)
-        family, _, budget = name.partition(":")
-        model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
+        model = spec_model(name, res)
         prof = profile(model, res)
         tag = f"{name}@{res}"
         fp32, int8, pte, pte_int8 = export_files(workdir, name, res)
@@ -292,11 +298,7 @@ def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, ba
                 if r["family"] == REFERENCE_FAMILY and r["backend"] == row["backend"] and r["median_ms"] is not None
             ]
         )
-        if peers:
-            ref = min(peers, key=lambda r: abs(math.log(r["macs"] / row["macs"])))
-            row["fd_reference"] = f"{ref['model']}@{ref['resolution']}"
-            # How many times faster the FD-MobileNet of nearest complexity is than this model.
-            row["fd_speedup"] = _sig(row["median_ms"] / ref["median_ms"])
+        _compare_with_fd(row, peers)
         ort = next(
             (
                 r
@@ -311,6 +313,15 @@ def summarise(cases: list[Case], times: dict[int, list[float]], threads: int, ba
         if ort is not None:
             row["speedup_vs_ort_fp32"] = _sig(ort["median_ms"] / row["median_ms"])
     return rows
+
+
+def _compare_with_fd(row: dict[str, Any], peers: list[dict[str, Any]]) -> None:
+    """``fd_reference`` and ``fd_speedup`` of ``row``: how many times faster the FD-MobileNet of nearest MACs
+    among ``peers`` (timed alike) is than this model; nothing without peers."""
+    if peers:
+        ref = min(peers, key=lambda r: abs(math.log(r["macs"] / row["macs"])))
+        row["fd_reference"] = f"{ref['model']}@{ref['resolution']}"
+        row["fd_speedup"] = _sig(row["median_ms"] / ref["median_ms"])
 
 
 def _sig(x: float) -> float:
@@ -433,13 +444,12 @@ def estimate_on_npu(specs: list[tuple[str, int]], target: str) -> list[dict[str,
     rows: list[dict[str, Any]] = []
     for k, (name, res) in enumerate(specs, 1):
         print(f"bench: lowering {name}@{res} for {target} ({k}/{len(specs)})", file=sys.stderr, flush=True)
-        torch.manual_seed(0)
-        family, _, budget = name.partition(":")
-        model = create_model(family, resolution=res, mflops=float(budget) if budget else None).eval()
+        model = spec_model(name, res)
         if hasattr(model, "forward_network"):
             raise ParameterError("models", f"`models` {name}: NPU estimates are for classifiers, not detectors")
         prof = profile(model, res)
-        row: dict[str, Any] = {"model": name, "family": model_family(family), "backend": target, "resolution": res,
+        row: dict[str, Any] = {"model": name, "family": model_family(name.partition(":")[0]), "backend": target,
+                               "resolution": res,
                                "macs": prof.macs, "params": prof.params}  # fmt: skip
         try:
             vela = lower_ethosu(model, res, target)[1]
@@ -450,10 +460,8 @@ def estimate_on_npu(specs: list[tuple[str, int]], target: str) -> list[dict[str,
             continue
         row.update(median_ms=round(vela.inference_ms, 4), vela=vela.as_dict())
         rows.append(row)
+    peers = [r for r in rows if r["family"] == REFERENCE_FAMILY and r["median_ms"] is not None]
     for row in rows:
-        peers = [r for r in rows if r["family"] == REFERENCE_FAMILY and r["median_ms"] is not None]
-        if row["median_ms"] is not None and peers:
-            ref = min(peers, key=lambda r: abs(math.log(r["macs"] / row["macs"])))
-            row["fd_reference"] = f"{ref['model']}@{ref['resolution']}"
-            row["fd_speedup"] = _sig(row["median_ms"] / ref["median_ms"])
+        if row["median_ms"] is not None:
+            _compare_with_fd(row, peers)
     return rows
