@@ -254,9 +254,13 @@ def limits_for(
     return Limits(sram, flash, max_mmacs, device)
 
 
-def brick_layout(limits: Limits) -> bool:
-    """Whether the device keeps feature maps in NHCWB16 (an Ethos-U NPU): its SRAM is counted that way."""
-    return bool(limits.device and limits.device.npu and limits.device.npu.startswith("ethos-u"))
+def ethos_u(limits: Limits) -> str | None:
+    """The device's Ethos-U NPU (its Vela target name), else None: an Ethos-U keeps feature maps in NHCWB16,
+    so its SRAM is counted that way, and Vela can estimate its time."""
+    from .deploy.ethosu import is_ethosu_target
+
+    npu = limits.device.npu if limits.device else None
+    return npu if npu and is_ethosu_target(npu) else None
 
 
 def usage(c: Candidate, limits: Limits) -> dict[str, float]:
@@ -321,7 +325,7 @@ def fit(
     """The candidates within ``limits``: their Pareto set (MACs up, SRAM and flash down) and each family's
     largest (most MACs) that fits."""
     cands = profile_candidates(families, widths, resolutions, cache=cache)
-    if brick_layout(limits):  # what Vela plans: within 1 % (benchmarks/mcu/results.md); unpadded is 1-100 % short
+    if ethos_u(limits):  # what Vela plans: within 1 % (benchmarks/mcu/results.md); unpadded is 1-100 % short
         cands = [replace(c, sram=c.sram_nhcwb16) for c in cands]
     fitting = [c for c in cands if all(u <= 1 for u in usage(c, limits).values())]
     best: dict[str, Candidate] = {}

@@ -75,7 +75,7 @@ _OVERRIDES = ("batch_size", "val_split", "threads", "workers", "device", "in_mem
 
 
 def fit_run(a: argparse.Namespace) -> int:
-    from ..fit import DEVICES, brick_layout, fit, format_size, limits_for
+    from ..fit import DEVICES, ethos_u, fit, format_size, limits_for
 
     if a.list_targets:
         if a.json:
@@ -128,7 +128,7 @@ def fit_run(a: argparse.Namespace) -> int:
     print(f"fit: {'; '.join(told)}")
     layout = (
         "peak activations in the NPU's NHCWB16 layout, channels padded to 16, as Vela plans"
-        if brick_layout(limits)
+        if ethos_u(limits)
         else "peak activations"
     )
     print(f"{len(result.fitting)} of {result.searched} candidates fit (INT8: SRAM = {layout}, flash = weights)")
@@ -162,7 +162,7 @@ def fit_run(a: argparse.Namespace) -> int:
 
 def _estimate_count(a: argparse.Namespace, limits) -> int:
     """Rows Vela estimates (``--estimate``, 8 with ``--max-latency``): refused up front where Vela cannot run."""
-    from ..deploy.ethosu import is_ethosu_target
+    from ..fit import ethos_u
 
     n = a.estimate if a.estimate is not None else (8 if a.max_latency is not None else 0)
     if n < 0:
@@ -171,20 +171,20 @@ def _estimate_count(a: argparse.Namespace, limits) -> int:
         raise ValueError(f"--max-latency must be a positive number of milliseconds, got {a.max_latency}")
     if a.max_latency is not None and n == 0:
         raise ValueError("--max-latency needs Vela's estimates: drop --estimate 0")
-    if n and not (limits.device and limits.device.npu and is_ethosu_target(limits.device.npu)):
+    if n and not ethos_u(limits):
         raise ValueError("--estimate and --max-latency ask Vela: give an Ethos-U --target (e.g. ethos-u55-128)")
     return n
 
 
 def _estimates(result, limits, n: int, max_latency: float | None, quiet: bool) -> list[dict]:
     """Vela's plan for the Pareto rows, most MACs first: ``n`` of them, or until one is within ``max_latency``."""
-    from ..fit import estimate
+    from ..fit import estimate, ethos_u
 
-    out = []
+    npu, out = ethos_u(limits), []
     for c in result.front[:n]:
         if not quiet:
             print(f"fit: asking Vela about {c.name} at {c.resolution} px ...", file=sys.stderr, flush=True)
-        r = estimate(c, limits.device.npu)
+        r = estimate(c, npu)
         out.append({"name": c.name, "width": c.width, "resolution": c.resolution, "macs": c.macs, **r.as_dict()})
         if max_latency is not None and r.inference_ms <= max_latency:
             break
