@@ -143,25 +143,24 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     last: list[nn.Module] = []  # the previous leaf layer run (a BatchNorm after a conv is folded into it)
     hooks = []
 
-    def numel_unique(tensors, pad: bool = False):
-        seen, total = set(), 0
+    def numel_unique(tensors) -> tuple[int, int]:
+        """Elements of the distinct tensors: as they are, and with channels padded to 16 (NHCWB16)."""
+        seen, total, padded = set(), 0, 0
         for t in tensors:
             ptr = t.untyped_storage()._cdata  # storage identity: in-place ops and views count once
             if ptr not in seen:
                 seen.add(ptr)
-                n = t.numel()
-                if pad and t.ndim == 4 and ptr not in image:
-                    n = n // t.shape[1] * (-(-t.shape[1] // 16) * 16)
-                total += n
-        return total
+                total += t.numel()
+                brick = t.ndim == 4 and ptr not in image  # the input image stays NHWC
+                padded += t.numel() // t.shape[1] * (-(-t.shape[1] // 16) * 16) if brick else t.numel()
+        return total, padded
 
     def leaf_hook(mod, inp, out, name):
         nonlocal peak, peak16, fp32_weights, int8_weights
         live = 0
         if not isinstance(mod, _ELEMENTWISE):
-            live = numel_unique([*held, *kept, inp[0], out])
-            peak = max(peak, live)
-            peak16 = max(peak16, numel_unique([*held, *kept, inp[0], out], pad=True))
+            live, live16 = numel_unique([*held, *kept, inp[0], out])
+            peak, peak16 = max(peak, live), max(peak16, live16)
         folded = isinstance(mod, nn.BatchNorm2d) and bool(last) and isinstance(last[0], nn.Conv2d)
         w32, w8 = _weight_bytes(mod, folded)
         fp32_weights += w32
