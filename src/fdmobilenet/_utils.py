@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,18 @@ def format_size(n: int) -> str:
     if n < 1024**2:
         return f"{n / 1024:.1f}KiB"
     return f"{n / 1024**2:.2f}MiB"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` (None or 0: left as they are) for the block, then restored: a
+    step inside a longer job (scoring a finished run, quantizing its winner) honours the job's ``threads``."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

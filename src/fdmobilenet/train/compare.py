@@ -30,7 +30,7 @@ import torch
 
 from .. import train as training
 from .._errors import ParameterError, StoppedError
-from .._utils import atomic_write_bytes, plain_log_axis, pyplot, save_figure
+from .._utils import atomic_write_bytes, plain_log_axis, pyplot, save_figure, torch_threads
 from ..complexity import profile
 from ..data.splits import load_folders, read_split
 from ..models import FAMILIES, RELEASED_WIDTHS, create_model, family_kwargs, solve_width
@@ -336,15 +336,10 @@ def _score_images(job: Job, run_dir: Path, overrides: dict[str, Any], row: dict[
     """``val_detections.npz`` of a finished detector run (the per-image outcomes the verdicts resample)."""
     val_split = overrides.get("val_split", TrainConfig.val_split)
     device = overrides.get("device")
-    threads = torch.get_num_threads()
-    if overrides.get("threads"):
-        torch.set_num_threads(int(overrides["threads"]))
-    try:
+    with torch_threads(overrides.get("threads")):
         got = det.write_val_detections(
             run_dir, overrides["data"], val_split, job.seed, None if device == "auto" else device
         )
-    finally:
-        torch.set_num_threads(threads)
     row["eval_map50"] = round(got, 4)
     if row.get("map50") is not None and abs(got - row["map50"]) > 0.05:
         log(

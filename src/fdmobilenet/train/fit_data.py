@@ -8,22 +8,20 @@ files are scored on the run's seeded hold-out, so the report says what the INT8 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .. import train as training
 from .._errors import ParameterError, ParameterPathError
 from .._schema import printable
-from .._utils import atomic_write_bytes
+from .._utils import atomic_write_bytes, torch_threads
 from ..data.folders import Folder
 from ..data.splits import load_folders, read_split
 from ..fit import Candidate, FitResult, binding, format_size
@@ -89,17 +87,6 @@ def released_weights_for(c: Candidate, pretrained_from: str | os.PathLike | None
     if converted_path(name).is_file() or (cache_dir() / "checkpoints" / RELEASES[name].file).is_file():
         return str(released_weights(name, progress=False))  # converts a cached download; checksum verified
     return None
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _hold_out(run_dir: Path, data: str, val_split: float, seed: int, names: list[str] | None):
@@ -233,7 +220,7 @@ def fit_to_data(
     int8 = out / f"{winner.name}-int8.onnx"
     log(f"[fit] winner {winner.name} (val top-1 {rows[best]['top1']:.2f}%): quantizing to {int8}")
     threads = overrides.get("threads")
-    with _threads(threads):
+    with torch_threads(threads):
         (q,) = quantize_weights(weights, data, int8, calibration_size=calibration_size, ptq=ptq, exclude=val_photos)
         scores = _score(weights, int8, held, threads)
         ethos = _ethosu(weights, out, result.limits.device and result.limits.device.npu, train_photos,
