@@ -128,7 +128,8 @@ class ExportReport:
             s += (
                 f"\nwarning: the INT8 file names the same class as fp32 on only {agree:.1f}% of the real photos "
                 f"checked (below {LOW_INT8_AGREEMENT:g}%): expect its accuracy to drop; `fdmobilenet quantize` "
-                "(range equalization + bias correction) keeps closer to fp32, or calibrate on more varied photos"
+                "(range equalization, re-rounded weights, bias correction) keeps closer to fp32, or calibrate on "
+                "more varied photos"
             )
         if "fidelity" in self.extra:
             s += "\n" + fidelity_report(self.extra["fidelity"])
@@ -285,18 +286,20 @@ def _int8_report(model, path: Path, fmt: str, meta: dict, real, res: int) -> Exp
     return ExportReport(str(path), fmt, meta, agreement)
 
 
+def _runtime_file(fmt: str) -> tuple[Any, Any, Any, str]:
+    """(runner, fp32 writer, INT8 writer, PT2E quantizer runtime) of a ``.pte`` (``executorch``) or ``.tflite``."""
+    if fmt == "tflite":
+        from .litert import TfliteClassifier, export_quantized_tflite, export_tflite  # ai-edge-litert: own extra
+
+        return TfliteClassifier, export_tflite, export_quantized_tflite, "litert"
+    return PteClassifier, export_pte, export_quantized_pte, "xnnpack"
+
+
 def _export_runtime_file(model, out: Path, fmt: str, full: dict, pre: Preprocess, c: ExportConfig, real):
     """fp32 or INT8 ExecuTorch (.pte, XNNPACK) or LiteRT (.tflite, full-integer) file, checked like the rest. INT8:
     PT2E calibration on ``c.calibration_size`` photos with the runtime's own quantizer (the same scheme: histogram
     activation ranges, per-channel weights); ``full`` is the export metadata, ``pre`` its preprocessing."""
-    if fmt == "tflite":
-        from .litert import TfliteClassifier as runner
-        from .litert import export_quantized_tflite as write_int8
-        from .litert import export_tflite as write
-
-        runtime = "litert"
-    else:
-        runner, write, write_int8, runtime = PteClassifier, export_pte, export_quantized_pte, "xnnpack"
+    runner, write, write_int8, runtime = _runtime_file(fmt)
     res = pre.resolution
     if not c.int8:
         write(model, out, full, res)
@@ -469,7 +472,7 @@ def quantize_weights(
         bar = Progress(None, f"re-rounding weights ({ptq.rounding_steps} steps a layer)", unit="layer",
                        enabled=ptq.rounding_steps > 0)  # fmt: skip
         try:
-            runtime = "litert" if fmt == "tflite" else "xnnpack"
+            runtime = "xnnpack" if fmt == "onnx" else _runtime_file(fmt)[3]  # QDQ ONNX: XNNPACK's scheme
             quantized = calibrate(model, calib.split(16), res, ptq, log=lambda _: bar.update(1), runtime=runtime)
         finally:
             bar.close()
@@ -479,12 +482,8 @@ def quantize_weights(
     full = {**full, "precision": "int8", "quantization": {**how, "source": str(data)}}
     if fmt == "onnx":
         export_quantized_onnx(quantized, output, full, opset)
-    elif fmt == "tflite":
-        from .litert import export_quantized_tflite
-
-        export_quantized_tflite(quantized, output, full, res)
     else:
-        export_quantized_pte(quantized, output, full, res)
+        _runtime_file(fmt)[2](quantized, output, full, res)
     report = _int8_report(model, Path(output), f"{fmt}-int8", full, real, res)
     report.extra["fidelity"] = int8_fidelity(model, open_exported(output), check)
     return [report]
