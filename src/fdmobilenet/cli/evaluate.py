@@ -41,7 +41,7 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
         "--onnx",
         dest="onnx",
         metavar="FILE",
-        help="run an exported file instead of --weights: .onnx (fp32 or int8) or .pte (ExecuTorch)",
+        help="run an exported file instead of --weights: .onnx (fp32 or int8), .pte (ExecuTorch) or .tflite (LiteRT)",
     )
     p.add_argument("--backend", choices=BACKENDS, default="ort", help="runtime for an .onnx file")
     p.add_argument(
@@ -65,7 +65,7 @@ def _load(a: argparse.Namespace):
             )
         return model, model.meta, model.transform(), "cpu"
     if not a.weights:
-        raise ValueError("give --weights FILE.safetensors (PyTorch) or --exported FILE (.onnx or .pte)")
+        raise ValueError("give --weights FILE.safetensors (PyTorch) or --exported FILE (.onnx, .pte or .tflite)")
     model, meta = build_from_weights(a.weights, a.model, a.resolution)
     return model, meta, Preprocess.from_meta(meta, a.resolution).transform(), resolve_device(a.device)
 
