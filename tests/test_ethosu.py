@@ -28,6 +28,11 @@ def test_vela_plans_fd_mobilenet(tmp_path):
     # Vela's arena holds at least the activations we count, and its flash the weights (encoded)
     assert ours.int8_peak_activation_bytes <= r.sram_bytes < 2 * ours.int8_peak_activation_bytes + 64 * 1024
     assert 0.8 * ours.int8_weight_bytes < r.flash_bytes < 1.5 * ours.int8_weight_bytes + 16 * 1024
+    # A16W8: every operator still on the NPU; the activations take twice the SRAM, the weights the same flash
+    wide = export_ethosu(model, tmp_path / "a16.pte", 96, "ethos-u55-128", activations="int16")
+    assert wide.npu_ops == r.npu_ops and wide.cpu_ops == 0 and not wide.outside_delegate
+    assert 1.7 * r.sram_bytes < wide.sram_bytes < 2.3 * r.sram_bytes  # 224.6 vs 112.6 KiB at 128 px (0.25x)
+    assert wide.flash_bytes == pytest.approx(r.flash_bytes, rel=0.05) and wide.inference_ms > r.inference_ms
 
 
 @pytest.mark.skipif(not vela_available(), reason="needs ethos-u-vela and tosa-tools (the mcu extra)")

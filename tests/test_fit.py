@@ -84,6 +84,13 @@ def test_ethos_u_targets_count_sram_as_vela_plans_it(tmp_path, monkeypatch):
     assert npu.fitting == [] and npu.searched == 1
     roomy = fit(limits_for("ethos-u55-128", max_sram="512KiB"), **grid)
     assert [c.sram for c in roomy.fitting] == [2 * 16 * 112 * 112]
+    # A16W8: 2 bytes an activation (Vela: 224.6 vs 112.6 KiB, FD-MobileNet 0.25x at 128 px), weights unchanged
+    wide = fit(limits_for("ethos-u55-128", max_sram="1MiB"), activations="int16", **grid)
+    assert [c.sram for c in wide.fitting] == [2 * 2 * 16 * 112 * 112]
+    assert wide.fitting[0].flash == roomy.fitting[0].flash
+    assert fit(limits_for("ethos-u55-128", max_sram="512KiB"), activations="int16", **grid).fitting == []
+    with pytest.raises(ValueError, match="activations"):
+        fit(limits_for(max_sram="1MiB"), activations="int4", **grid)
 
 
 def test_vela_estimates_the_pareto_rows_until_one_meets_the_latency(tmp_path, monkeypatch, capsys):
@@ -95,8 +102,9 @@ def test_vela_estimates_the_pareto_rows_until_one_meets_the_latency(tmp_path, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     asked = []
 
-    def fake(c, target):
+    def fake(c, target, activations="int8"):
         asked.append((c.name, c.resolution))
+        assert activations == "int8"
         ms = c.macs / 1e7  # 10 MMACs a millisecond
         return VelaReport(target, "Ethos_U55_High_End_Embedded", "Shared_Sram", 500e6, c.sram, c.flash, 27, 0, [],
                           int(ms * 5e5), ms, c.macs)  # fmt: skip

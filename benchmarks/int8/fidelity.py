@@ -49,6 +49,11 @@ ROUTES = {
     "ptq-eq-bc-generic": "+ equalization + bias correction, 160 COCO photos mixed into the calibration",
     "ptq-eq-ada-bc": "**+ equalization + AdaRound (500 steps a layer) + bias correction (new default)**",
     "ptq-eq-ada-bc-early": "+ equalization + AdaRound + bias correction, stem and blocks 0-1 fp32",
+    "ptq-a16-bc": "A16W8 (`--activations int16`: 16-bit activations, INT8 weights) + bias correction",
+    "ptq-a16-eq-ada-bc": "A16W8 + equalization + AdaRound + bias correction",
+    "ptq-a16-ada-bc": "**A16W8 + AdaRound + bias correction (`quantize --activations int16`)**",
+    "ptq-a16-ada-bc-w32": "A16W8 activations with fp32 weights (+ bias correction): what INT8 weights cost",
+    "ptq-a8-w32": "INT8 activations with fp32 weights (+ bias correction): what INT8 activations cost",
     "fp32-input-int8": "floor: fp32 with only its input rounded to INT8 (as every INT8 graph's is)",
     "fp32-noise": "floor: fp32 on the same photos with invisible noise (each pixel +-1 grey level)",
 }
@@ -106,11 +111,35 @@ def build(route: str, model, tune_u8: torch.Tensor, calib: list[torch.Tensor], g
     parts = set(route.split("-"))
     cfg = PtqConfig(
         equalize="eq" in parts,
-        bias_correction="bc" in parts,
-        rounding_steps=500 if "ada" in parts else 0,
+        bias_correction="bc" in parts or "w32" in parts,
+        rounding_steps=500 if "ada" in parts and "w32" not in parts else 0,
         float_layers=("stem", "classifier") if "float" in parts else EARLY if "early" in parts else (),
+        activations="int16" if "a16" in parts else "int8",
     )
+    if "w32" in parts:  # activations quantized, weights left fp32: the two error sources apart
+        return activations_only(model, calib, cfg)
     return calibrate(model, calib + (generic if "generic" in parts else []), 224, cfg)
+
+
+def activations_only(model, calib: list[torch.Tensor], cfg: PtqConfig):
+    """The PT2E graph with its activation quantizers only (the weight quantizers removed), bias-corrected."""
+    from dataclasses import replace
+
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from fdmobilenet.deploy.fold import fold_batchnorm
+    from fdmobilenet.deploy.quantize import _quantizer, capture, correct_layers
+
+    quantizer = _quantizer(False, (), cfg.observer, "xnnpack", cfg.activations)
+    quantizer.set_global(replace(quantizer.global_config, weight=None))
+    folded = fold_batchnorm(model).eval()
+    prepared = prepare_pt2e(capture(model, 224, folded), quantizer)
+    with torch.no_grad():
+        for x in calib:
+            prepared(x)
+    quantized = convert(prepared)
+    correct_layers(quantized, folded, torch.cat(calib)[: cfg.bias_correction_photos], 0, True)
+    return quantized
 
 
 @torch.no_grad()
@@ -231,7 +260,8 @@ def write_markdown(out: dict) -> None:
             "| top-1 s50 | Δ | build s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in rows:
+        order = list(ROUTES)
+        for r in sorted(rows, key=lambda r: order.index(r["route"]) if r["route"] in order else len(order)):
             if r["width"] != width or r["route"] == "fp32":
                 continue
             g = r["groups"]

@@ -20,7 +20,7 @@ from ..deploy import (
     export_weights,
     quantize_weights,
 )
-from ..deploy.quantize import LOSSES, OBSERVERS
+from ..deploy.quantize import ACTIVATIONS, LOSSES, OBSERVERS
 from ..models import FAMILIES, list_models
 from . import in_flags
 from ._args import positive_int, thread_count
@@ -79,14 +79,24 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         help="an Arm Ethos-U NPU (ethos-u55-128, ethos-u55-256, ethos-u65-256, ...): an INT8 .pte through "
         "ExecuTorch's Arm backend and Vela, calibrated on --calibration; prints Vela's SRAM, flash, time",
     )
+    p.add_argument(
+        "--activations",
+        choices=ACTIVATIONS,
+        default="int8",
+        help="with --target: int16 = A16W8 (16-bit activations, INT8 weights): twice the activation SRAM, far "
+        "closer to fp32 on photos unlike the calibration's (benchmarks/int8/fidelity.md)",
+    )
 
 
 def export_run(a: argparse.Namespace) -> int:
+    if a.activations != "int8" and not a.target:
+        raise ValueError(f"--activations {a.activations} is for an Ethos-U --target; for a QDQ .onnx use "
+                         f"`fdmobilenet quantize --activations {a.activations}`")  # fmt: skip
     if a.target:
         from ..deploy.ethosu import export_ethosu_weights
 
         r = export_ethosu_weights(
-            a.weights, a.output, a.target, a.calibration, a.calibration_size, a.resolution, a.model
+            a.weights, a.output, a.target, a.calibration, a.calibration_size, a.resolution, a.model, a.activations
         )
         print(json.dumps(r.as_dict(), indent=1) if a.json else f"wrote {a.output}\n{r}")
         return 0
@@ -146,7 +156,11 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration-size", type=positive_int, default=CALIBRATION_SIZE, help="photos to calibrate on (--epochs 0)"
     )
-    p.add_argument("--no-equalize", action="store_true", help="--epochs 0: skip cross-layer range equalization")
+    p.add_argument(
+        "--no-equalize",
+        action="store_true",
+        help="--epochs 0: skip cross-layer range equalization (skipped anyway with --activations int16)",
+    )
     p.add_argument("--no-bias-correction", action="store_true", help="--epochs 0: skip the per-layer bias correction")
     p.add_argument(
         "--rounding-steps",
@@ -163,6 +177,14 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         help="--epochs 0: layers left fp32, e.g. stem,classifier (the input and the logits stay unrounded); "
         "default none",
+    )
+    p.add_argument(
+        "--activations",
+        choices=ACTIVATIONS,
+        default=dp.activations,
+        help="--epochs 0: int16 = 16-bit activations, INT8 weights (A16W8), far closer to fp32 on photos unlike "
+        "the calibration's; a QDQ .onnx at opset 21 for runtimes with 16-bit activation kernels (e.g. Qualcomm "
+        "QNN); XNNPACK and LiteRT run int8 only",
     )
     p.add_argument("--lr", type=float, default=d.lr, help="QAT: peak learning rate (cosine to 0, SGD momentum 0.9)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="QAT: photos per step")
@@ -203,10 +225,11 @@ def quantize_run(a: argparse.Namespace) -> int:
     float_layers = [] if a.float_layers.strip().lower() == "none" else a.float_layers.split(",")
     ptq = PtqConfig(
         observer=a.observer,
-        equalize=not a.no_equalize,
+        equalize=False if a.no_equalize else None,
         bias_correction=not a.no_bias_correction,
         rounding_steps=a.rounding_steps,
         float_layers=tuple(s.strip() for s in float_layers if s.strip()),
+        activations=a.activations,
     )
     reports = quantize_weights(
         a.weights,

@@ -22,6 +22,12 @@ def fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list-targets", action="store_true", help="list the device presets with their sources")
     p.add_argument("--max-sram", help="RAM for INT8 activations: bytes, or 256KiB, 2MiB, 300kB (overrides --target)")
     p.add_argument("--max-flash", help="flash for INT8 weights: bytes, or 1MiB, 512KiB (overrides --target)")
+    p.add_argument(
+        "--activations",
+        choices=("int8", "int16"),
+        default="int8",
+        help="int16: A16W8 (16-bit activations, as `quantize --activations int16`): twice the SRAM, far closer to fp32",
+    )
     p.add_argument("--max-mmacs", type=float, help="compute budget in M multiply-adds (the papers' MFLOPs)")
     p.add_argument("--families", type=csv, default=list(FIT_FAMILIES), help="families to search (default: all)")
     p.add_argument("--widths", type=csv_floats, default=list(FIT_WIDTHS), help="width multipliers to search")
@@ -93,16 +99,15 @@ def fit_run(a: argparse.Namespace) -> int:
             raise ValueError(f"--{given.replace('_', '-')} needs --data DIR (it trains on your photos)")
     limits = limits_for(a.target, a.max_sram, a.max_flash, a.max_mmacs)
     rows_to_estimate = _estimate_count(a, limits)
-    result = fit(limits, a.families, a.widths, a.resolutions, cache=not a.no_cache)
+    result = fit(limits, a.families, a.widths, a.resolutions, cache=not a.no_cache, activations=a.activations)
     if a.data is not None:
         from ..train.fit_data import fit_to_data
 
         overrides = {k: getattr(a, k) for k in _OVERRIDES if getattr(a, k) is not None}
-        ptq = None
-        if a.rounding_steps is not None:
-            from ..deploy.quantize import PtqConfig
+        from ..deploy.quantize import PtqConfig
 
-            ptq = PtqConfig(rounding_steps=a.rounding_steps)
+        steps = {} if a.rounding_steps is None else {"rounding_steps": a.rounding_steps}
+        ptq = PtqConfig(activations=a.activations, **steps)
         # --json: stdout holds the report alone, the training log goes to stderr
         with contextlib.redirect_stdout(sys.stderr) if a.json else contextlib.nullcontext():
             report = fit_to_data(
@@ -131,7 +136,8 @@ def fit_run(a: argparse.Namespace) -> int:
         if ethos_u(limits)
         else "peak activations"
     )
-    print(f"{len(result.fitting)} of {result.searched} candidates fit (INT8: SRAM = {layout}, flash = weights)")
+    scheme = "A16W8: 16-bit activations" if result.activations == "int16" else "INT8"
+    print(f"{len(result.fitting)} of {result.searched} candidates fit ({scheme}: SRAM = {layout}, flash = weights)")
     if not result.fitting:
         print("nothing fits: raise a limit or search smaller widths/resolutions (--widths, --resolutions)")
         return 0
@@ -184,7 +190,7 @@ def _estimates(result, limits, n: int, max_latency: float | None, quiet: bool) -
     for c in result.front[:n]:
         if not quiet:
             print(f"fit: asking Vela about {c.name} at {c.resolution} px ...", file=sys.stderr, flush=True)
-        r = estimate(c, npu)
+        r = estimate(c, npu, result.activations)
         out.append({"name": c.name, "width": c.width, "resolution": c.resolution, "macs": c.macs, **r.as_dict()})
         if max_latency is not None and r.inference_ms <= max_latency:
             break

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._errors import ParameterError
 from .._utils import atomic_write_bytes, require
 from .fold import fold_batchnorm
 
@@ -113,15 +114,29 @@ def lower_ethosu(
     resolution: int,
     target: str = "ethos-u55-128",
     photos: Sequence[torch.Tensor] = (),
-    equalize: bool = True,
+    equalize: bool | None = None,
+    activations: str = "int8",
 ) -> tuple[bytes, VelaReport]:
     """The ``.pte`` bytes for ``target`` (INT8, batch 1) and Vela's report; ``photos``: preprocessed
-    calibration batches (none: 4 random inputs, enough for memory and time, not for accuracy)."""
+    calibration batches (none: 4 random inputs, enough for memory and time, not for accuracy).
+    ``activations`` ``int16``: A16W8 (Arm's 16-bit activation scheme, INT8 weights), which every Ethos-U
+    runs; ``equalize`` None: range equalization for INT8 activations only (as ``PtqConfig``)."""
+    from .quantize import ACTIVATIONS
+
     target = _check_target(target)
+    if activations not in ACTIVATIONS:
+        raise ParameterError(
+            "activations", f"`activations` must be one of {', '.join(ACTIVATIONS)}, got {activations!r}"
+        )
+    equalize = activations == "int8" if equalize is None else equalize
     require("ethosu.vela", "Ethos-U compilation (Arm's Vela compiler)", ETHOSU_HINT)
     require("tosa_serializer", "Ethos-U lowering (TOSA serialization, the tosa-tools package)", ETHOSU_HINT)
     from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
-    from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
+    from executorch.backends.arm.quantizer import (
+        EthosUQuantizer,
+        get_symmetric_a16w8_quantization_config,
+        get_symmetric_quantization_config,
+    )
     from executorch.exir import to_edge_transform_and_lower
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -135,7 +150,10 @@ def lower_ethosu(
     with tempfile.TemporaryDirectory(prefix="fdm-vela-") as tmp:
         spec = EthosUCompileSpec(target)
         spec.dump_intermediate_artifacts_to(tmp)
-        quantizer = EthosUQuantizer(spec).set_global(get_symmetric_quantization_config(is_per_channel=True))
+        scheme = (
+            get_symmetric_a16w8_quantization_config if activations == "int16" else get_symmetric_quantization_config
+        )
+        quantizer = EthosUQuantizer(spec).set_global(scheme(is_per_channel=True))
         graph = torch.export.export(folded, example).module(check_guards=False)
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
@@ -163,9 +181,10 @@ def export_ethosu(
     resolution: int,
     target: str = "ethos-u55-128",
     photos: Sequence[torch.Tensor] = (),
+    activations: str = "int8",
 ) -> VelaReport:
     """Write the Ethos-U ``.pte`` for ``target`` and return what Vela planned for it."""
-    buffer, report = lower_ethosu(model, resolution, target, photos)
+    buffer, report = lower_ethosu(model, resolution, target, photos, activations=activations)
     atomic_write_bytes(path, buffer)
     return report
 
@@ -185,9 +204,11 @@ def export_ethosu_weights(
     calibration_size: int = 200,
     resolution: int | None = None,
     model_name: str | None = None,
+    activations: str = "int8",
 ) -> VelaReport:
     """``export -o m.pte --target ethos-u55-128``: a weights file as an Ethos-U ``.pte``, calibrated on
-    ``calibration_size`` photos of ``calibration`` (with range equalization, as ``quantize`` does)."""
+    ``calibration_size`` photos of ``calibration`` (INT8: with range equalization, as ``quantize`` does;
+    ``activations`` ``int16``: A16W8, twice the activation SRAM, far closer to fp32)."""
     from ..models import build_from_weights
     from ..preprocess import Preprocess
     from .metadata import export_metadata
@@ -201,4 +222,4 @@ def export_ethosu_weights(
     if calibration:
         pre = Preprocess.from_meta(export_metadata(meta, res, model))
         photos = list(load_batch(image_paths(calibration, calibration_size, seed=0), pre).split(16))
-    return export_ethosu(model, output, res, target, photos)
+    return export_ethosu(model, output, res, target, photos, activations)

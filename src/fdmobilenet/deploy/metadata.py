@@ -47,6 +47,9 @@ def export_metadata(meta: dict[str, Any], resolution: int, model: nn.Module) -> 
     }
 
 
+INTEGER_PRECISIONS = ("int8", "a16w8")  # quantized files: INT8 weights, INT8 or 16-bit activations
+
+
 def complete_metadata(meta: dict[str, Any], input_shape: list, num_classes: int | None) -> dict[str, Any]:
     """Fill what a foreign ONNX file (not from `fdmobilenet export`) lacks: ImageNet preprocessing defaults."""
     meta = dict(meta)

@@ -24,10 +24,11 @@ from .._errors import ParameterError
 from .._utils import atomic_write_bytes, require
 from ..preprocess import Preprocess
 from .fold import fold_batchnorm
-from .metadata import export_metadata, read_onnx_metadata, set_onnx_metadata
+from .metadata import INTEGER_PRECISIONS, export_metadata, read_onnx_metadata, set_onnx_metadata
 from .samples import image_paths, load_batch
 
 DEFAULT_OPSET = 18  # what torch.onnx's dynamo exporter (torch 2.14) emits
+INT16_QDQ_OPSET = 21  # the first where QuantizeLinear/DequantizeLinear take int16
 MIN_OPSET = 13  # older TensorRT / RKNN / Hailo / onnx2tf read 13-17; ReduceMean is rewritten for them
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -82,16 +83,27 @@ def _to_onnx(module: nn.Module, resolution: int, opset: int) -> Any:
 
 
 def export_quantized_onnx(
-    quantized: nn.Module, path: str | os.PathLike, meta: dict[str, Any], opset: int = DEFAULT_OPSET
+    quantized: nn.Module,
+    path: str | os.PathLike,
+    meta: dict[str, Any],
+    opset: int = DEFAULT_OPSET,
+    activations: str = "int8",
 ) -> dict[str, Any]:
-    """Write a PT2E INT8 graph (``deploy.quantize``) as QDQ ONNX; ``meta`` is the fp32 export's metadata."""
+    """Write a PT2E INT8 graph (``deploy.quantize``) as QDQ ONNX; ``meta`` is the fp32 export's metadata.
+    ``activations`` ``int16`` (an A16W8 graph): written at opset 21, the first whose QDQ pairs take int16."""
     onnx = require("onnx", "ONNX export")
     require("onnxscript", "ONNX export (torch.onnx's exporter)")
     check_opset(opset)
+    if activations == "int16":
+        if opset != DEFAULT_OPSET:
+            raise ParameterError("opset", f"`opset` {opset}: int16 activations need opset {INT16_QDQ_OPSET} "
+                                 "(int16 QuantizeLinear); leave `opset` at its default")  # fmt: skip
+        opset = INT16_QDQ_OPSET
     with warnings.catch_warnings():  # a PT2E graph reports training mode; it has no dropout or BatchNorm left
         warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
         proto = _to_onnx(quantized, int(meta["resolution"]), opset)
-    meta = {**meta, "opset": _opset_of(proto), "precision": "int8"}
+    precision = "a16w8" if activations == "int16" else "int8"
+    meta = {**meta, "opset": _opset_of(proto), "precision": precision}
     set_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
     atomic_write_bytes(path, proto.SerializeToString())
@@ -298,8 +310,8 @@ def quantize_onnx(
     meta = read_onnx_metadata(fp32_path)
     if not meta.get("resolution"):
         raise ValueError(f"{fp32_path} has no fdmobilenet metadata; quantize a file written by `fdmobilenet export`")
-    if meta.get("precision") == "int8":
-        raise ValueError(f"{fp32_path} is already INT8; quantize the fp32 export")
+    if meta.get("precision") in INTEGER_PRECISIONS:
+        raise ValueError(f"{fp32_path} is already quantized; quantize the fp32 export")
     reader, source, n = _calibration_reader(calibration, calibration_size, meta, seed)
     calib_method = {
         "minmax": oq.CalibrationMethod.MinMax,

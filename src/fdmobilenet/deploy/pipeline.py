@@ -26,7 +26,7 @@ from ..models import build_from_weights
 from ..preprocess import Preprocess, train_transform
 from .executorch import PteClassifier, export_pte, export_quantized_pte
 from .fidelity import altered_photos, fidelity_table, int8_fidelity
-from .metadata import export_metadata
+from .metadata import INTEGER_PRECISIONS, export_metadata
 from .onnx import (
     CALIBRATION_METHODS,
     DEFAULT_OPSET,
@@ -36,7 +36,7 @@ from .onnx import (
     export_quantized_onnx,
     quantize_onnx,
 )
-from .quantize import PtqConfig, QatConfig
+from .quantize import ACTIVATIONS, PtqConfig, QatConfig
 from .runtime import OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
@@ -124,7 +124,7 @@ class ExportReport:
             what += f", box decoding and NMS {where}"
         s = f"wrote {self.path} ({what}): {self.agreement}"
         agree = getattr(self.agreement, "top1_agreement_real", None)  # a detector's check has none
-        if self.meta.get("precision") == "int8" and agree is not None and agree < LOW_INT8_AGREEMENT:
+        if self.meta.get("precision") in INTEGER_PRECISIONS and agree is not None and agree < LOW_INT8_AGREEMENT:
             s += (
                 f"\nwarning: the INT8 file names the same class as fp32 on only {agree:.1f}% of the real photos "
                 f"checked (below {LOW_INT8_AGREEMENT:g}%): expect its accuracy to drop; `fdmobilenet quantize` "
@@ -417,7 +417,8 @@ def quantize_weights(
     route that held best on photos of classes the calibration never saw (benchmarks/int8/fidelity.md).
     ``cfg.epochs > 0``: quantization-aware distillation from the fp32 model (the former default); the
     photos need no labels.
-    ``output`` is a QDQ ``.onnx`` or an XNNPACK ``.pte``.
+    ``output`` is a QDQ ``.onnx``, an XNNPACK ``.pte`` or a LiteRT ``.tflite``; with ``ptq.activations``
+    ``int16`` (A16W8: 16-bit activations, INT8 weights), a QDQ ``.onnx`` at opset 21 only.
 
     The written file is compared with fp32 (``int8_fidelity``: top-1 agreement and KL) on photos of other
     classes from each ``fidelity_data`` folder, on ``verify_data``, on photos under ``data`` not used, and on
@@ -433,6 +434,9 @@ def quantize_weights(
     check_opset(opset)
     cfg = cfg or QatConfig(epochs=0.0)  # QatConfig checks its own ranges
     ptq = ptq or PtqConfig()
+    if ptq.activations != "int8" and (fmt != "onnx" or cfg.epochs > 0):
+        why = "post-training only: use `epochs` 0" if fmt == "onnx" else "XNNPACK and LiteRT kernels are INT8 only"
+        raise ParameterError("activations", f"`activations` {ptq.activations} writes a QDQ .onnx file; {why}")
     for name, value in (("calibration_size", calibration_size), ("fidelity_size", fidelity_size)):
         if value < 1:
             raise ParameterError(name, f"`{name}` must be >= 1, got {value}")
@@ -478,12 +482,13 @@ def quantize_weights(
             bar.close()
         how = {"method": "ptq", "images": len(calib), "observer": ptq.observer, "equalize": ptq.equalize,
                "rounding_steps": ptq.rounding_steps, "bias_correction": ptq.bias_correction,
-               "float_layers": list(ptq.float_layers)}  # fmt: skip
-    full = {**full, "precision": "int8", "quantization": {**how, "source": str(data)}}
+               "float_layers": list(ptq.float_layers), "activations": ptq.activations}  # fmt: skip
+    precision = INTEGER_PRECISIONS[ACTIVATIONS.index(ptq.activations)]
+    full = {**full, "precision": precision, "quantization": {**how, "source": str(data)}}
     if fmt == "onnx":
-        export_quantized_onnx(quantized, output, full, opset)
+        full = export_quantized_onnx(quantized, output, full, opset, ptq.activations)
     else:
         _runtime_file(fmt)[2](quantized, output, full, res)
-    report = _int8_report(model, Path(output), f"{fmt}-int8", full, real, res)
+    report = _int8_report(model, Path(output), f"{fmt}-{precision}", full, real, res)
     report.extra["fidelity"] = int8_fidelity(model, open_exported(output), check)
     return [report]
