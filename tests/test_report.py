@@ -156,6 +156,22 @@ def test_one_pass_gives_the_numbers_of_separate_passes() -> None:
     assert evaluate_loader(models["m0"], loader).index is None  # predictions are kept only when asked
 
 
+def test_tied_logits_go_to_the_lower_class_index_as_in_argmax():
+    """Quantized logits tie exactly; topk's order among ties is unspecified (it moved INT8 top-1 by a photo)."""
+    logits = (torch.randn(64, 1000, generator=torch.Generator().manual_seed(0)) * 10).round()
+    tied = (logits == logits.max(1, keepdim=True).values).sum(1) > 1
+    assert tied.sum() == 6  # 6 rows tie at the top; topk put another of the tied classes first on 3 of them
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return logits[x[:, 0, 0, 0].long()]
+
+    x = torch.arange(64.0).view(64, 1, 1, 1).expand(64, 3, 2, 2)
+    loader = [(x, logits.argmax(1), list(range(64)), [])]
+    r = evaluate_models({"m": Fixed()}, loader, keep_preds=True)["m"]
+    assert r.preds.tolist() == logits.argmax(1).tolist() and r.top1 == 100.0
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """Two epochs with an EMA on 5 x 16 in-repository photos, read by the same pipeline as eval."""

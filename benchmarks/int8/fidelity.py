@@ -54,6 +54,7 @@ ROUTES = {
     "ptq-a16-ada-bc": "**A16W8 + AdaRound + bias correction (`quantize --activations int16`)**",
     "ptq-a16-ada-bc-w32": "A16W8 activations with fp32 weights (+ bias correction): what INT8 weights cost",
     "ptq-a8-w32": "INT8 activations with fp32 weights (+ bias correction): what INT8 activations cost",
+    "ptq-eq-a8-w32": "INT8 activations, equalized, with fp32 weights (+ bias correction)",
     "fp32-input-int8": "floor: fp32 with only its input rounded to INT8 (as every INT8 graph's is)",
     "fp32-noise": "floor: fp32 on the same photos with invisible noise (each pixel +-1 grey level)",
 }
@@ -128,11 +129,13 @@ def activations_only(model, calib: list[torch.Tensor], cfg: PtqConfig):
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from fdmobilenet.deploy.fold import fold_batchnorm
-    from fdmobilenet.deploy.quantize import _quantizer, capture, correct_layers
+    from fdmobilenet.deploy.quantize import _quantizer, capture, correct_layers, equalize
 
     quantizer = _quantizer(False, (), cfg.observer, "xnnpack", cfg.activations)
     quantizer.set_global(replace(quantizer.global_config, weight=None))
     folded = fold_batchnorm(model).eval()
+    if cfg.equalize:
+        equalize(folded, calib)
     prepared = prepare_pt2e(capture(model, 224, folded), quantizer)
     with torch.no_grad():
         for x in calib:
@@ -154,8 +157,8 @@ def stable_photos(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def top1(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    with torch.no_grad():
-        top = torch.as_tensor(model(x)).topk(5, 1).indices
+    with torch.no_grad():  # ties (quantized logits) go to the lower index, as in argmax and the agreement
+        top = torch.as_tensor(model(x)).sort(1, descending=True, stable=True).indices[:, :5]
     return 100.0 * float((top[:, 0] == y).float().mean()), 100.0 * float((top == y[:, None]).any(1).float().mean())
 
 

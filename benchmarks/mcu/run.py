@@ -115,6 +115,62 @@ def _nhcwb16(family: str, width: float, resolution: int) -> int:
     return profile(model, resolution).int8_peak_nhcwb16_bytes
 
 
+def run_a16w8(target: str = "ethos-u55-128") -> None:
+    """``--a16w8``: FD-MobileNet and MobileNet V1 at 12 and 40 MFLOPs lowered with 16-bit activations (INT8
+    weights, ``--activations int16``), beside the INT8 rows already in results.json."""
+    from fdmobilenet.complexity import profile
+    from fdmobilenet.deploy.ethosu import lower_ethosu
+
+    torch.set_num_threads(1)
+    res = json.loads((HERE / "results.json").read_text())
+    res["a16w8"] = {"date": datetime.date.today().isoformat(), "versions": versions(), "rows": []}
+    for budget in (12, 40):
+        for fam in ("fd_mobilenet", "mobilenet_v1"):
+            w = solve_width(fam, budget, resolution=224)
+            model = create_model(fam, width=w)
+            for r_ in (128, 160, 224):
+                _, v = lower_ethosu(model, r_, target, activations="int16")
+                p = profile(model, r_)
+                row = {"family": fam, "budget": budget, "width": w, "resolution": r_,
+                       "int8_peak_nhcwb16_bytes": p.int8_peak_nhcwb16_bytes, **v.as_dict()}  # fmt: skip
+                res["a16w8"]["rows"].append(row)
+                print(row, flush=True)
+                (HERE / "results.json").write_text(json.dumps(res, indent=1))
+    (HERE / "results.md").write_text(render_vela(res))
+
+
+def render_a16w8(res: dict) -> list[str]:
+    """The A16W8 rows beside the INT8 ones: what 16-bit activations cost in SRAM and time."""
+    a = res.get("a16w8")
+    if not a:
+        return []
+    int8 = {(v["family"], v["budget"], v["resolution"]): v for v in res["vela"] if "error" not in v}
+    lines = [
+        "",
+        f"## A16W8 (`--activations int16`: 16-bit activations, INT8 weights; {a['date']})",
+        "",
+        "The same lowering with Arm's a16w8 scheme (`export --target ... --activations int16`); `fit --activations "
+        "int16` counts 2 bytes an activation (`2 x NHCWB16`). Far closer to fp32 on photos unlike the calibration's "
+        "(benchmarks/int8/fidelity.md); the price in SRAM and time:",
+        "",
+        "| family | MFLOPs@224 | res | INT8 SRAM | A16W8 SRAM | 2 x NHCWB16 | diff | INT8 flash | A16W8 flash "
+        "| NPU/CPU ops | INT8 ms | A16W8 ms | ratio |",
+        "|---" * 13 + "|",
+    ]
+    for v in a["rows"]:
+        i = int8.get((v["family"], v["budget"], v["resolution"]))
+        if i is None:
+            continue
+        ours = 2 * v["int8_peak_nhcwb16_bytes"]
+        lines.append(
+            f"| {v['family']} | {v['budget']} | {v['resolution']} | {format_size(i['sram_bytes'])} | "
+            f"{format_size(v['sram_bytes'])} | {format_size(ours)} | {(v['sram_bytes'] - ours) / ours:+.1%} | "
+            f"{format_size(i['flash_bytes'])} | {format_size(v['flash_bytes'])} | {v['npu_ops']}/{v['cpu_ops']} | "
+            f"{i['inference_ms']:.2f} | {v['inference_ms']:.2f} | {v['inference_ms'] / i['inference_ms']:.2f}x |"
+        )
+    return lines
+
+
 def render_vela(res: dict) -> str:
     """``--render``: results.md's Vela table from results.json (rows written as each model compiled, so an
     interrupted run still reports what it measured, and says which rows are missing)."""
@@ -152,6 +208,7 @@ def render_vela(res: dict) -> str:
                if (f, b, r) not in done]  # fmt: skip
     if missing:
         lines += ["", f"Not measured (the run was stopped before them): {', '.join(missing)}."]
+    lines += render_a16w8(res)
     return "\n".join(lines) + "\n"
 
 
@@ -160,5 +217,8 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["--render"]:
         (HERE / "results.md").write_text(render_vela(json.loads((HERE / "results.json").read_text())))
+        raise SystemExit(0)
+    if sys.argv[1:] == ["--a16w8"]:
+        run_a16w8()
         raise SystemExit(0)
     main()

@@ -162,7 +162,8 @@ def evaluate_models(
         for name, model in models.items():
             logits = model(imgs)
             k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices.cpu()
+            # a stable sort, not topk: quantized logits tie exactly, and then the lower index wins, as in argmax
+            top = logits.sort(dim=1, descending=True, stable=True).indices[:, :k].cpu()
             hit = top == labels[:, None]
             c1[name] += int(hit[:, 0].sum())
             c5[name] += int(hit.any(dim=1).sum())

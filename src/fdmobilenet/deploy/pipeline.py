@@ -132,7 +132,8 @@ class ExportReport:
                 "more varied photos"
             )
         if "fidelity" in self.extra:
-            s += "\n" + fidelity_report(self.extra["fidelity"])
+            scheme = "A16W8" if self.meta.get("precision") == "a16w8" else "INT8"
+            s += "\n" + fidelity_report(self.extra["fidelity"], scheme)
         return s
 
 
@@ -371,8 +372,9 @@ def _fidelity_photos(
     return groups
 
 
-def fidelity_report(result: dict[str, Any]) -> str:
-    """``quantize``'s short table: photos of other classes first, or a line saying none were given."""
+def fidelity_report(result: dict[str, Any], scheme: str = "INT8") -> str:
+    """``quantize``'s short table: photos of other classes first, or a line saying none were given;
+    ``scheme`` names the file's (INT8, A16W8)."""
     groups = result["groups"]
     other = {k: g for k, g in groups.items() if k.startswith("other:")}
     lines = []
@@ -380,10 +382,10 @@ def fidelity_report(result: dict[str, Any]) -> str:
         n = sum(g["n"] for g in other.values())
         agree = sum(g["agreement"] * g["n"] for g in other.values()) / n
         kl = sum(g["kl"] * g["n"] for g in other.values()) / n
-        lines.append(f"INT8 vs fp32 on photos of other classes: agreement {agree:.1f} %, KL {kl:.4f} ({n} photos)")
+        lines.append(f"{scheme} vs fp32 on photos of other classes: agreement {agree:.1f} %, KL {kl:.4f} ({n} photos)")
     else:
         lines.append(
-            "INT8 vs fp32 on photos of other classes: not measured (no `fidelity_data` folder given); "
+            f"{scheme} vs fp32 on photos of other classes: not measured (no `fidelity_data` folder given); "
             "below: photos like the calibration's, and altered copies of them (a hint, not the same figure)"
         )
     lines += fidelity_table(result, "  all measured photos").splitlines()[1:]
