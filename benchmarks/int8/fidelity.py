@@ -55,6 +55,10 @@ ROUTES = {
     "ptq-a16-ada-bc-w32": "16-bit activations, fp32 weights (+ bias correction): all A16W8 loses is its INT8 weights",
     "ptq-a8-w32": "INT8 activations, fp32 weights (+ bias correction), no equalization",
     "ptq-eq-a8-w32": "INT8 activations, equalized, fp32 weights (+ bias correction): what INT8 activations cost",
+    "ethosu-int8": "Ethos-U graph (`export --target ethos-u55-128`: Arm's INT8 scheme, int32 biases) + equalization "
+    "+ AdaRound + bias correction",
+    "ethosu-a16": "Ethos-U graph, A16W8 (`export --target ethos-u55-128 --activations int16`) + AdaRound + bias "
+    "correction",
     "fp32-input-int8": "floor: fp32 with only its input rounded to INT8 (as every INT8 graph's is)",
     "fp32-noise": "floor: fp32 on the same photos with invisible noise (each pixel +-1 grey level)",
 }
@@ -103,6 +107,11 @@ def build(route: str, model, tune_u8: torch.Tensor, calib: list[torch.Tensor], g
         return lambda x: model(grey_noise(x))
     if route == "fp32-input-int8":
         return lambda x: model(input_int8(x))
+    if route.startswith("ethosu"):  # the graph the .pte is lowered from, run in PyTorch (no NPU here)
+        from fdmobilenet.deploy.ethosu import quantize_ethosu
+
+        cfg = PtqConfig(activations="int16" if route.endswith("a16") else "int8")
+        return quantize_ethosu(model, 224, "ethos-u55-128", calib, cfg)
     if route.startswith("qat"):
         batches, steps = aug_batches(tune_u8)
         if route == "qat":

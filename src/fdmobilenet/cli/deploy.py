@@ -77,7 +77,8 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         help="an Arm Ethos-U NPU (ethos-u55-128, ethos-u55-256, ethos-u65-256, ...): an INT8 .pte through "
-        "ExecuTorch's Arm backend and Vela, calibrated on --calibration; prints Vela's SRAM, flash, time",
+        "ExecuTorch's Arm backend and Vela, calibrated on --calibration and corrected as `quantize` does "
+        "(equalization, AdaRound, bias correction); prints Vela's SRAM, flash, time",
     )
     p.add_argument(
         "--activations",

@@ -1,10 +1,10 @@
 """Arm Ethos-U NPUs through ExecuTorch's Arm backend and Arm's Vela compiler: the ``.pte`` to flash, and what
 Vela plans for it (SRAM, flash, operators on the NPU vs the CPU, cycles and time at its clock).
 
-The model is BatchNorm-folded, quantized with ExecuTorch's ``EthosUQuantizer`` (symmetric INT8, per-channel
-weights, per-tensor activations: the scheme ``quantize`` uses with XNNPACK; range equalization is applied
-when photos are given, bias correction is not: it rewrites XNNPACK's graph), lowered to TOSA and compiled
-by Vela. Without photos, random inputs calibrate: the memory and time Vela reports do not depend on the
+The model is BatchNorm-folded, quantized with ExecuTorch's ``EthosUQuantizer`` (INT8 per-channel weights,
+per-tensor activations, int32 biases; or A16W8, 16-bit activations), with ``quantize``'s post-training steps
+when photos are given (range equalization for INT8, AdaRound re-rounding, bias correction), lowered to TOSA
+and compiled by Vela. Without photos, random inputs calibrate: the memory and time Vela reports do not depend on the
 values, only the accuracy does. Vela's numbers are its own performance model (no hardware, no FVP).
 
 Needs ``ethos-u-vela`` (``pip install 'fdmobilenet[mcu]'``) and ``tosa-tools`` (TOSA serialization), which
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import ParameterError
 from .._utils import atomic_write_bytes, require
 from .fold import fold_batchnorm
+from .quantize import PtqConfig
 
 ETHOSU_HINT = "pip install 'fdmobilenet[mcu]', then tosa-tools with pip's no-deps option (it pins numpy<2.2)"
 ETHOSU_TARGET = re.compile(r"^ethos-u(55-(32|64|128|256)|65-(256|512)|85-(128|256|512|1024|2048))$")
@@ -109,6 +109,53 @@ def _read_summary(out_dir: Path, target: str, log: str) -> dict[str, Any]:
 _NOT_COMPUTE = ("quantize_per", "dequantize_per", "getitem", "executorch_call_delegate")
 
 
+def quantize_ethosu(
+    model: nn.Module,
+    resolution: int,
+    target: str = "ethos-u55-128",
+    photos: Sequence[torch.Tensor] = (),
+    ptq: PtqConfig | None = None,
+) -> torch.fx.GraphModule:
+    """The converted PT2E graph an Ethos-U ``.pte`` is lowered from (it runs in PyTorch too: what
+    benchmarks/int8/fidelity.py measures). ``ptq`` as ``quantize``'s (``PtqConfig``: INT8, or A16W8 with
+    ``activations="int16"``); with ``photos`` (preprocessed calibration batches) the same equalization,
+    re-rounding and bias correction as ``quantize`` (an int32 bias here, in its own steps); without, 4 random
+    inputs calibrate (enough for memory and time, not for accuracy) and nothing is corrected."""
+    require("executorch", "Ethos-U lowering (ExecuTorch's Arm backend)", ETHOSU_HINT)
+    from executorch.backends.arm.ethosu import EthosUCompileSpec
+    from executorch.backends.arm.quantizer import (
+        EthosUQuantizer,
+        get_symmetric_a16w8_quantization_config,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from .quantize import correct_layers, equalize
+
+    ptq = ptq or PtqConfig()
+    folded = fold_batchnorm(model).eval()
+    batches = [x for x in photos if len(x)]
+    if batches and ptq.equalize:
+        equalize(folded, batches)
+    scheme = (
+        get_symmetric_a16w8_quantization_config if ptq.activations == "int16" else get_symmetric_quantization_config
+    )
+    quantizer = EthosUQuantizer(EthosUCompileSpec(_check_target(target))).set_global(scheme(is_per_channel=True))
+    # captured at batch 1 (Arm's annotation passes need static shapes); its ops (conv, ReLU, mean, linear) take
+    # any batch once the input guard is off, so calibration and the corrections run on whole batches
+    example = (torch.zeros(1, 3, resolution, resolution),)
+    graph = torch.export.export(folded, example).module(check_guards=False)
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for x in batches or [torch.randn(1, 3, resolution, resolution) for _ in range(4)]:
+            prepared(x)
+    converted = convert_pt2e(prepared)
+    if batches and (ptq.bias_correction or ptq.rounding_steps):
+        x = torch.cat(batches)[: ptq.bias_correction_photos]
+        correct_layers(converted, folded, x, ptq.rounding_steps, ptq.bias_correction)
+    return converted
+
+
 def lower_ethosu(
     model: nn.Module,
     resolution: int,
@@ -116,51 +163,25 @@ def lower_ethosu(
     photos: Sequence[torch.Tensor] = (),
     equalize: bool | None = None,
     activations: str = "int8",
+    ptq: PtqConfig | None = None,
 ) -> tuple[bytes, VelaReport]:
-    """The ``.pte`` bytes for ``target`` (INT8, batch 1) and Vela's report; ``photos``: preprocessed
-    calibration batches (none: 4 random inputs, enough for memory and time, not for accuracy).
+    """The ``.pte`` bytes for ``target`` (batch 1) and Vela's report, from ``quantize_ethosu``'s graph.
     ``activations`` ``int16``: A16W8 (Arm's 16-bit activation scheme, INT8 weights), which every Ethos-U
-    runs; ``equalize`` None: range equalization for INT8 activations only (as ``PtqConfig``)."""
-    from .quantize import ACTIVATIONS
-
+    runs; ``equalize`` None: range equalization for INT8 activations only (as ``PtqConfig``); ``ptq``, when
+    given, overrides both."""
     target = _check_target(target)
-    if activations not in ACTIVATIONS:
-        raise ParameterError(
-            "activations", f"`activations` must be one of {', '.join(ACTIVATIONS)}, got {activations!r}"
-        )
-    equalize = activations == "int8" if equalize is None else equalize
+    ptq = ptq or PtqConfig(equalize=equalize, activations=activations)
     require("ethosu.vela", "Ethos-U compilation (Arm's Vela compiler)", ETHOSU_HINT)
     require("tosa_serializer", "Ethos-U lowering (TOSA serialization, the tosa-tools package)", ETHOSU_HINT)
     from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
-    from executorch.backends.arm.quantizer import (
-        EthosUQuantizer,
-        get_symmetric_a16w8_quantization_config,
-        get_symmetric_quantization_config,
-    )
     from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    folded = fold_batchnorm(model).eval()
-    batches = [x for x in photos if len(x)]
-    if batches and equalize:
-        from .quantize import equalize as equalize_ranges
-
-        equalize_ranges(folded, batches)
+    converted = quantize_ethosu(model, resolution, target, photos, ptq)
     example = (torch.zeros(1, 3, resolution, resolution),)
     with tempfile.TemporaryDirectory(prefix="fdm-vela-") as tmp:
         spec = EthosUCompileSpec(target)
         spec.dump_intermediate_artifacts_to(tmp)
-        scheme = (
-            get_symmetric_a16w8_quantization_config if activations == "int16" else get_symmetric_quantization_config
-        )
-        quantizer = EthosUQuantizer(spec).set_global(scheme(is_per_channel=True))
-        graph = torch.export.export(folded, example).module(check_guards=False)
-        prepared = prepare_pt2e(graph, quantizer)
-        with torch.no_grad():
-            for x in batches or [torch.randn(1, 3, resolution, resolution) for _ in range(4)]:
-                for one in x.split(1):  # the graph was captured at batch 1
-                    prepared(one)
-        program = torch.export.export(convert_pt2e(prepared), example)
+        program = torch.export.export(converted, example)
         log = io.StringIO()
         with contextlib.redirect_stdout(log):  # Vela prints its summary; the CSV beside it has the numbers
             edge = to_edge_transform_and_lower(program, partitioner=[EthosUPartitioner(spec)])
@@ -182,9 +203,10 @@ def export_ethosu(
     target: str = "ethos-u55-128",
     photos: Sequence[torch.Tensor] = (),
     activations: str = "int8",
+    ptq: PtqConfig | None = None,
 ) -> VelaReport:
-    """Write the Ethos-U ``.pte`` for ``target`` and return what Vela planned for it."""
-    buffer, report = lower_ethosu(model, resolution, target, photos, activations=activations)
+    """Write the Ethos-U ``.pte`` for ``target`` and return what Vela planned for it (``lower_ethosu``)."""
+    buffer, report = lower_ethosu(model, resolution, target, photos, activations=activations, ptq=ptq)
     atomic_write_bytes(path, buffer)
     return report
 
@@ -207,8 +229,8 @@ def export_ethosu_weights(
     activations: str = "int8",
 ) -> VelaReport:
     """``export -o m.pte --target ethos-u55-128``: a weights file as an Ethos-U ``.pte``, calibrated on
-    ``calibration_size`` photos of ``calibration`` (INT8: with range equalization, as ``quantize`` does;
-    ``activations`` ``int16``: A16W8, twice the activation SRAM, far closer to fp32)."""
+    ``calibration_size`` photos of ``calibration`` and corrected as ``quantize`` does (``quantize_ethosu``);
+    ``activations`` ``int16``: A16W8, twice the activation SRAM, far closer to fp32."""
     from ..models import build_from_weights
     from ..preprocess import Preprocess
     from .metadata import export_metadata

@@ -314,6 +314,13 @@ def _attr(gm: nn.Module, target: object) -> torch.Tensor:
     return functools.reduce(getattr, str(target).split("."), gm)
 
 
+def _int32_bias(node: torch.fx.Node) -> bool:
+    """Whether ``node`` dequantizes a stored int32 bias (Arm's Ethos-U scheme; XNNPACK keeps biases float)."""
+    per_channel = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    src = node.args[0] if node.target == per_channel else None
+    return isinstance(src, torch.fx.Node) and src.op == "get_attr" and node.args[-1] == torch.int32
+
+
 @torch.no_grad()
 def correct_layers(
     quantized: torch.fx.GraphModule,
@@ -332,7 +339,7 @@ def correct_layers(
     the layer's INT8 weights are re-rounded first (``round_weights``, AdaRound), within the scales the
     quantizer chose, so the file's format is unchanged. With ``bias``, the mean difference per channel -
     what weight rounding, activation rounding and clipping shift the layer by - is then taken out of its
-    (float) bias (empirical bias correction).
+    bias (empirical bias correction): a float one (XNNPACK), or an int32 one in its own steps (Arm).
     """
     targets = {torch.ops.aten.conv2d.default, torch.ops.aten.linear.default}
     per_channel = torch.ops.quantized_decomposed.dequantize_per_channel.default
@@ -388,10 +395,16 @@ def correct_layers(
                     log(f"rounded {name} ({time.monotonic() - t0:.0f} s)")
             out = super().run_node(n)
             b = n.args[2] if len(n.args) > 2 else None
-            if bias and isinstance(b, torch.fx.Node) and b.op == "get_attr":
+            if bias and isinstance(b, torch.fx.Node) and (b.op == "get_attr" or _int32_bias(b)):
                 want = refs[name] if not rounding_steps else mean(refs[name])
                 shift = mean(out) - want
-                _attr(quantized, b.target).sub_(shift)
+                if b.op == "get_attr":
+                    _attr(quantized, b.target).sub_(shift)
+                else:  # Arm's scheme: an int32 bias at the input scale x the weight scale; shift it in those steps
+                    ints, step = _attr(quantized, b.args[0].target), _attr(quantized, b.args[1].target).float()
+                    new = (ints.double() - (shift / step).double()).round().clamp(-(2**31) + 1, 2**31 - 1)
+                    shift = (ints.double() - new).float() * step
+                    ints.copy_(new.to(ints.dtype))
                 out = out - (shift.view(1, -1, 1, 1) if out.ndim == 4 else shift)
             changed += 1
             refs.pop(name)  # its fp32 outputs are no longer needed

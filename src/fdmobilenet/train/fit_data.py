@@ -126,7 +126,7 @@ def _score(weights: Path, int8: Path, held, threads: int | None) -> dict[str, An
 
 
 def _ethosu(
-    weights: Path, out: Path, target: str | None, train_photos: list[Path], n: int, log, activations: str = "int8"
+    weights: Path, out: Path, target: str | None, train_photos: list[Path], n: int, log, ptq: PtqConfig | None = None
 ) -> dict[str, Any]:
     """The Ethos-U ``.pte`` and Vela's estimate when the target is an Ethos-U and its toolchain is installed."""
     from ..deploy.ethosu import export_ethosu, is_ethosu_target, vela_available
@@ -150,7 +150,7 @@ def _ethosu(
     photos = load_batch(sorted(random.Random(0).sample(train_photos, min(n, len(train_photos)))), pre)
     path = out / f"{weights.parent.name}-{target}.pte"
     try:
-        vela = export_ethosu(model, path, res, target, list(photos.split(16)), activations)
+        vela = export_ethosu(model, path, res, target, list(photos.split(16)), ptq=ptq)
     except (RuntimeError, ValueError, ImportError) as e:  # optional: the ONNX file is the deliverable
         log(f"[fit] Ethos-U export failed: {printable(str(e))[:300]}")
         return {"skipped": f"Ethos-U export failed: {printable(str(e))[:300]}"}
@@ -226,7 +226,7 @@ def fit_to_data(
         (q,) = quantize_weights(weights, data, int8, calibration_size=calibration_size, ptq=ptq, exclude=val_photos)
         scores = _score(weights, int8, held, threads)
         ethos = _ethosu(weights, out, result.limits.device and result.limits.device.npu, train_photos,
-                        calibration_size, log, ptq.activations if ptq else "int8")  # fmt: skip
+                        calibration_size, log, ptq)  # fmt: skip
     vela_ms = (ethos.get("vela") or {}).get("inference_ms")
     report = {
         "limits": result.as_dict()["limits"],
