@@ -151,7 +151,10 @@ def test_npu_estimates_rank_against_the_fd_mobilenet_of_nearest_macs(monkeypatch
     from fdmobilenet.deploy import ethosu
     from fdmobilenet.deploy.ethosu import VelaReport
 
-    def fake_lower(model, res, target, photos=(), equalize=True):
+    asked = []
+
+    def fake_lower(model, res, target, photos=(), equalize=True, activations="int8"):
+        asked.append(activations)
         name = model.pretrained_cfg["architecture"]
         if name.startswith("shufflenet"):
             raise RuntimeError("Vela: unsupported operator")
@@ -172,3 +175,6 @@ def test_npu_estimates_rank_against_the_fd_mobilenet_of_nearest_macs(monkeypatch
     out = capsys.readouterr().out
     assert "Vela's performance model (Ethos_U55_High_End_Embedded, Shared_Sram, 500 MHz)" in out
     assert "1.25x" in out and "error: RuntimeError: Vela: unsupported operator" in out
+    assert set(asked) == {"int8"} and "; INT8, batch 1" in out
+    assert cli.main([*argv, "--activations", "int16"]) == 0  # A16W8 lowering asked for, and said
+    assert asked[-1] == "int16" and "; A16W8 (16-bit activations), batch 1" in capsys.readouterr().out

@@ -284,6 +284,12 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
         "estimate of each model lowered to INT8 for it (time at its clock, SRAM, flash, NPU/CPU operators); "
         "no hardware needed, extra mcu",
     )
+    p.add_argument(
+        "--activations",
+        choices=ACTIVATIONS,
+        default="int8",
+        help="with --target: int16 = A16W8 (16-bit activations, INT8 weights), as `export --activations int16`",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.add_argument("--plot", help="write latency vs MMACs to this PNG file")
 
@@ -335,13 +341,14 @@ def _bench_target(a: argparse.Namespace, specs: list[tuple[str, int]]) -> int:
                         ("--plot", a.plot)):  # fmt: skip
         if given:
             raise ValueError(f"{flag} times or plots runtimes on this machine; drop it with --target (Vela estimates)")
-    rows = bench.estimate_on_npu(specs, a.target.lower())
+    rows = bench.estimate_on_npu(specs, a.target.lower(), a.activations)
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
     first = next((r["vela"] for r in rows if "vela" in r), None)
     where = f"{first['system_config']}, {first['memory_mode']}, {first['clock_hz'] / 1e6:g} MHz" if first else ""
-    print(f"# {a.target}: Vela's performance model ({where}); INT8, batch 1; estimates, no hardware")
+    scheme = "A16W8 (16-bit activations)" if a.activations == "int16" else "INT8"
+    print(f"# {a.target}: Vela's performance model ({where}); {scheme}, batch 1; estimates, no hardware")
     w = max([22, *(len(r["model"]) for r in rows)])
     print(f"{'model':<{w}} {'res':>4} {'MMACs':>7} {'est. ms':>8} {'SRAM KiB':>9} {'flash KiB':>9} {'NPU/CPU ops':>11} "
           f"{'FD faster':>10}  vs FD")  # fmt: skip

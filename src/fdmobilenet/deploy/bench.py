@@ -431,13 +431,14 @@ def benchmark(
     return summarise(cases, times, threads, batch)
 
 
-def estimate_on_npu(specs: list[tuple[str, int]], target: str) -> list[dict[str, Any]]:
+def estimate_on_npu(specs: list[tuple[str, int]], target: str, activations: str = "int8") -> list[dict[str, Any]]:
     """``bench --target``: what Arm's Vela compiler plans for each model on an Ethos-U NPU, no hardware needed.
 
     Every model is lowered as ``export --target`` lowers it (INT8 through ExecuTorch's Arm backend, random
     calibration: memory and time depend on shapes, not on the weights) and Vela's performance model gives
     cycles and time at the configuration's clock, SRAM, flash and the operators left to the CPU. The rows
     carry ``fd_speedup`` as ``benchmark``'s do: the FD-MobileNet of nearest MACs against each model.
+    ``activations`` ``int16``: lowered as A16W8 (``export --target ... --activations int16``).
     """
     from .ethosu import lower_ethosu
 
@@ -449,10 +450,10 @@ def estimate_on_npu(specs: list[tuple[str, int]], target: str) -> list[dict[str,
             raise ParameterError("models", f"`models` {name}: NPU estimates are for classifiers, not detectors")
         prof = profile(model, res)
         row: dict[str, Any] = {"model": name, "family": model_family(name.partition(":")[0]), "backend": target,
-                               "resolution": res,
+                               "resolution": res, "activations": activations,
                                "macs": prof.macs, "params": prof.params}  # fmt: skip
         try:
-            vela = lower_ethosu(model, res, target)[1]
+            vela = lower_ethosu(model, res, target, activations=activations)[1]
         except MissingDependencyError:
             raise
         except Exception as e:  # a model the toolchain cannot lower is a row, not a crash
