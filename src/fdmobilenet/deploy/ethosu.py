@@ -122,6 +122,7 @@ def quantize_ethosu(
     re-rounding and bias correction as ``quantize`` (an int32 bias here, in its own steps); without, 4 random
     inputs calibrate (enough for memory and time, not for accuracy) and nothing is corrected."""
     require("executorch", "Ethos-U lowering (ExecuTorch's Arm backend)", ETHOSU_HINT)
+    require("tosa_serializer", "Arm's Ethos-U quantizer (TOSA serialization, the tosa-tools package)", ETHOSU_HINT)
     from executorch.backends.arm.ethosu import EthosUCompileSpec
     from executorch.backends.arm.quantizer import (
         EthosUQuantizer,

@@ -93,12 +93,7 @@ def export_quantized_onnx(
     ``activations`` ``int16`` (an A16W8 graph): written at opset 21, the first whose QDQ pairs take int16."""
     onnx = require("onnx", "ONNX export")
     require("onnxscript", "ONNX export (torch.onnx's exporter)")
-    check_opset(opset)
-    if activations == "int16":
-        if opset != DEFAULT_OPSET:
-            raise ParameterError("opset", f"`opset` {opset}: int16 activations need opset {INT16_QDQ_OPSET} "
-                                 "(int16 QuantizeLinear); leave `opset` at its default")  # fmt: skip
-        opset = INT16_QDQ_OPSET
+    opset = qdq_opset(opset, activations)
     with warnings.catch_warnings():  # a PT2E graph reports training mode; it has no dropout or BatchNorm left
         warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
         proto = _to_onnx(quantized, int(meta["resolution"]), opset)
@@ -108,6 +103,18 @@ def export_quantized_onnx(
     onnx.checker.check_model(proto)
     atomic_write_bytes(path, proto.SerializeToString())
     return meta
+
+
+def qdq_opset(opset: int, activations: str = "int8") -> int:
+    """The opset a QDQ file is written at: ``opset``, or 21 for int16 activations, the first whose
+    QuantizeLinear takes int16 (another ``opset`` asked for is refused)."""
+    check_opset(opset)
+    if activations != "int16":
+        return opset
+    if opset != DEFAULT_OPSET:
+        raise ParameterError("opset", f"`opset` {opset}: int16 activations need opset {INT16_QDQ_OPSET} "
+                             "(int16 QuantizeLinear); leave `opset` at its default")  # fmt: skip
+    return INT16_QDQ_OPSET
 
 
 def check_opset(opset: int) -> None:

@@ -34,6 +34,7 @@ from .onnx import (
     check_opset,
     export_onnx,
     export_quantized_onnx,
+    qdq_opset,
     quantize_onnx,
 )
 from .quantize import ACTIVATIONS, PtqConfig, QatConfig
@@ -439,6 +440,7 @@ def quantize_weights(
     if ptq.activations != "int8" and (fmt != "onnx" or cfg.epochs > 0):
         why = "post-training only: use `epochs` 0" if fmt == "onnx" else "XNNPACK and LiteRT kernels are INT8 only"
         raise ParameterError("activations", f"`activations` {ptq.activations} writes a QDQ .onnx file; {why}")
+    qdq_opset(opset, ptq.activations)  # refused before the calibration, not after it
     for name, value in (("calibration_size", calibration_size), ("fidelity_size", fidelity_size)):
         if value < 1:
             raise ParameterError(name, f"`{name}` must be >= 1, got {value}")
