@@ -80,7 +80,7 @@ class PtqConfig:
     16-bit activation kernels run it (QDQ ONNX at opset 21, e.g. Qualcomm's QNN; Arm Ethos-U; not XNNPACK).
     """
 
-    observer: str = "histogram"  # activation ranges: "histogram" (XNNPACK's default) or "minmax"; int16: minmax
+    observer: str = "histogram"  # activation ranges: "histogram" (XNNPACK's default) or "minmax"
     equalize: bool | None = None  # cross-layer range equalization (``equalize``); None: on for int8 activations
     # only (it evens out their per-tensor ranges; with 16-bit activations it only moves range into the weights)
     bias_correction: bool = True  # per-layer mean shift taken out after converting (``correct_layers``)
@@ -122,8 +122,9 @@ def _quantizer(
     ``minmax`` (the observed extremes). Quantization-aware training always uses moving-average min/max.
     ``runtime`` ``litert``: LiteRT's own PT2E quantizer (litert-torch), the same scheme (int8 weights
     symmetric per channel, int8 activations per tensor, histogram ranges), which its converter lowers to
-    TFLite's int8 kernels. ``activations`` ``int16``: the same graph with 16-bit activations (their observed
-    extremes: with 65,536 levels clipping buys nothing), INT8 weights as before.
+    TFLite's int8 kernels. ``activations`` ``int16``: the same graph with 16-bit activations as Arm's a16w8
+    scheme has them (symmetric; histogram ranges held better on photos of other classes than the observed
+    extremes, 96.6 vs 94.6 % at 0.25x: clipping rare outliers still pays at 16 bits), INT8 weights as before.
     """
     if activations != "int8" and (qat or runtime != "xnnpack"):
         raise ParameterError("activations", f"`activations` {activations}: post-training, for QDQ ONNX only")
@@ -143,7 +144,7 @@ def _quantizer(
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
     from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
@@ -151,9 +152,10 @@ def _quantizer(
         act = config.input_activation
         act = replace(act, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
         config = replace(config, input_activation=act, output_activation=act)
-    if activations == "int16":
-        act = replace(config.input_activation, dtype=torch.int16, quant_min=-32768, quant_max=32767,
-                      observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-20))  # fmt: skip
+    if activations == "int16":  # Arm's a16w8 activations: symmetric int16, ranges from the histogram
+        ranges = HistogramObserver.with_args(eps=2**-12) if observer == "histogram" else MinMaxObserver.with_args()
+        act = replace(config.input_activation, dtype=torch.int16, quant_min=-32767, quant_max=32767,
+                      qscheme=torch.per_tensor_symmetric, observer_or_fake_quant_ctr=ranges)  # fmt: skip
         config = replace(config, input_activation=act, output_activation=act)
     quantizer = XNNPACKQuantizer().set_global(config)
     if float_layers:
