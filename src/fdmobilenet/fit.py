@@ -328,10 +328,9 @@ def fit(
     """The candidates within ``limits``: their Pareto set (MACs up, SRAM and flash down) and each family's
     largest (most MACs) that fits. ``activations`` ``int16`` (A16W8, ``quantize --activations int16``):
     activations take 2 bytes (Vela: 224.6 vs 112.6 KiB for FD-MobileNet 0.25x at 128 px), weights 1."""
-    from .deploy.quantize import ACTIVATIONS
+    from .deploy.quantize import check_activations
 
-    if activations not in ACTIVATIONS:
-        raise ParameterError("activations", f"`activations` must be one of {', '.join(ACTIVATIONS)}, got {activations}")
+    check_activations(activations)
     cands = profile_candidates(families, widths, resolutions, cache=cache)
     if activations == "int16":
         cands = [replace(c, sram=2 * c.sram, sram_nhcwb16=2 * c.sram_nhcwb16) for c in cands]

@@ -37,7 +37,7 @@ from .onnx import (
     qdq_opset,
     quantize_onnx,
 )
-from .quantize import ACTIVATIONS, PtqConfig, QatConfig
+from .quantize import PtqConfig, QatConfig
 from .runtime import OnnxClassifier
 from .samples import image_paths, load_batch
 from .torch_formats import export_pt2, export_torchscript, load_pt2, load_torchscript
@@ -487,7 +487,7 @@ def quantize_weights(
         how = {"method": "ptq", "images": len(calib), "observer": ptq.observer, "equalize": ptq.equalize,
                "rounding_steps": ptq.rounding_steps, "bias_correction": ptq.bias_correction,
                "float_layers": list(ptq.float_layers), "activations": ptq.activations}  # fmt: skip
-    precision = INTEGER_PRECISIONS[ACTIVATIONS.index(ptq.activations)]
+    precision = "a16w8" if ptq.activations == "int16" else "int8"
     full = {**full, "precision": precision, "quantization": {**how, "source": str(data)}}
     if fmt == "onnx":
         full = export_quantized_onnx(quantized, output, full, opset, ptq.activations)

@@ -69,6 +69,14 @@ OBSERVERS = ("histogram", "minmax")
 ACTIVATIONS = ("int8", "int16")  # int16: A16W8, for runtimes with 16-bit activation kernels
 
 
+def check_activations(activations: str) -> str:
+    """``activations`` if it is one of ``ACTIVATIONS``; a ``ParameterError`` naming it otherwise."""
+    if activations not in ACTIVATIONS:
+        choices = ", ".join(ACTIVATIONS)
+        raise ParameterError("activations", f"`activations` must be one of {choices}, got {activations!r}")
+    return activations
+
+
 @dataclass(frozen=True)
 class PtqConfig:
     """Post-training INT8 (``calibrate``); the defaults are ``quantize``'s, measured in
@@ -91,10 +99,7 @@ class PtqConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_layers", tuple(self.float_layers))
-        if self.activations not in ACTIVATIONS:
-            raise ParameterError(
-                "activations", f"`activations` must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}"
-            )
+        check_activations(self.activations)
         if self.equalize is None:
             object.__setattr__(self, "equalize", self.activations == "int8")
         if self.observer not in OBSERVERS:
