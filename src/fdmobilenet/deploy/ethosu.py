@@ -173,7 +173,6 @@ def lower_ethosu(
     target = _check_target(target)
     ptq = ptq or PtqConfig(equalize=equalize, activations=activations)
     require("ethosu.vela", "Ethos-U compilation (Arm's Vela compiler)", ETHOSU_HINT)
-    require("tosa_serializer", "Ethos-U lowering (TOSA serialization, the tosa-tools package)", ETHOSU_HINT)
     from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
