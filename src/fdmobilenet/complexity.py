@@ -113,6 +113,63 @@ def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
+class _Counter:
+    """What ``profile``'s hooks count while the model runs once: each leaf layer's statistics, the peak of the
+    live activations (as they are and padded to NHCWB16) and the deployed weight bytes."""
+
+    def __init__(self) -> None:
+        self.layers: list[LayerStats] = []
+        self.held: list[torch.Tensor] = []  # shortcut inputs of residual units being run
+        self.kept: list[torch.Tensor] = []  # outputs kept alive to the end (a detector's pyramid levels)
+        self.peak = self.peak16 = 0  # elements: as they are, and with channels padded to 16 (NHCWB16)
+        self.image: list[int] = []  # storage of the input image (NHWC on an NPU: never padded)
+        self.fp32_weights = self.int8_weights = 0
+        self.last: nn.Module | None = None  # the previous leaf layer run (a BatchNorm after a conv is folded into it)
+
+    def numel_unique(self, tensors) -> tuple[int, int]:
+        """Elements of the distinct tensors: as they are, and with channels padded to 16 (NHCWB16)."""
+        seen, total, padded = set(), 0, 0
+        for t in tensors:
+            ptr = t.untyped_storage()._cdata  # storage identity: in-place ops and views count once
+            if ptr not in seen:
+                seen.add(ptr)
+                total += t.numel()
+                brick = t.ndim == 4 and ptr not in self.image  # the input image stays NHWC
+                padded += t.numel() // t.shape[1] * (-(-t.shape[1] // 16) * 16) if brick else t.numel()
+        return total, padded
+
+    def leaf_hook(self, mod, inp, out, name) -> None:
+        live = 0
+        if not isinstance(mod, _ELEMENTWISE):
+            live, live16 = self.numel_unique([*self.held, *self.kept, inp[0], out])
+            self.peak, self.peak16 = max(self.peak, live), max(self.peak16, live16)
+        folded = isinstance(mod, nn.BatchNorm2d) and isinstance(self.last, nn.Conv2d)
+        w32, w8 = _weight_bytes(mod, folded)
+        self.fp32_weights += w32
+        self.int8_weights += w8
+        self.last = mod
+        macs = _layer_macs(mod, out)
+        params = sum(p.numel() for p in mod.parameters(recurse=False))
+        self.layers.append(LayerStats(name, type(mod).__name__, tuple(out.shape), macs, params, live, w8))
+
+    def enter(self, mod, inp) -> None:
+        self.held.append(inp[0])
+
+    def leave(self, mod, inp, out) -> None:
+        self.held.pop()
+
+    def attach(self, model: nn.Module) -> list:
+        """The hooks on every leaf layer, and on every unit that holds its input (residual: until the sum/concat)."""
+        hooks = []
+        for mname, m in model.named_modules():
+            if len(list(m.children())) == 0:
+                hooks.append(m.register_forward_hook(lambda mod, i, o, n=mname: self.leaf_hook(mod, i, o, n)))
+            elif _holds_input(m):  # residual unit: its input lives until the sum/concat
+                hooks.append(m.register_forward_pre_hook(self.enter))
+                hooks.append(m.register_forward_hook(self.leave))
+        return hooks
+
+
 @torch.no_grad()
 def profile(model: nn.Module, resolution: int = 224, name: str | None = None) -> Profile:
     """MACs, parameters, peak activation memory and deployed weight bytes of ``model`` on one ``resolution``²
@@ -134,54 +191,8 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     """
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    layers: list[LayerStats] = []
-    held: list[torch.Tensor] = []  # shortcut inputs of residual units being run
-    kept: list[torch.Tensor] = []  # outputs kept alive to the end (a detector's pyramid levels)
-    peak = peak16 = 0  # elements: as they are, and with channels padded to 16 (NHCWB16)
-    image: list[int] = []  # storage of the input image (NHWC on an NPU: never padded)
-    fp32_weights = int8_weights = 0
-    last: list[nn.Module] = []  # the previous leaf layer run (a BatchNorm after a conv is folded into it)
-    hooks = []
-
-    def numel_unique(tensors) -> tuple[int, int]:
-        """Elements of the distinct tensors: as they are, and with channels padded to 16 (NHCWB16)."""
-        seen, total, padded = set(), 0, 0
-        for t in tensors:
-            ptr = t.untyped_storage()._cdata  # storage identity: in-place ops and views count once
-            if ptr not in seen:
-                seen.add(ptr)
-                total += t.numel()
-                brick = t.ndim == 4 and ptr not in image  # the input image stays NHWC
-                padded += t.numel() // t.shape[1] * (-(-t.shape[1] // 16) * 16) if brick else t.numel()
-        return total, padded
-
-    def leaf_hook(mod, inp, out, name):
-        nonlocal peak, peak16, fp32_weights, int8_weights
-        live = 0
-        if not isinstance(mod, _ELEMENTWISE):
-            live, live16 = numel_unique([*held, *kept, inp[0], out])
-            peak, peak16 = max(peak, live), max(peak16, live16)
-        folded = isinstance(mod, nn.BatchNorm2d) and bool(last) and isinstance(last[0], nn.Conv2d)
-        w32, w8 = _weight_bytes(mod, folded)
-        fp32_weights += w32
-        int8_weights += w8
-        last[:] = [mod]
-        macs = _layer_macs(mod, out)
-        params = sum(p.numel() for p in mod.parameters(recurse=False))
-        layers.append(LayerStats(name, type(mod).__name__, tuple(out.shape), macs, params, live, w8))
-
-    def enter(mod, inp):
-        held.append(inp[0])
-
-    def leave(mod, inp, out):
-        held.pop()
-
-    for mname, m in model.named_modules():
-        if len(list(m.children())) == 0:
-            hooks.append(m.register_forward_hook(lambda mod, i, o, n=mname: leaf_hook(mod, i, o, n)))
-        elif _holds_input(m):  # residual unit: its input lives until the sum/concat
-            hooks.append(m.register_forward_pre_hook(enter))
-            hooks.append(m.register_forward_hook(leave))
+    c = _Counter()
+    hooks = c.attach(model)
     was_training = model.training
     model.eval()
     param = next(model.parameters())
@@ -192,9 +203,9 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
         m.forward = _identity
     try:
         x = torch.zeros(1, 3, resolution, resolution, dtype=param.dtype, device=param.device)
-        image.append(x.untyped_storage()._cdata)
+        c.image.append(x.untyped_storage()._cdata)
         if hasattr(model, "profile_forward"):
-            model.profile_forward(x, kept.append)
+            model.profile_forward(x, c.kept.append)
         else:
             model(x)
     finally:
@@ -203,7 +214,9 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
         for m in skipped:
             del m.forward
         model.train(was_training)
-    macs = sum(layer.macs for layer in layers)
+    macs = sum(layer.macs for layer in c.layers)
     params = sum(p.numel() for p in model.parameters())
     label = name or getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    return Profile(label, resolution, macs, params, 4 * peak, layers, fp32_weights, int8_weights, peak, peak16)
+    return Profile(
+        label, resolution, macs, params, 4 * c.peak, c.layers, c.fp32_weights, c.int8_weights, c.peak, c.peak16
+    )
