@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from fdmobilenet._utils import MissingDependencyError
+from fdmobilenet.detection_coco import coco_eval as _coco_eval
 from fdmobilenet.detection_metrics import (
     DetectionMeter,
     DetectionScores,
-    _coco_eval,
     box_iou,
     detection_scores,
     voc_ap,

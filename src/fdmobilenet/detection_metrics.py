@@ -8,17 +8,18 @@ through pycocotools (the ``detection`` extra).
 them; ``compute`` gives a ``DetectionScores``. The VOC part needs numpy only: each image's detections are
 matched as they arrive and only (score, outcome) pairs are kept; boxes are kept only for COCO.
 Class names come from files, so everything shown or written is escaped as ``classreport`` does.
+``DetectionMeter.outcomes`` hands the matched outcomes to ``detection_outcomes.ImageOutcomes`` (mAP over
+resamples of the images); the COCO numbers come from ``detection_coco`` (pycocotools).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,8 +27,9 @@ import numpy as np
 from ._errors import ParameterError
 from ._utils import atomic_write_bytes, require
 from .classreport import csv_cell, printable
+from .detection_coco import DETECTION_HINT, coco_eval
+from .detection_outcomes import ImageOutcomes
 
-DETECTION_HINT = 'pip install "fdmobilenet[detection]"'
 VOC_IOU = 0.5
 # metrics.jsonl keys, after ``as_row``'s prefix (``val_``); the COCO ones only when COCO was computed.
 VOC_KEYS = ("map50", "map50_07")
@@ -316,7 +318,7 @@ class DetectionMeter:
             mean([c.ap for c in defined]), mean([c.ap_07 for c in defined]), per_class, self.n_images
         )
         if self.coco:
-            stats = _coco_eval(self._images, len(self.class_names)).stats
+            stats = coco_eval(self._images, len(self.class_names)).stats
             for i, f in enumerate(_COCO_FIELDS):
                 setattr(result, f, None if stats[i] < 0 else 100 * float(stats[i]))
         return result
@@ -335,93 +337,6 @@ class DetectionMeter:
         )  # fmt: skip
 
 
-_CELLS = 4_000_000  # weights x detections held at once by ``ImageOutcomes.map50`` (about 32 MB per array)
-
-
-@dataclass
-class ImageOutcomes:
-    """The VOC outcome of every detection of an evaluation, with the image it belongs to: enough to recompute
-    mAP@0.5 (all-point) over any resample of the images, as if each image were present ``weights[i]`` times.
-
-    ``n_gt`` [images, K]: non-difficult ground-truth boxes per image and class; per kept detection (ignored
-    ones, on difficult boxes, are dropped): ``image`` index, ``label`` 1..K, ``score`` and ``tp``."""
-
-    n_gt: np.ndarray
-    image: np.ndarray
-    label: np.ndarray
-    score: np.ndarray
-    tp: np.ndarray
-    _by_class: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.n_gt)
-
-    def _ranked(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per class: the image of each of its detections best first (images in order among equal scores, as
-        ``compute``), cut after the last true positive (later ones never raise recall or the precision envelope),
-        and the positions of the true positives in that ranking."""
-        if self._by_class is not None:
-            return self._by_class
-        out = []
-        for c in range(1, self.n_gt.shape[1] + 1):
-            mine = np.flatnonzero(self.label == c)
-            ranked = mine[np.argsort(-self.score[mine], kind="stable")]
-            hits = np.flatnonzero(self.tp[ranked])
-            ranked = ranked[: hits[-1] + 1 if len(hits) else 0]
-            out.append((self.image[ranked], hits))
-        self._by_class = out
-        return out
-
-    def map50(self, weights: Any | None = None) -> np.ndarray:
-        """All-point VOC mAP@0.5 (percent) for each row of ``weights`` [S, images] (how often each image is
-        counted; None: each once, giving [1] equal to ``DetectionMeter.compute().map50``). Classes without
-        ground truth under a weighting are left out of its mean, as ``compute`` does; NaN when none has any."""
-        w_all = np.ones((1, self.n_images)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if w_all.ndim != 2 or w_all.shape[1] != self.n_images:
-            raise ParameterError("weights", f"`weights` must be [S, {self.n_images}], not {list(w_all.shape)}")
-        k = self.n_gt.shape[1]
-        aps = np.full((len(w_all), k), np.nan)
-        npos = w_all @ self.n_gt  # [S, K]
-        for c, (img, hit) in enumerate(self._ranked(), start=1):
-            step = max(1, _CELLS // max(1, len(img)))
-            for s0 in range(0, len(w_all), step):
-                n = npos[s0 : s0 + step, c - 1]
-                if len(hit) == 0:
-                    ap = np.zeros(len(n))
-                else:
-                    # each detection counts as often as its image; precision and recall move only at true positives
-                    w = w_all[s0 : s0 + step].astype(np.float32)[:, img]
-                    dets = np.cumsum(w, axis=1)[:, hit]
-                    w_tp = w[:, hit]
-                    tps = np.cumsum(w_tp, axis=1)
-                    precision = np.divide(tps, dets, out=np.zeros_like(tps), where=dets > 0)
-                    env = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-                    ap = np.divide((w_tp * env).sum(axis=1, dtype=np.float64), n, out=np.zeros(len(n)), where=n > 0)
-                aps[s0 : s0 + step, c - 1] = np.where(n > 0, 100 * ap, np.nan)
-        defined = ~np.isnan(aps)
-        total = np.where(defined, aps, 0.0).sum(axis=1)
-        count = defined.sum(axis=1)
-        return np.divide(total, count, out=np.full(len(w_all), np.nan), where=count > 0)
-
-    def save(self, path: str | os.PathLike, names: Sequence[str] | None = None) -> None:
-        """An ``.npz`` (atomically), with the images' ``names`` (what pairs two models' outcomes) when given."""
-        buf = io.BytesIO()
-        extra = {} if names is None else {"names": np.asarray([str(n) for n in names])}
-        np.savez_compressed(
-            buf, n_gt=self.n_gt, image=self.image, label=self.label, score=self.score, tp=self.tp, **extra
-        )  # fmt: skip
-        atomic_write_bytes(path, buf.getvalue())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> tuple[ImageOutcomes, list[str] | None]:
-        """What ``save`` wrote, and the image names (None when it had none)."""
-        with np.load(path, allow_pickle=False) as z:
-            out = cls(z["n_gt"], z["image"], z["label"], z["score"], z["tp"].astype(bool))
-            names = [str(n) for n in z["names"]] if "names" in z.files else None
-        return out, names
-
-
 def detection_scores(
     preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]], class_names: Sequence[str],
     coco: bool = False,
@@ -430,48 +345,3 @@ def detection_scores(
     meter = DetectionMeter(class_names, coco=coco)
     meter.update(preds, targets)
     return meter.compute()
-
-
-def _coco_eval(
-    images: Sequence[tuple[np.ndarray, ...]], n_classes: int, iou_thrs: Sequence[float] | None = None,
-    max_dets: int | None = None,
-) -> Any:  # fmt: skip
-    """pycocotools' COCOeval, evaluated, accumulated and summarised (its printing swallowed), over
-    ``images`` (boxes, scores, labels, gt boxes, gt labels, difficult). Difficult boxes become ``iscrowd``,
-    COCO's ignore regions: never a miss, and detections on them neither TP nor FP (COCO measures their
-    overlap as intersection over the detection's area). ``iou_thrs`` / ``max_dets`` override COCO's
-    defaults (tests compare its AP50 with ours); ids start at 1 since COCOeval reads 0 as "unmatched"."""
-    cocoeval = require("pycocotools.cocoeval", "COCO mAP", DETECTION_HINT)
-    coco_mod = require("pycocotools.coco", "COCO mAP", DETECTION_HINT)
-
-    def xywh(b: np.ndarray) -> list[float]:
-        return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
-
-    imgs = [{"id": i} for i in range(1, len(images) + 1)]
-    cats = [{"id": c, "name": str(c)} for c in range(1, n_classes + 1)]
-    gts, dts = [], []
-    for img_id, (boxes, scores, labels, gt, gt_labels, difficult) in enumerate(images, start=1):
-        for b, c, d in zip(gt, gt_labels, difficult):
-            box = xywh(b)
-            gts.append({"id": len(gts) + 1, "image_id": img_id, "category_id": int(c), "bbox": box,
-                        "area": box[2] * box[3], "iscrowd": int(d)})  # fmt: skip
-        for b, s, c in zip(boxes, scores, labels):
-            box = xywh(b)
-            dts.append({"id": len(dts) + 1, "image_id": img_id, "category_id": int(c), "bbox": box,
-                        "area": box[2] * box[3], "score": float(s), "iscrowd": 0})  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt, coco_dt = coco_mod.COCO(), coco_mod.COCO()  # built in memory, not via loadRes (fails on no dets)
-        coco_gt.dataset = {"images": imgs, "categories": cats, "annotations": gts}
-        coco_dt.dataset = {"images": imgs, "categories": cats, "annotations": dts}
-        coco_gt.createIndex()
-        coco_dt.createIndex()
-        ev = cocoeval.COCOeval(coco_gt, coco_dt, "bbox")
-        if iou_thrs is not None:
-            ev.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
-        if max_dets is not None:
-            ev.params.maxDets = [max_dets] * 3
-        ev.evaluate()
-        ev.accumulate()
-        if iou_thrs is None and max_dets is None:
-            ev.summarize()
-    return ev
