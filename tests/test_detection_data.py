@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fdmobilenet import draw
 from fdmobilenet._errors import ParameterError, ParameterPathError
 from fdmobilenet.data import detection as det
 from fdmobilenet.data.detection import (
@@ -20,7 +21,6 @@ from fdmobilenet.data.detection import (
     collate_detection,
     detection_eval_transform,
     detection_train_transform,
-    draw_detections,
     is_detection_data,
     open_detection,
     open_detection_eval,
@@ -28,6 +28,7 @@ from fdmobilenet.data.detection import (
     read_voc,
 )
 from fdmobilenet.data.order import SeededView
+from fdmobilenet.draw import draw_detections
 from helpers import FLOWERS_MINI, shared_path
 
 BCCD_CLASSES = ["Platelets", "RBC", "WBC"]
@@ -376,6 +377,6 @@ def test_draw_detections_with_untrusted_names(bccd_set):
     boxes = [[1, 1, 30, 30], [50, 40, 10, 5], [0, 0, float("inf"), 9], [-5, -5, 200, 200], [2, 2, 9, 9]]
     out = draw_detections(img, boxes, [1, 2, 3, 4, 9], [0.9, 0.8, 0.7, 0.6, 0.5], names)
     assert out.size == (80, 60) and out.mode == "RGB"
-    assert det._label_text(names[1]) == "bad [31m name" and len(det._label_text(names[2])) == det.MAX_LABEL_CHARS
+    assert draw._label_text(names[1]) == "bad [31m name" and len(draw._label_text(names[2])) == draw.MAX_LABEL_CHARS
     pil = Image.open(bccd_set.records[0].path)
     assert draw_detections(pil, [], [], None, []).size == pil.size

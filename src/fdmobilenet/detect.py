@@ -18,15 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ._progress import Progress
-from .data.detection import (
-    DetectionDataset,
-    ImageAnnotation,
-    collate_detection,
-    detection_eval_transform,
-    draw_detections,
-)
+from .data.detection import DetectionDataset, ImageAnnotation, collate_detection, detection_eval_transform
 from .data.images import load_image
 from .detection_metrics import DetectionMeter, DetectionScores
+from .draw import draw_detections
 
 Detector = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
