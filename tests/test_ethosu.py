@@ -80,7 +80,7 @@ def test_the_ethos_u_graph_gets_quantizes_corrections_int32_biases_included():
     with torch.no_grad():
         ref = model(other)
 
-    from fdmobilenet.deploy.quantize import _attr, _int32_bias
+    from fdmobilenet.deploy.refine import _attr, _int32_bias
 
     def build(**kw):
         cfg = PtqConfig(activations="int16", **kw)

@@ -68,7 +68,7 @@ def test_altered_photos_are_new_seeded_and_shaped_like_the_input():
 
 
 def test_equalize_keeps_the_fp32_outputs_and_evens_out_the_depthwise_inputs():
-    from fdmobilenet.deploy.quantize import _channel_ranges, equalize, relu_chain
+    from fdmobilenet.deploy.refine import _channel_ranges, equalize, relu_chain
 
     folded = fold_batchnorm(_net())
     x = [_photos(16)]
