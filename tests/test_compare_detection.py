@@ -189,8 +189,9 @@ def test_scratch_backbones_are_said_loudly(tmp_path: Path) -> None:
            "macs": 32_701_280, "macs_by_part": {"backbone": 24_044_800, "extras": 4_740_832, "head": 3_915_648},
            "params": 306_704, "resolution": 320, "seed": 0, "map50": 41.0, "map50_07": 40.0, "backbone": None,
            "train_seconds": 1.0, "img_per_s": 1.0}  # fmt: skip
-    summary = cmp.summarise([row, {**row, "seed": 1, "map50": 43.0, "map50_07": 41.0}])
-    cmp.write_reports(summary, tmp_path, "t", None, [], {"backbones": {}, "differ": []})
+    task = det.DetectionCompare()
+    summary = cmp.summarise(task, [row, {**row, "seed": 1, "map50": 43.0, "map50_07": 41.0}])
+    cmp.write_reports(task, summary, tmp_path, "t", None, [], {"backbones": {}, "differ": []})
     md = (tmp_path / "results.md").read_text()
     assert "**BACKBONES FROM SCRATCH**" in md and "42.00 ± 1.41" in md and "40.50 ± 0.71" in md
     assert "32.7 (24.0+4.7+3.9)" in md

@@ -9,6 +9,7 @@ import pytest
 from fdmobilenet._errors import ParameterError
 from fdmobilenet.cli import main
 from fdmobilenet.train import compare as cmp
+from fdmobilenet.train import compare_classification
 from fdmobilenet.train import verdicts as vd
 
 
@@ -81,8 +82,8 @@ def _fake_runs(monkeypatch, share: dict[str, float], n_val=200, n_train=2000, pr
             "train_seconds": 1.0, "img_per_s": 10.0,
         }  # fmt: skip
 
-    monkeypatch.setattr(cmp, "_run_one", run_one)
-    monkeypatch.setattr(cmp, "count_images", lambda data, val_split: (n_train, n_val))
+    monkeypatch.setattr(cmp, "run_job", run_one)
+    monkeypatch.setattr(compare_classification, "count_images", lambda data, val_split: (n_train, n_val))
     return calls
 
 
@@ -201,12 +202,12 @@ def test_predictions_file_is_read_in_index_order(tmp_path):
 
 
 def test_a_kept_run_with_other_settings_is_refused(tmp_path) -> None:
-    from fdmobilenet.train.compare import _same_settings
+    from fdmobilenet.train.runner import same_settings
 
     run = tmp_path / "runs" / "fd_mobilenet-12M-s0"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"teacher": None, "epochs": 10, "in_memory": True}))
-    _same_settings(run, {"epochs": 10, "in_memory": None})  # same plan (None: decided by the run)
+    same_settings(run, {"epochs": 10, "in_memory": None})  # same plan (None: decided by the run)
     with pytest.raises(ParameterError, match="`teacher` None, not 'big.safetensors'") as e:
-        _same_settings(run, {"teacher": "big.safetensors"})
+        same_settings(run, {"teacher": "big.safetensors"})
     assert e.value.param == "out"

@@ -12,7 +12,7 @@ from fdmobilenet.deploy import open_exported
 from fdmobilenet.deploy.ethosu import vela_available
 from fdmobilenet.deploy.quantize import PtqConfig
 from fdmobilenet.fit import Candidate, fit, limits_for
-from fdmobilenet.train.fit_data import REPORT_JSON, REPORT_MD, FitJob, fit_to_data, released_weights_for
+from fdmobilenet.train.fit_data import REPORT_JSON, REPORT_MD, fit_job, fit_to_data, released_weights_for
 from helpers import mini_subset, run_cli
 
 SETTINGS = {"batch_size": 16, "workers": 0, "threads": 1, "val_split": 0.2, "in_memory": True}
@@ -108,7 +108,7 @@ def test_out_with_foreign_files_is_refused(tmp_path):
 
 def test_released_widths_fine_tune_from_the_authors_weights(tmp_path, monkeypatch):
     from fdmobilenet.train import load_recipe
-    from fdmobilenet.train.compare import _job_overrides
+    from fdmobilenet.train.runner import job_settings
 
     monkeypatch.setenv("FDM_WEIGHTS", str(tmp_path / "empty"))
     fd025 = Candidate("fd_mobilenet", 0.25, 128, 1, 1, 1, 1)
@@ -119,10 +119,10 @@ def test_released_widths_fine_tune_from_the_authors_weights(tmp_path, monkeypatc
     assert released_weights_for(fd025, tmp_path) == str(tmp_path / "fd_mobilenet_025.safetensors")
     assert released_weights_for(Candidate("fd_mobilenet", 0.375, 128, 1, 1, 1, 1), tmp_path) is None
     assert released_weights_for(Candidate("mobilenet_v1", 0.25, 128, 1, 1, 1, 1), tmp_path) is None
-    job = FitJob("fd_mobilenet", 1.0, 0.25, 0, 1, 1, "w.safetensors", resolution=128, candidate="fd_mobilenet_025")
+    job = fit_job(Candidate("fd_mobilenet", 0.25, 128, 1, 1, 1, 1), "w.safetensors")
     assert job.name == "fd_mobilenet_025-ft-128px"
     recipe = load_recipe("small")
-    got = _job_overrides(job, {"resolution": 128}, recipe, tmp_path / "run", 3)
+    got = job_settings(job, {"resolution": 128}, recipe, tmp_path / "run", 3)
     assert (got["model"], got["pretrained"], got["lr"]) == ("fd_mobilenet_025", "w.safetensors", recipe["lr"] / 10)
 
 

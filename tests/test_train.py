@@ -150,6 +150,23 @@ def test_sigkill_then_resume_matches_uninterrupted_run(resume_setup, tmp_path: P
     assert [r["val_top1"] for r in metrics(out)] == [r["val_top1"] for r in metrics(straight)]
 
 
+def test_a_state_from_before_metric_neutral_keys_still_resumes(resume_setup, tmp_path: Path, capsys) -> None:
+    """States written before ``best_score`` named it ``best_top1`` (and had no ``metric``): they resume, and the
+    best score they held still decides what ``best`` is."""
+    _, straight = resume_setup
+    out = tmp_path / "old"
+    shutil.copytree(straight, out)
+    st = torch.load(out / "last.state.pt", weights_only=True)
+    best = st.pop("best_score")
+    st.pop("metric")
+    torch.save({**st, "best_top1": best}, out / "last.state.pt")
+    config = json.loads((out / "config.json").read_text())
+    assert main(["train", "--data", config["data"], "--out", str(out), "--resume", "--epochs", "5"]) == 0
+    rows = metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert f"best val top-1 {max(r['val_top1'] for r in rows):.2f}%" in capsys.readouterr().out
+
+
 def test_sigterm_writes_a_checkpoint_mid_epoch_and_resume_matches(resume_setup, tmp_path: Path) -> None:
     data, straight = resume_setup
     out = tmp_path / "termed"

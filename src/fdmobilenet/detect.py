@@ -1,5 +1,7 @@
-"""Detectors on photos: ``evaluate_detector`` scores one on annotated photos (VOC and COCO mAP),
-``detect`` finds the boxes in any photos, in their own pixels, for ``predict`` and drawn previews.
+"""Detectors on photos: ``score_detections`` is the one scoring loop (a training run's validation, ``eval`` and
+``compare``'s re-scoring all feed their batches through it), ``evaluate_detector`` scores one detector on
+annotated photos (VOC and COCO mAP), ``detect`` finds the boxes in any photos, in their own pixels, for
+``predict`` and drawn previews.
 
 A detector here is any module that takes a list of float CHW images in [0, 1] at its square input size
 and returns torchvision's per-image ``{"boxes", "scores", "labels"}`` (labels 1..K): the PyTorch SSDLite
@@ -8,7 +10,7 @@ and the exported files (``deploy.pipeline``) alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,41 @@ class DetectionEval:
     drawn: list[Path] = field(default_factory=list)
 
 
+Batch = tuple[torch.Tensor | None, list[dict[str, torch.Tensor]], torch.Tensor, list[tuple[int, str]]]
+OnBatch = Callable[[str, list[int], list[dict[str, torch.Tensor]]], None]
+
+
+@torch.no_grad()
+def score_detections(
+    models: dict[str, Detector],
+    batches: Iterable[Batch],
+    class_names: Sequence[str],
+    device: torch.device | str = "cpu",
+    coco: bool = False,
+    on_batch: OnBatch | None = None,
+) -> tuple[dict[str, DetectionMeter], list[tuple[int, str]]]:
+    """Feed every batch (images, targets, indices, unreadable ``(index, reason)``; ``collate_detection``'s) to each
+    of ``models`` and its ``DetectionMeter``; the images go to ``device`` once for all models. ``on_batch(name,
+    indices, predictions)`` sees each model's CPU predictions. Returns the meters and the unreadable images."""
+    device = torch.device(device)
+    for m in models.values():
+        if isinstance(m, torch.nn.Module):
+            m.eval()
+    meters = {k: DetectionMeter(class_names, coco=coco) for k in models}
+    bad: list[tuple[int, str]] = []
+    for x, y, idx, skipped in batches:
+        bad += skipped
+        if x is None:
+            continue
+        images = list(x.to(device))
+        for name, m in models.items():
+            preds = [{k: v.cpu() for k, v in p.items()} for p in m(images)]
+            meters[name].update(preds, y)
+            if on_batch is not None:
+                on_batch(name, idx.tolist(), preds)
+    return meters, bad
+
+
 @torch.no_grad()
 def evaluate_detector(
     model: Detector,
@@ -56,26 +93,25 @@ def evaluate_detector(
     scores are those of the original pixels. ``draw_n`` photos go to ``draw_dir`` with the boxes above
     ``min_score`` drawn (a quick look at what the numbers mean).
     """
-    device = torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
     ds = DetectionDataset(list(records), detection_eval_transform(resolution))
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection)
-    meter = DetectionMeter(class_names, coco=coco)
-    result = DetectionEval(scores=None)  # type: ignore[arg-type]
+    drawn: list[Path] = []
+
+    def preview(_: str, idx: list[int], preds: list[dict[str, torch.Tensor]]) -> None:
+        for i, p in zip(idx, preds):
+            if len(drawn) < draw_n and draw_dir is not None:
+                drawn.append(_draw(records[i].path, p, resolution, class_names, min_score, draw_dir))
+
     bar = Progress(len(loader), "evaluating", "batch", enabled=progress)
-    for x, y, idx, bad in loader:
-        result.bad += [(str(records[i].path), r) for i, r in bad]
-        if x is not None:
-            preds = [{k: v.cpu() for k, v in p.items()} for p in model(list(x.to(device)))]
-            meter.update(preds, y)
-            for i, p in zip(idx.tolist(), preds):
-                if len(result.drawn) < draw_n and draw_dir is not None:
-                    result.drawn.append(_draw(records[i].path, p, resolution, class_names, min_score, draw_dir))
-        bar.update(1)
+    meters, bad = score_detections({"model": model}, _counted(loader, bar), class_names, device, coco, preview)
     bar.close()
-    result.scores = meter.compute()
-    return result
+    return DetectionEval(meters["model"].compute(), [(str(records[i].path), r) for i, r in bad], drawn)
+
+
+def _counted(batches: Iterable[Batch], bar: Progress) -> Iterator[Batch]:
+    for batch in batches:
+        yield batch
+        bar.update(1)
 
 
 @dataclass

@@ -18,17 +18,8 @@ from ..classreport import csv_cell, printable
 from ..data.detection import open_detection_eval
 from ..data.splits import read_split
 from ..detect import detect, draw, evaluate_detector
-from ..models._registry import model_task
 
 MARKER = ".fdmobilenet-predict"  # a folder `predict -o` made: the only kind it writes into again
-
-
-def is_detector(meta: dict[str, Any]) -> bool:
-    """Whether weights (or an exported file) hold a detector, from the model name in their metadata."""
-    try:
-        return meta.get("task") == "detection" or model_task(str(meta.get("model", ""))) == "detection"
-    except ValueError:
-        return False
 
 
 def _split_record(split: str | None) -> dict | None:

@@ -25,9 +25,10 @@ from ..deploy.pipeline import open_exported
 from ..deploy.runtime import BACKENDS, MEMORY_ENV, size_text
 from ..evaluate import EvalResult, evaluate, open_eval_data, predict, resolve_device
 from ..models import build_from_weights
+from ..models.pretrained import is_detector_meta as is_detector
 from ..preprocess import Preprocess
 from ._args import positive_int, thread_count
-from .detect import eval_detector, is_detector, predict_detector
+from .detect import eval_detector, predict_detector
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from .. import _schema
 from .._errors import NamesParameters
 from ..models import read_pretrained
 from ..train import RECIPES, TrainConfig, choose_recipe, finetune_lr, load_recipe, make_config, train
-from ..train.choose import model_for_data
+from ..train.choose import data_task, model_for_data
 from ..train.config import FIELDS, SECTIONS, check_fields
 from . import flag_of
 
@@ -81,8 +81,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         for k in changed:  # the run's plan changes only when asked, and says so
             _say(f"resume: {flag_of(k)} changes from {getattr(saved_cfg, k)} to {getattr(cfg, k)} (asked for)")
         return cfg, base["recipe"]
+    task = data_task(given["data"]) if "data" in given else None  # the layout is probed once, here
     if recipe_name == "auto":
-        recipe_name = _auto_recipe(given)
+        recipe_name = _auto_recipe(given, task)
         recipe = load_recipe(recipe_name)
     if given.get("pretrained") and "lr" not in given and args.recipe in (None, "auto") and recipe_name != "detection":
         given["lr"] = finetune_lr(recipe)
@@ -93,17 +94,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         for k, v in meta.get("model_kwargs", {}).items():
             given.setdefault(k, v)
     cfg = make_config(given, make_config(recipe))
-    cfg, note = model_for_data(cfg)
+    cfg, note = model_for_data(cfg, task)
     if note:
         _say(note)
     return cfg, recipe_name
 
 
-def _auto_recipe(given: dict[str, Any]) -> str:
+def _auto_recipe(given: dict[str, Any], task: str | None) -> str:
     """``--recipe auto``: paper or small, from the number of training images (printed with the reason)."""
     if "data" not in given:
         raise ValueError("--recipe auto chooses from the size of --data; pass --data DIR or another --recipe")
-    name, why = choose_recipe(given["data"], given.get("val_split", TrainConfig.val_split))
+    name, why = choose_recipe(given["data"], given.get("val_split", TrainConfig.val_split), task=task)
     picked = [k for k in ("model", "epochs") if k in RECIPES[name] and k not in given]
     sized = [f"{flag_of(k)} {RECIPES[name][k]}" for k in picked if not (k == "model" and given.get("pretrained"))]
     sized_note = f"; {' and '.join(sized)} from it (give them to choose)" if sized else ""

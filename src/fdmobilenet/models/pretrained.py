@@ -151,7 +151,8 @@ ANCHOR_SCALES = ("anchor_min_ratio", "anchor_max_ratio")  # rebuild arguments; t
 
 
 def is_detector_meta(meta: dict[str, Any]) -> bool:
-    """Whether a weights file's metadata describes a detector (rather than a classifier)."""
+    """Whether a weights file's (or an exported file's) metadata describes a detector rather than a classifier:
+    the one answer every command asks (``eval``/``predict``, checkpoints, the deploy pipeline)."""
     name = meta.get("model")
     by_name = isinstance(name, str) and is_model(name) and model_task(name) == "detection"
     return meta.get("task") == "detection" or by_name

@@ -13,6 +13,7 @@ the distillation loss), ``engine`` (the loop) and, on top, ``compare`` (budget-m
 runs of several families and their report: what the ``compare`` command runs).
 """
 
+from .choose import choose_recipe, data_task
 from .config import (
     EXIT_DIVERGED,
     RECIPES,
@@ -24,7 +25,6 @@ from .config import (
     train_resolution_at,
 )
 from .engine import Diverged, TrainResult, train
-from .inputs import choose_recipe
 from .optim import lr_at, peak_lr
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "choose_recipe",
+    "data_task",
     "finetune_lr",
     "load_recipe",
     "lr_at",

@@ -26,7 +26,6 @@ import torch
 from .._errors import ParameterError
 from .._schema import printable
 from .._utils import atomic_write_bytes, remove_orphan_temps
-from ..models.detection import detector_metadata
 from ..preprocess import Preprocess
 from ..weights import check_state_dict, read_weights, save_weights
 from .config import TrainConfig
@@ -44,7 +43,7 @@ class TrainState:
     step_in_epoch: int = 0  # optimizer steps done in that epoch
     step: int = 0  # optimizer steps done in the run
     steps_per_epoch: int = 0
-    best_top1: float = -1.0
+    best_score: float = -1.0  # of the task's metric (``Task.metric``: top-1 %, mAP@0.5 %, ...)
     best_epoch: int = -1
     loss_sum: float = 0.0  # of this epoch's steps, so far
     loss_n: float = 0.0
@@ -115,7 +114,7 @@ def weights_meta(
     classes: list[str],
     state: TrainState,
     ema: bool,
-    val_top1: float | None = None,
+    score: float | None = None,
     metric: str = "val_top1",
 ) -> dict[str, Any]:
     """The metadata of a checkpoint's weights: enough to rebuild, preprocess for and label the model."""
@@ -132,8 +131,8 @@ def weights_meta(
         "step": state.step,
         "ema": ema,
     }
-    if val_top1 is not None:  # the score `best` follows: top-1 %, or a detector's mAP@0.5 %
-        meta[metric] = round(val_top1, 4)
+    if score is not None:  # the score `best` follows, under the task's metric name (val_top1, val_map50, ...)
+        meta[metric] = round(score, 4)
     return meta
 
 
@@ -145,24 +144,24 @@ def save_checkpoint(
     classes: list[str],
     state: TrainState,
     parts: Parts,
-    val_top1: float | None = None,
+    score: float | None = None,
     use_ema: bool | None = None,
     metric: str = "val_top1",
+    extra_meta: dict[str, Any] | None = None,
 ) -> None:
     """Write checkpoint ``tag`` (``last`` or ``best``): the EMA weights when there is an EMA (unless
     ``use_ema`` is False: a ``best`` whose raw weights validated better), with the raw model in the state
     file so training continues from it."""
     use_ema = parts.ema is not None if use_ema is None else use_ema and parts.ema is not None
-    meta = weights_meta(cfg, recipe, classes, state, use_ema, val_top1, metric)
-    if getattr(parts.model, "pretrained_cfg", {}).get("task") == "detection":  # anchors, thresholds: to rebuild it
-        meta.update(detector_metadata(parts.model, classes))
+    meta = {**weights_meta(cfg, recipe, classes, state, use_ema, score, metric), **(extra_meta or {})}
     st = {
         "version": STATE_VERSION,
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
         "step": state.step,
         "steps_per_epoch": state.steps_per_epoch,
-        "best_top1": state.best_top1,
+        "best_score": state.best_score,
+        "metric": metric,
         "best_epoch": state.best_epoch,
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": {"step": state.step, "lr": lr_at(cfg, state.step, state.steps_per_epoch)},
@@ -225,9 +224,14 @@ def restore(ckpt: dict[str, Any], out: Path, parts: Parts, steps_per_epoch: int)
             "(was `batch_size` or the data changed?); resume with the original settings",
         )
     return TrainState(
-        ckpt["epoch"], ckpt["step_in_epoch"], ckpt["step"], steps_per_epoch, ckpt["best_top1"], ckpt["best_epoch"],
+        ckpt["epoch"], ckpt["step_in_epoch"], ckpt["step"], steps_per_epoch, _best_score(ckpt), ckpt["best_epoch"],
         ckpt["epoch_loss_sum"], ckpt["epoch_loss_n"], ckpt["epoch_bad"],
     )  # fmt: skip
+
+
+def _best_score(ckpt: dict[str, Any]) -> float:
+    """The best score so far; states written before metric-neutral keys called it ``best_top1``."""
+    return ckpt["best_score"] if "best_score" in ckpt else ckpt["best_top1"]
 
 
 RUN_MARKER = ".fdmobilenet-run"  # written into every run folder: only there are files replaced or deleted

@@ -1,251 +1,177 @@
-"""``compare`` on detection data: the paper's detector comparison (SSDLite on each family's backbone).
-
-Budgets are *backbone* budgets, the paper's convention: each family's width is the one whose classifier
-costs the budget at 224 px, whatever resolution the detectors then run at. Fairness needs every backbone
-pretrained the same way (MobileNet V1 at 12 MFLOPs has no released ImageNet weights), so the backbones
-come from one folder (``find_backbones``):
-
-- ``DIR/backbones.json``: ``{"fd_mobilenet@12": "fd12.safetensors", ...}`` (paths relative to DIR), else
-- ``DIR/<family>-<budget>M.safetensors`` (``fd_mobilenet-12M.safetensors``), else
-- a classification ``compare`` folder: ``DIR/runs/<family>-<budget>M-w<width>-seed<s>/best.safetensors``
-  (the lowest seed), so ``compare`` on ImageNet/Imagenette then ``compare --backbones`` that folder is the
-  whole protocol.
-
-Each file must be classification weights of the planned family and width (``model_kwargs.width`` or its
-model name); a mismatch is refused before any training. Extra rows (``extra_rows``: a name and a file,
-e.g. the authors' ImageNet weights) are placed at the budget their backbone costs at 224 px. After each
-run ``write_val_detections`` re-scores ``best.safetensors`` image by image (``val_detections.npz``) for
-the paired bootstrap of mAP differences (``verdicts``).
+"""``compare`` on detection data (a VOC folder or COCO json): the paper's detector comparison, SSDLite on each
+family's backbone. Budgets are backbone MFLOPs at 224 px (the paper's convention), the backbones come
+pretrained from ``backbones`` (``backbones.py``) or from scratch, said loudly, and the report gives VOC
+mAP@0.5 (all-point and 11-point) with paired-bootstrap verdicts over the validation images.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._errors import ParameterError
+from .._utils import torch_threads
 from ..complexity import profile
-from ..models import FAMILIES, create_model, family_kwargs
+from ..models import RELEASED_WIDTHS, create_model, family_kwargs, solve_width
+from .backbones import (
+    BACKBONE_RESOLUTION,
+    Backbone,
+    backbone_macs,
+    check_loads,
+    differences,
+    find_backbones,
+    parse_extra_rows,
+    place_extra_row,
+    read_backbone,
+)
+from .choose import choose_recipe
+from .compare_detection_report import detector_sections
+from .compare_report import CompareTask, Setup, check_plan, default_seeds, plot_scores
+from .config import TrainConfig, load_recipe
+from .engine import TrainResult
+from .runner import Job, Log
+from .verdicts import DETECTIONS, mean_sd
 
-BACKBONE_RESOLUTION = 224  # budgets are backbone MFLOPs at 224 px, the paper's convention
-BACKBONES_JSON = "backbones.json"
-WIDTH_TOLERANCE = 5e-4  # the planned width to 3 decimals
-BUDGET_TOLERANCE = 0.05  # an extra row's backbone within 5 % of a budget joins that budget's column
-# what "pretrained the same way" compares between backbones (metadata, or the run's config.json beside them)
-SAME_WAY = ("data", "recipe", "epochs", "resolution", "num_classes")
-_ROW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+__all__ = ["DetectionCompare", "DetectorJob", "differences", "find_backbones", "plan_detection", "read_backbone"]
+DEFAULT_RESOLUTION = 320  # SSDLite's
 
 
 @dataclass
-class Backbone:
-    """A classification weights file for a detector's backbone: its family, width, groups and how it was trained."""
+class DetectorJob(Job):
+    """One detector run: ``model`` (``ssdlite_<family>``) with its backbone at ``width`` (the budget's at 224 px),
+    the row's ``label``, the backbone's MACs at 224 px (what the budget counts), the detector's MACs by part at
+    its resolution (``macs`` is their total) and the backbone file's record (``Backbone.info``)."""
 
-    path: str
-    family: str
-    width: float
-    groups: int | None
-    info: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    label: str = ""
+    backbone_macs: int = 0
+    parts: dict[str, int] | None = None
+    groups: int | None = None
+    backbone_info: dict[str, Any] | None = None
 
+    @property
+    def name(self) -> str:
+        tag = "" if self.pretrained else "-scratch"
+        return f"{self.label}{tag}-{self.budget:g}M-w{self.width:g}-seed{self.seed}"
 
-def read_backbone(path: str | Path, param: str = "backbones") -> Backbone:
-    """What ``path`` holds (family and width from its metadata or model name), refused unless classification."""
-    from ..models._registry import lookup, model_task
-    from ..models.pretrained import read_pretrained
+    def settings(self, recipe_cfg: dict[str, Any], groups: int) -> dict[str, Any]:
+        """The detector at its backbone's width (solved at 224 px), trained at the experiment's resolution."""
+        got = {"model": self.model, "width": self.width, "pretrained": self.pretrained}
+        return got if self.groups is None else {**got, "groups": self.groups}
 
-    p = Path(path)
-    try:
-        _, meta, name = read_pretrained(p)
-        family, fixed = lookup(name)
-    except (OSError, ValueError, KeyError) as e:
-        raise ParameterError(
-            param, f"`{param}`: {p} is not a weights file this package reads ({_first_line(e)})"
-        ) from None
-    if model_task(name) != "classification" or family not in FAMILIES:
-        raise ParameterError(param, f"`{param}`: {p} holds {name}, not a classifier's weights: give a backbone's")
-    kwargs = {**fixed, **(meta.get("model_kwargs") or {})}
-    width = float(kwargs.get("width", 1.0))
-    groups = None
-    if family == "shufflenet_v1":  # the model's default group count when the file does not name one
-        groups = int(kwargs.get("groups", family_kwargs(family)["groups"]))
-    info: dict[str, Any] = {"model": name, "source": meta.get("source"), "resolution": meta.get("resolution")}
-    info["num_classes"] = meta.get("num_classes")
-    if meta.get("val_top1") is not None:
-        info["val_top1"] = meta["val_top1"]
-    config = p.parent / "config.json"  # a training run's own record: data, recipe, epochs
-    if config.is_file():
-        try:
-            cfg = json.loads(config.read_text())
-        except (ValueError, UnicodeDecodeError):
-            cfg = {}
-        if isinstance(cfg, dict) and cfg.get("model") == name:
-            info.update({k: cfg.get(k) for k in ("data", "recipe", "epochs")})
-    if info.get("recipe") is None and isinstance(info["source"], str):
-        m = re.fullmatch(r"fdmobilenet train \((.+)\)", info["source"])
-        info["recipe"] = m[1] if m else None
-    return Backbone(str(p), family, width, groups, info)
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def _check_fits(bb: Backbone, family: str, budget: float, width: float, groups: int | None, param: str) -> None:
-    """Refuse a backbone of another family, width or group count than the plan's, in one line."""
-    if bb.family != family:
-        raise ParameterError(
-            param, f"`{param}`: {bb.path} holds {bb.info['model']} ({bb.family}), not {family} ({budget:g} MFLOPs)"
-        )
-    if abs(bb.width - width) > WIDTH_TOLERANCE or (groups is not None and bb.groups != groups):
-        g = f" g{bb.groups}" if bb.groups is not None else ""
-        want = f" g{groups}" if groups is not None else ""
-        raise ParameterError(
-            param,
-            f"`{param}`: {bb.path} is {family}{g} width {bb.width:g}, but the {budget:g} MFLOPs {family} backbone is"
-            f"{want} width {width:g} (solved at {BACKBONE_RESOLUTION} px): give weights of that width"
-            + (" and group count" if groups is not None else ""),
+    def describe(self, cfg: TrainConfig) -> str:
+        return (
+            f"backbone {self.backbone_macs / 1e6:.1f} MMACs at 224 px, detector {self.macs / 1e6:.1f} at "
+            f"{cfg.resolution} px; backbone {'from ' + self.pretrained if self.pretrained else 'FROM SCRATCH'}"
         )
 
+    def result_row(self, cfg: TrainConfig, result: TrainResult, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+        best = max(metrics, key=lambda m: m.get("val_map50", -1))
+        return {
+            "family": self.label, "budget_mflops": self.budget, "width": self.width,
+            "backbone_macs": self.backbone_macs, "macs": self.macs, "macs_by_part": self.parts, "params": self.params,
+            "resolution": cfg.resolution, "seed": self.seed, "map50": result.best_score,
+            "map50_07": best.get("val_map50_07"), "backbone": self.pretrained, "backbone_info": self.backbone_info,
+        }  # fmt: skip
 
-def _json_entries(path: Path) -> dict[str, str]:
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ParameterError("backbones", f"`backbones`: {path} is not readable JSON ({_first_line(e)})") from None
-    if not isinstance(entries, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in entries.items()):
-        raise ParameterError(
-            "backbones", f'`backbones`: {path} must map "<family>@<budget>" to a weights file, e.g. "fd_mobilenet@12"'
-        )
-    return entries
-
-
-def _json_file(entries: dict[str, str], root: Path, family: str, budget: float) -> Path | None:
-    for key, file in entries.items():
-        fam, _, b = key.partition("@")
-        try:
-            same = fam.strip() == family and math.isclose(float(b), budget)
-        except ValueError:
-            continue
-        if same:
-            return root / file
-    return None
-
-
-def _compare_run_file(root: Path, family: str, budget: float) -> Path | None:
-    """``ROOT/runs/<family>-<budget>M-w*-seed<s>/best.safetensors`` of a classification compare, lowest seed."""
-    found = []
-    for run in (root / "runs").glob(f"{family}-{budget:g}M-w*-seed*"):
-        m = re.fullmatch(rf"{re.escape(family)}-{re.escape(f'{budget:g}')}M-w[0-9.]+-seed(\d+)", run.name)
-        if m and (run / "best.safetensors").is_file():
-            found.append((int(m[1]), run / "best.safetensors"))
-    return min(found)[1] if found else None
-
-
-def find_backbones(
-    backbones: str | Path, cells: list[tuple[str, float, float, int | None]]
-) -> dict[tuple[str, float], Backbone]:
-    """The weights file of each planned (family, budget, width, groups) cell in ``backbones`` (a folder, or a
-    ``backbones.json``), each checked to be that family and width; a missing or mismatched one is refused."""
-    root = Path(backbones)
-    if not root.exists():
-        raise ParameterError("backbones", f"`backbones` {root} does not exist; give the folder of backbone weights")
-    entries, listing = None, root / BACKBONES_JSON
-    if root.is_file():
-        entries, listing, root = _json_entries(root), root, root.parent
-    elif listing.is_file():
-        entries = _json_entries(listing)
-    out = {}
-    for family, budget, width, groups in cells:
-        if entries is not None:
-            path = _json_file(entries, root, family, budget)
-            if path is None:
-                raise ParameterError(
-                    "backbones",
-                    f'`backbones`: {listing} has no "{family}@{budget:g}" entry; every family and budget needs one',
-                )
-        else:
-            named = root / f"{family}-{budget:g}M.safetensors"
-            path = named if named.is_file() else _compare_run_file(root, family, budget)
-            if path is None:
-                raise ParameterError(
-                    "backbones",
-                    f"`backbones`: no {family} weights for {budget:g} MFLOPs in {root}: expected {named.name}, a "
-                    f"{BACKBONES_JSON}, or a compare run runs/{family}-{budget:g}M-w{width:g}-seed0/best.safetensors",
-                )
-        if not path.is_file():
-            raise ParameterError("backbones", f"`backbones`: {path} ({family}@{budget:g}) does not exist")
-        bb = read_backbone(path)
-        _check_fits(bb, family, budget, width, groups, "backbones")
-        out[(family, budget)] = bb
-    return out
-
-
-def backbone_macs(family: str, width: float, groups: int | None) -> tuple[int, int]:
-    """(MACs, parameters) of the classifier of ``family`` at ``width`` at 224 px: what a budget counts."""
-    kw = {"groups": groups} if groups is not None else {}
-    with torch.device("meta"):  # shapes only
-        model = create_model(family, width=width, resolution=BACKBONE_RESOLUTION, **kw)
-    p = profile(model, BACKBONE_RESOLUTION)
-    return p.macs, p.params
-
-
-def parse_extra_rows(specs: list[str] | dict[str, str] | None) -> dict[str, str]:
-    """``["authors=fd.safetensors", ...]`` (or a dict) -> {name: file}, names checked (they name rows and folders)."""
-    if not specs:
-        return {}
-    pairs = list(specs.items()) if isinstance(specs, dict) else [tuple(s.partition("=")[::2]) for s in specs]
-    out: dict[str, str] = {}
-    for name, file in pairs:
-        name, file = str(name).strip(), str(file).strip()
-        if not _ROW_NAME.fullmatch(name) or not file:
-            raise ParameterError(
-                "extra_rows", f"`extra_rows` takes NAME=FILE (NAME: letters, digits, _ . -), got {name}={file}"
+    def finish(self, run_dir: Path, overrides: dict[str, Any], row: dict[str, Any], log: Log) -> bool:
+        """``val_detections.npz`` of a finished run (the per-image outcomes the verdicts resample)."""
+        if (run_dir / DETECTIONS).is_file() or not (run_dir / "best.safetensors").is_file():
+            return False
+        device = overrides.get("device")
+        with torch_threads(overrides.get("threads")):
+            got = write_val_detections(
+                run_dir, overrides["data"], overrides.get("val_split", TrainConfig.val_split), self.seed,
+                None if device == "auto" else device,
+            )  # fmt: skip
+        row["eval_map50"] = round(got, 4)
+        if row.get("map50") is not None and abs(got - row["map50"]) > 0.05:
+            log(
+                f"[compare] warning: {self.name}: best.safetensors re-scored image by image gives mAP@0.5 {got:.2f}, "
+                f"training logged {row['map50']:.2f}; the verdicts use the re-scored detections"
             )
-        if name in out:
-            raise ParameterError("extra_rows", f"`extra_rows`: {name} is given twice")
-        out[name] = file
-    return out
+        return True
 
 
-def place_extra_row(name: str, file: str, budgets: list[float]) -> tuple[float, Backbone, int]:
-    """(budget, backbone, its MACs at 224 px) of an extra row: the budget its backbone costs, within 5 %."""
-    if not Path(file).is_file():
-        raise ParameterError("extra_rows", f"`extra_rows`: {file} ({name}) does not exist")
-    bb = read_backbone(file, "extra_rows")
-    macs, _ = backbone_macs(bb.family, bb.width, bb.groups)
-    near = [b for b in budgets if abs(macs / 1e6 - b) <= BUDGET_TOLERANCE * b]
-    if not near:
+def _authors_file(pretrained_from: str | Path, name: str) -> Path:
+    src = Path(pretrained_from) / f"{name}.safetensors"
+    if not src.is_file():
         raise ParameterError(
-            "extra_rows",
-            f"`extra_rows`: {name}'s backbone ({bb.family} width {bb.width:g}) costs {macs / 1e6:.1f} MFLOPs at "
-            f"{BACKBONE_RESOLUTION} px, not within 5 % of a budget ({', '.join(f'{b:g}' for b in budgets)})",
+            "pretrained_from",
+            f"`pretrained_from`: {src} not found; convert the authors' weights with `fdmobilenet convert` into that "
+            "folder",
         )
-    return min(near, key=lambda b: abs(macs / 1e6 - b)), bb, macs
+    return src
 
 
-def check_loads(model: str, bb: Backbone, num_classes: int, resolution: int, param: str) -> None:
-    """Load ``bb`` into the detector's backbone as training will (a file that does not fit fails now, not after
-    hours of other runs)."""
-    kw = {"groups": bb.groups} if bb.groups is not None else {}
-    try:
-        create_model(model, num_classes=num_classes, resolution=resolution, width=bb.width, pretrained=bb.path, **kw)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ParameterError(param, f"`{param}`: {bb.path} does not load into {model}: {_first_line(e)}") from None
+def _rows(budgets, families, groups, backbones, extra_rows, pretrained_from):
+    """(label, family, budget, width, groups, Backbone or None) of every detector row, before seeds."""
+    extra_rows = parse_extra_rows(extra_rows)
+    cells = []
+    for budget in budgets:
+        for fam in families:
+            extra = family_kwargs(fam, groups)
+            w = solve_width(fam, budget, resolution=BACKBONE_RESOLUTION, **extra)
+            cells.append((fam, budget, w, extra.get("groups")))
+    found = find_backbones(backbones, cells) if backbones is not None else {}
+    rows: list[tuple[str, str, float, float, int | None, Backbone | None]] = [
+        (f"ssdlite_{fam}", fam, budget, w, g, found.get((fam, budget))) for fam, budget, w, g in cells
+    ]
+    if pretrained_from is not None:
+        for fam, budget, w, _ in cells:
+            match = next((n for n, ow in RELEASED_WIDTHS.items() if abs(ow - w) < 0.02), None)
+            if fam == "fd_mobilenet" and match:
+                bb = read_backbone(_authors_file(pretrained_from, match), "pretrained_from")
+                rows.append((f"ssdlite_{fam}+authors", fam, budget, bb.width, None, bb))
+    for name, file in extra_rows.items():
+        budget, bb, _ = place_extra_row(name, file, budgets)
+        rows.append((f"ssdlite_{bb.family}+{name}", bb.family, budget, bb.width, bb.groups, bb))
+    seen = set()
+    for label, _, budget, *_ in rows:
+        if (label, budget) in seen:
+            raise ParameterError("extra_rows", f"`extra_rows`: two rows named {label} at {budget:g} MFLOPs; rename one")
+        seen.add((label, budget))
+    return rows
 
 
-def differences(backbones: list[Backbone]) -> list[str]:
-    """What the backbones were not trained alike in (``SAME_WAY``, where known for all): names of the fields."""
-    out = []
-    for k in SAME_WAY:
-        values = [bb.info.get(k) for bb in backbones]
-        if all(v is not None for v in values) and len({json.dumps(v, sort_keys=True) for v in values}) > 1:
-            out.append(k)
-    return out
+def plan_detection(
+    budgets: list[float],
+    families: list[str],
+    seeds: int,
+    num_classes: int,
+    resolution: int = DEFAULT_RESOLUTION,
+    groups: int = 3,
+    backbones: str | Path | None = None,
+    extra_rows: dict[str, str] | None = None,
+    pretrained_from: str | Path | None = None,
+) -> list[DetectorJob]:
+    """The detector runs: ``ssdlite_<family>`` per family, budget and seed, the backbone's width solved for the
+    budget at 224 px (the paper's convention) and the detector trained at ``resolution``; each backbone from
+    ``backbones`` (checked to have that width) or from scratch. ``extra_rows`` ({name: classification weights})
+    and ``pretrained_from`` (the authors' converted weights, where FD-MobileNet widths match) add rows whose
+    backbones start from the given files, at the budget they cost."""
+    from ..models.detection import macs_by_part  # here: torchvision loads only for detectors
+
+    check_plan(budgets, families, seeds)
+    jobs = []
+    for label, fam, budget, w, g, bb in _rows(budgets, families, groups, backbones, extra_rows, pretrained_from):
+        kw = {"groups": g} if g is not None else {}
+        model = f"ssdlite_{fam}"
+        if bb is not None:
+            check_loads(model, bb, num_classes, resolution, "extra_rows" if "+" in label else "backbones")
+        bb_macs, _ = backbone_macs(fam, w, g)
+        with torch.device("meta"):  # shapes only
+            p = profile(create_model(model, num_classes=num_classes, resolution=resolution, width=w, **kw), resolution)
+        for seed in range(seeds):
+            weights = None if bb is None else str(Path(bb.path).resolve())
+            jobs.append(DetectorJob(
+                fam, budget, w, seed, p.macs, p.params, weights, model=model, label=label, backbone_macs=bb_macs,
+                parts=macs_by_part(p), groups=g, backbone_info=None if bb is None else bb.info,
+            ))  # fmt: skip
+    return jobs
 
 
 def count_detection(data: str, val_split: float) -> tuple[int, int, list[str]]:
@@ -256,7 +182,6 @@ def count_detection(data: str, val_split: float) -> tuple[int, int, list[str]]:
     return len(split.train), len(split.val), split.classes
 
 
-@torch.no_grad()
 def write_val_detections(run_dir: Path, data: str, val_split: float, seed: int, device: str | None = None) -> float:
     """Re-score ``RUN/best.safetensors`` on the run's validation images, one image at a time as the run did,
     and keep every detection's VOC outcome in ``RUN/val_detections.npz`` (``verdicts.DETECTIONS``) for the
@@ -265,23 +190,150 @@ def write_val_detections(run_dir: Path, data: str, val_split: float, seed: int, 
 
     from ..data.detection import DetectionDataset, collate_detection, detection_eval_transform, open_detection
     from ..data.splits import read_split
-    from ..detection_metrics import DetectionMeter
+    from ..detect import score_detections
     from ..models.pretrained import build_from_weights
-    from .verdicts import DETECTIONS
 
     split = open_detection(data, val_split, seed, read_split(run_dir / "split.json"))
     model, meta = build_from_weights(run_dir / "best.safetensors")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(dev).eval()
-    classes = meta.get("class_names") or split.classes
-    records = split.val
+    model.to(dev)
+    records, names = split.val, []
     ds = DetectionDataset(records, detection_eval_transform(int(meta["resolution"])))
-    meter, names = DetectionMeter(classes), []
-    for x, y, idx, _bad in DataLoader(ds, batch_size=16, collate_fn=collate_detection):
-        if x is None:
-            continue
-        meter.update([{k: v.cpu() for k, v in p.items()} for p in model(list(x.to(dev)))], y)
-        names += [records[i].name for i in idx.tolist()]
-    outcomes = meter.outcomes()
+    batches = DataLoader(ds, batch_size=16, collate_fn=collate_detection)
+    meters, _ = score_detections(
+        {"best": model}, batches, meta.get("class_names") or split.classes, dev,
+        on_batch=lambda _, idx, __: names.extend(records[i].name for i in idx),
+    )  # fmt: skip
+    outcomes = meters["best"].outcomes()
     outcomes.save(run_dir / DETECTIONS, names)
     return float(outcomes.map50()[0])
+
+
+class DetectionCompare(CompareTask):
+    """SSDLite detectors on photos with boxes, scored by VOC mAP@0.5 (all-point; 11-point beside it)."""
+
+    name = "detection"
+    head = "detector"
+    unit = "image"
+    points = "mAP@0.5 points"
+    first = "ssdlite_fd_mobilenet"
+    plot_file = "map50_vs_mflops.png"
+
+    def setup(
+        self, data: str, val_split: float, recipe: str, seeds: int | None, resolution: int | None,
+        epochs: int | None, log: Log,
+    ) -> Setup:  # fmt: skip
+        """The recipe's resolution (SSDLite's 320) and epochs unless given."""
+        n_train, n_val, classes = count_detection(data, val_split)
+        if recipe == "auto":
+            recipe, why = choose_recipe(data, val_split, task=self.name)
+            log(f"[compare] recipe {recipe} (auto: {why})")
+        if seeds is None:
+            seeds, why = default_seeds(n_train, "mAP@0.5")
+            log(f"[compare] {seeds} seed{'s' if seeds > 1 else ''} per detector and budget (default: {why})")
+        recipe_cfg = load_recipe(recipe)
+        resolution = resolution or recipe_cfg.get("resolution") or DEFAULT_RESOLUTION
+        epochs = epochs or recipe_cfg.get("epochs") or TrainConfig.epochs
+        return Setup(recipe, seeds, resolution, epochs, n_train, n_val, classes)
+
+    def plan(
+        self, budgets: list[float], families: list[str], setup: Setup, groups: int, pretrained_from: str | None,
+        options: dict[str, Any], log: Log,
+    ) -> list[Job]:  # fmt: skip
+        backbones = options.get("backbones")
+        jobs = plan_detection(
+            budgets, families, setup.seeds, len(setup.classes or ()), setup.resolution, groups, backbones,
+            options.get("extra_rows"), pretrained_from,
+        )  # fmt: skip
+        bb_note = "backbones from " + str(backbones) if backbones is not None else "BACKBONES FROM SCRATCH"
+        log(f"[compare] detectors at {setup.resolution} px, budgets in backbone MFLOPs at 224 px; {bb_note}")
+        return list(jobs)
+
+    def notes(self, jobs: list[Job], options: dict[str, Any], log: Log) -> dict[str, Any]:
+        """Each row's backbone record, and whether the main rows' backbones were pretrained the same way."""
+        dets = [j for j in jobs if isinstance(j, DetectorJob)]
+        infos = {f"{j.label}@{j.budget:g}": j.backbone_info for j in dets if j.backbone_info is not None}
+        main = [
+            Backbone(j.pretrained or "", j.family, j.width, j.groups, j.backbone_info)
+            for j in dets
+            if j.seed == 0 and j.backbone_info is not None and "+" not in j.label
+        ]
+        notes = {"backbones": infos, "differ": differences(main), "from_scratch": options.get("backbones") is None}
+        if notes["differ"]:
+            log(f"[compare] WARNING: the backbones were not pretrained the same way (they differ in "
+                f"{', '.join(notes['differ'])})")  # fmt: skip
+        return notes
+
+    def summarise(self, family: str, budget: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """mAP@0.5 all-point (``mean``/``sd``, what the verdicts compare) and 11-point, and the cost: the backbone's
+        MMACs at 224 px (the budget's) and the detector's at its resolution, by part."""
+        mean, sd = mean_sd([r["map50"] for r in rows])
+        m07 = [r["map50_07"] for r in rows if r.get("map50_07") is not None]
+        mean07, sd07 = mean_sd(m07) if m07 else (None, None)
+        parts = rows[0].get("macs_by_part") or {}
+        return {
+            "family": family,
+            "budget_mflops": budget,
+            "width": rows[0]["width"],
+            "backbone_mmacs_224": round(rows[0]["backbone_macs"] / 1e6, 2),
+            "resolution": rows[0]["resolution"],
+            "detector_mmacs": round(rows[0]["macs"] / 1e6, 2),
+            **{f"detector_{k}_mmacs": round(parts[k] / 1e6, 2) for k in ("backbone", "extras", "head") if k in parts},
+            "params": rows[0]["params"],
+            "seeds": len(rows),
+            "map50_mean": round(mean, 2),
+            "map50_std": None if sd is None else round(sd, 2),
+            "map50_07_mean": None if mean07 is None else round(mean07, 2),
+            "map50_07_std": None if sd07 is None else round(sd07, 2),
+            "backbone_weights": rows[0].get("backbone") or "scratch",
+            "train_seconds": round(sum(r["train_seconds"] for r in rows), 1),
+            "img_per_s": rows[0]["img_per_s"],
+            "mean": round(mean, 3),
+            "sd": None if sd is None else round(sd, 3),
+        }
+
+    def split(
+        self, data: str, val_split: float, setup: Setup, run_dirs: list[Path], found: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The folder's own lists, or a seeded hold-out: one per seed, as each run makes."""
+        from ..data.detection import open_detection
+
+        split = open_detection(data, val_split, 0)
+        text, seeds = split.description, setup.seeds
+        if split.record is not None and seeds > 1:
+            text += f" at seed 0; each run holds out with its own seed (0..{seeds - 1})"
+        return {"text": text, "root": str(data), "val_split": None if split.record is None else val_split,
+                "seeds": list(range(seeds)) if split.record is not None else [], "photos": len(split.val)}  # fmt: skip
+
+    def title(self, name: str, setup: Setup, options: dict[str, Any]) -> str:
+        seeds = f"{setup.seeds} seed{'s' if setup.seeds > 1 else ''}"
+        epochs = f"{setup.epochs} epoch{'s' if setup.epochs != 1 else ''}"
+        title = (
+            f"{name}, SSDLite detectors at {setup.resolution} px (budgets: backbone MFLOPs at 224 px), {epochs}, "
+            f"{seeds}, recipe {Path(setup.recipe).stem}"
+        )
+        return title + (", backbones from scratch" if options.get("backbones") is None else "")
+
+    def sections(
+        self, summary: list[dict[str, Any]], fams: list[str], budgets: list[float], how: str, notes: dict[str, Any]
+    ) -> list[str]:
+        """What the budgets mean, where the backbones come from, both mAPs, the cost."""
+        return detector_sections(summary, fams, budgets, how, notes)
+
+    def verdict_intro(self) -> list[str]:
+        return [
+            "Difference in val mAP@0.5 (all-point, points, A − B) with a 95 % interval from a paired bootstrap over "
+            "the validation images and the seeds (2,000 resamples, the same images for both detectors, mAP recomputed "
+            "from every detection on each resample); a detector is *ahead* when the interval excludes 0.",
+            "",
+            "| budget | A | B | A − B | 95 % interval | verdict | images | seeds |",
+        ]
+
+    def report_fields(self, notes: dict[str, Any]) -> dict[str, Any]:
+        return {"task": "detection", "metric": "val_map50", "budgets": f"backbone MFLOPs at {BACKBONE_RESOLUTION} px",
+                **notes}  # fmt: skip
+
+    def plot(self, summary: list[dict[str, Any]], fams: list[str], budgets: list[float], path: Path, title: str):
+        plot_scores(summary, fams, budgets, path, title, "backbone_mmacs_224", "map50_mean", "map50_std",
+                    f"backbone MFLOPs at {BACKBONE_RESOLUTION} px (budget; detectors offset slightly)",
+                    "val mAP@0.5, all-point (%)")  # fmt: skip

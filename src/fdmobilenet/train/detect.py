@@ -26,8 +26,10 @@ from ..data.detection import (
 )
 from ..data.order import EpochOrder, SeededView
 from ..data.splits import read_split
-from ..detection_metrics import DetectionMeter, DetectionScores
+from ..detect import score_detections
+from ..detection_metrics import DetectionScores
 from ..models import create_model, read_pretrained
+from ..models.detection import detector_metadata
 from ..models.pretrained import is_detector_meta
 from .config import TrainConfig
 from .distributed import Dist
@@ -74,6 +76,9 @@ class DetectionTask(Task):
 
     name = "detection"
     metric = "val_map50"
+    metric_label = "val mAP@0.5"
+    curves = (("val_map50", "mAP@0.5"), ("val_map50_07", "mAP@0.5 11-pt"))
+    curve_axis = "mAP"
 
     def __init__(self) -> None:
         self.best: DetectionScores | None = None
@@ -148,33 +153,31 @@ class DetectionTask(Task):
                 p.requires_grad_(not name.startswith("backbone.body"))
         return model
 
+    def to_device(self, x: torch.Tensor, y: list[dict[str, Any]], dist: Dist, step: int, micro_batch: int):
+        """Images and each image's target dict (boxes, labels) on the device."""
+        targets = [{k: v.to(dist.device) if isinstance(v, torch.Tensor) else v for k, v in t.items()} for t in y]
+        return x.to(dist.device, non_blocking=True), targets
+
+    def checkpoint_meta(self, model: nn.Module, classes: list[str]) -> dict[str, Any]:
+        """Anchors and post-processing thresholds: what rebuilds the detector from its file."""
+        return detector_metadata(model, classes)
+
     def loss(self, run: Run, x: torch.Tensor, y: list[dict[str, torch.Tensor]], micro_batch: int) -> torch.Tensor:
         """SSD's own loss: box regression plus classification over the hard-mined anchors."""
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in y]
         losses = run.model(list(x), targets)
         return sum(losses.values())
 
-    @torch.no_grad()
     def validate(self, run: Run, models: dict[str, nn.Module]) -> tuple[dict[str, Score], dict[str, Any]]:
         """VOC mAP@0.5 of each of ``models`` over all processes' shards, from one pass of the loader."""
-        meters = {k: DetectionMeter(run.data.classes) for k in models}
-        nbad = 0
-        for m in models.values():
-            m.eval()
-        for x, y, _, bad in run.loaders.val:
-            nbad += len(bad)
-            if x is None:
-                continue
-            images = list(x.to(run.dist.device))
-            for k, m in models.items():
-                meters[k].update([{k2: v.cpu() for k2, v in p.items()} for p in m(images)], y)
+        meters, bad = score_detections(models, run.loaders.val, run.data.classes, run.dist.device)
         if run.dist.world > 1:  # every process's matches, merged before the AP is computed
             for meter in meters.values():
                 gathered: list[Any] = [None] * run.dist.world
                 torch.distributed.all_gather_object(gathered, meter)
                 for other in gathered[1:] if run.dist.main else []:
                     meter.merge(other)
-        nbad = int(run.dist.all_reduce([float(nbad)])[0])
+        nbad = int(run.dist.all_reduce([float(len(bad))])[0])
         scores, local = {}, {}
         for k, meter in meters.items():
             s = meter.compute()

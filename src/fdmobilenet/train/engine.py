@@ -41,10 +41,8 @@ from .config import (
     for_machine,
     train_resolution_at,
 )
-from .distill import Teacher, check_recorded, load_teacher
 from .distributed import Dist, Stop, init_distributed
 from .inputs import Data, Loaders
-from .mixing import BatchMix
 from .optim import Parts, build_parts, check_memory, lr_at, peak_lr, set_train_mode
 from .outputs import MetricLogger, append_metrics, plot_curves, truncate_metrics
 from .tasks import Task
@@ -62,11 +60,12 @@ class TrainResult:
     """How a run ended: 0 (done), 128 + signal (stopped, resumable) or ``EXIT_DIVERGED``."""
 
     exit_code: int
-    best_top1: float | None = None  # the best validation score: top-1 %, or a detector's mAP@0.5 %
+    best_score: float | None = None  # the best validation score of the task's ``metric``
     best_epoch: int | None = None
     out: Path | None = None
     epochs_done: int = 0
     error: StoppedError | None = None  # why the run stopped early (main process; the CLI prints it)
+    metric: str = "val_top1"  # what ``best_score`` measures (``Task.metric``: val_top1, val_map50, ...)
 
 
 @dataclass
@@ -75,7 +74,7 @@ class Run:
 
     cfg: TrainConfig
     recipe: str
-    task: Task  # classification or detection: data, model, loss and validation score
+    task: Task  # classification or detection: data, model, loss, batches and validation score
     dist: Dist
     stop: Stop
     log: Callable[..., None]
@@ -86,9 +85,6 @@ class Run:
     model: nn.Module  # what a step calls: the raw model, DDP-wrapped and/or compiled
     ddp_model: nn.Module  # the raw model or its DDP wrapper (for no_sync)
     trainable: list[nn.Parameter]
-    criterion: nn.Module | None  # classification: cross-entropy with label smoothing (integer or soft targets)
-    mix: BatchMix | None  # mixup/cutmix of each micro-batch, or None
-    teacher: Teacher | None  # distillation: a frozen model, not wrapped, one per process
     amp_dtype: torch.dtype | None
     channels_last: bool
     micro: int  # images per forward pass in this process
@@ -160,13 +156,7 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     steps_per_epoch, micro = batch_layout(cfg, data.n_train, dist.world)
     check_memory(cfg, len(data.classes), micro, dist.device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dist.device.type == "cuda"
-    teacher = None  # built without drawing from the global RNGs (load_teacher forks them)
-    if cfg.teacher:
-        teacher = load_teacher(cfg.teacher, data.classes, dist.device, cfg.mean, cfg.std, channels_last)
-        rows = f"its rows of the {len(data.classes)} ImageNet classes" if teacher.rows else "all its classes"
-        renorm = "; inputs renormalised to its mean/std" if teacher.renormalise else ""
-        log(f"distilling from {cfg.teacher} ({rows}{renorm}): T {cfg.kd_temperature:g}, weight {cfg.kd_weight:g}")
-    check_recorded(out, teacher, resumed=ckpt is not None, write=dist.main)
+    task.setup_loss(cfg, data, dist, log, out, resumed=ckpt is not None, channels_last=channels_last)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dist.device.type == "cuda" else "none")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     lr0 = lr_at(cfg, 0, steps_per_epoch)
@@ -200,12 +190,10 @@ def _setup(cfg: TrainConfig, resume: bool, recipe: str, dist: Dist, stop: Stop) 
     tb = MetricLogger(cfg.logger, out) if dist.main and state.epoch < cfg.epochs else None  # finished: write nothing
     loaders = task.make_loaders(cfg, data, dist, kind, micro)
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # soft targets too (mixup/cutmix)
-    mix = BatchMix(cfg.mixup, cfg.cutmix, len(data.classes), cfg.seed) if cfg.mixup or cfg.cutmix else None
     run = Run(
         cfg=cfg, recipe=recipe, task=task, dist=dist, stop=stop, log=log, out=out, data=data, loaders=loaders,
-        parts=parts, model=model, ddp_model=ddp_model, trainable=trainable, criterion=criterion, mix=mix,
-        teacher=teacher, amp_dtype=amp_dtype, channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
+        parts=parts, model=model, ddp_model=ddp_model, trainable=trainable, amp_dtype=amp_dtype,
+        channels_last=channels_last, micro=micro, start_epoch=state.epoch, tb=tb,
     )  # fmt: skip
     return run, state
 
@@ -225,13 +213,13 @@ def _fit(run: Run, state: TrainState) -> TrainResult:
         run.tb.close()
     if run.dist.main:
         if run.start_epoch < cfg.epochs:  # (a finished run was said so at the start)
-            plot_curves(run.out)
+            plot_curves(run.out, run.task.curves, run.task.curve_axis)
             run.task.report(run)
         run.log(
-            f"done: best {_metric_name(run.task)} {state.best_top1:.2f}% at epoch {state.best_epoch + 1}; "
+            f"done: best {run.task.metric_label} {state.best_score:.2f}% at epoch {state.best_epoch + 1}; "
             f"checkpoint {run.out / 'best.safetensors'}"
         )
-    return TrainResult(0, state.best_top1, state.best_epoch, run.out, cfg.epochs)
+    return TrainResult(0, state.best_score, state.best_epoch, run.out, cfg.epochs, metric=run.task.metric)
 
 
 def train_one_epoch(run: Run, state: TrainState, epoch: int) -> EpochStats | None:
@@ -287,10 +275,7 @@ def _optimizer_step(run: Run, state: TrainState, batches: list[Any], epoch: int)
     parts.optimizer.zero_grad(set_to_none=True)
     step_loss = step_n = 0.0
     for j, (x, y, _, _) in enumerate(batches):
-        x = x.to(dist.device, non_blocking=True)
-        y = _to(y, dist.device)
-        if run.mix is not None:  # soft targets; seeded by (seed, step, micro-batch, rank), global RNGs untouched
-            x, y = run.mix(x, y, state.step, j, dist.rank)
+        x, y = run.task.to_device(x, y, dist, state.step, j)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sync = dist.world == 1 or j == cfg.accum_steps - 1
@@ -332,9 +317,9 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
     score = scores[chosen]
     train_loss = state.loss_sum / max(state.loss_n, 1)
     lr_now = lr_at(cfg, max(state.step - 1, 0), state.steps_per_epoch)
-    is_best = score.value > state.best_top1
+    is_best = score.value > state.best_score
     if is_best:
-        state.best_top1, state.best_epoch = score.value, epoch
+        state.best_score, state.best_epoch = score.value, epoch
     if len(scores) > 1:  # the EMA's and the raw weights' score, and which one this epoch's best is
         ema, raw = scores["ema"].value, scores["raw"].value
         row_ema = {f"{metric}_ema": round(ema, 4), f"{metric}_raw": round(raw, 4)}
@@ -359,7 +344,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stats: EpochStats) -> Non
         if run.tb is not None:
             run.tb.log(row, epoch + 1)
         if row["time_s"] > 5 and epoch + 1 < cfg.epochs:  # curves.png during a long run too (cheap beside it)
-            plot_curves(out)
+            plot_curves(out, run.task.curves, run.task.curve_axis)
     extra = f"  skipped {int(state.bad_count)} unreadable train image(s), listed in {out / 'bad_images.txt'}"
     extra = (extra if state.bad_count else "") + (f"  ({score.nbad} unreadable val image(s))" if score.nbad else "")
     left = cfg.epochs - epoch - 1  # the rest of the run at this process's pace so far (validation included)
@@ -381,18 +366,6 @@ def _hms(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
-def _metric_name(task: Task) -> str:
-    """How the log names the score ``best`` follows."""
-    return {"val_top1": "val top-1", "val_map50": "val mAP@0.5"}.get(task.metric, task.metric)
-
-
-def _to(y: Any, device: torch.device) -> Any:
-    """Targets to the device: a label tensor, or a detector's list of per-image dicts of tensors."""
-    if isinstance(y, torch.Tensor):
-        return y.to(device, non_blocking=True)
-    return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()} for t in y]
-
-
 def _candidates(parts: Parts) -> dict[str, nn.Module]:
     """The weights to validate: the EMA first (what ``last`` holds), then the raw model; or the model alone."""
     return {"ema": parts.ema.module, "raw": parts.model} if parts.ema is not None else {"model": parts.model}
@@ -410,9 +383,7 @@ def _record_bad(run: Run, state: TrainState, epoch: int, bad: list[tuple[str, st
             f.writelines(f"epoch {epoch + 1}\t{p}\t{r}\n" for p, r in bad)
 
 
-def checkpoint(
-    run: Run, state: TrainState, tag: str, val_top1: float | None = None, use_ema: bool | None = None
-) -> None:
+def checkpoint(run: Run, state: TrainState, tag: str, score: float | None = None, use_ema: bool | None = None) -> None:
     """Write checkpoint ``tag`` at ``state`` (main process), unless the weights are no longer finite."""
     # every rank checks (the weights are identical), so all stop together on a NaN
     if not all(torch.isfinite(p).all() for p in run.parts.model.parameters()):
@@ -422,7 +393,17 @@ def checkpoint(
         )
     if run.dist.main:
         save_checkpoint(
-            run.out, tag, run.cfg, run.recipe, run.data.classes, state, run.parts, val_top1, use_ema, run.task.metric
+            run.out,
+            tag,
+            run.cfg,
+            run.recipe,
+            run.data.classes,
+            state,
+            run.parts,
+            score,
+            use_ema,
+            run.task.metric,
+            run.task.checkpoint_meta(run.parts.model, run.data.classes),
         )
 
 
@@ -435,4 +416,5 @@ def _interrupted(run: Run, state: TrainState, written: bool = False) -> TrainRes
         f"caught {signal.Signals(signum).name}: checkpoint written at epoch {state.epoch + 1}, "
         f"step {state.step_in_epoch}; resume the run to continue"
     )
-    return TrainResult(128 + int(signum), state.best_top1, state.best_epoch, run.out, state.epoch)
+    code = 128 + int(signum)
+    return TrainResult(code, state.best_score, state.best_epoch, run.out, state.epoch, metric=run.task.metric)

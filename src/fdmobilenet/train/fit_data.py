@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +25,10 @@ from ..data.folders import Folder
 from ..data.splits import load_folders, read_split
 from ..fit import Candidate, FitResult, binding, format_size
 from ..models import RELEASED_WIDTHS, RELEASES
-from .compare import Job, _run_one, count_images
-from .config import TrainConfig, auto_recipe, make_config
+from .choose import choose_recipe
+from .compare_classification import count_images
+from .config import TrainConfig, make_config
+from .runner import Job, run_job
 
 if TYPE_CHECKING:
     from ..deploy.quantize import PtqConfig
@@ -40,16 +41,10 @@ NO_LATENCY = (
 )
 
 
-@dataclass
-class FitJob(Job):
-    """A ``compare`` run of one candidate: its resolution and name (``fd_mobilenet_025-ft-128px``)."""
-
-    resolution: int = 224
-    candidate: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.candidate}{'-ft' if self.pretrained else ''}-{self.resolution}px"
+def fit_job(c: Candidate, weights: str | None) -> Job:
+    """The run of one candidate, at its own resolution, named by it (``fd_mobilenet_025-ft-128px``)."""
+    name = f"{c.name}{'-ft' if weights else ''}-{c.resolution}px"
+    return Job(c.family, c.macs / 1e6, c.width, 0, c.macs, c.params, weights, resolution=c.resolution, run_name=name)
 
 
 def _check_out(out: Path) -> None:
@@ -194,7 +189,7 @@ def fit_to_data(
     make_config({**overrides, "data": str(data), "out": str(out), **({"epochs": epochs} if epochs else {})})
     n_train, n_val = count_images(str(data), val_split)
     if recipe == "auto":
-        recipe, why = auto_recipe(n_train)
+        recipe, why = choose_recipe(str(data), val_split, task="classification", n_train=n_train)
         log(f"[fit] recipe {recipe} (auto: {why})")
     recipe_cfg = training.load_recipe(recipe)
     if epochs is None:
@@ -206,12 +201,11 @@ def fit_to_data(
     jobs = []
     for c in candidates:
         weights = released_weights_for(c, pretrained_from)
-        jobs.append(FitJob(c.family, c.macs / 1e6, c.width, 0, c.macs, c.params, weights, resolution=c.resolution,
-                           candidate=c.name))  # fmt: skip
+        jobs.append(fit_job(c, weights))
         how = f"fine-tuned from {weights}" if weights else "from scratch (no ImageNet weights for it here)"
         log(f"[fit] {jobs[-1].name}: {c.macs / 1e6:.1f} MMACs, SRAM {format_size(c.sram)}, {how}")
     base = {**overrides, "data": str(data), "epochs": epochs}
-    rows = [_run_one(j, {**base, "resolution": j.resolution}, recipe, out, 3, log) for j in jobs]
+    rows = [run_job(j, base, recipe, out, 3, log) for j in jobs]
     best = max(range(len(jobs)), key=lambda i: rows[i]["top1"])
     winner, run_dir = jobs[best], out / "runs" / jobs[best].name
     weights = run_dir / "best.safetensors"

@@ -39,7 +39,7 @@ from ..data.packed import PackedFolder, PackedImageDataset
 from ..data.splits import FolderSplit, load_folders, read_split
 from ..preprocess import Preprocess
 from ..preprocess import train_transform as preset_train
-from .config import MEMORY_SHARE, TrainConfig, auto_recipe, resolution_schedule, train_resolution_at
+from .config import MEMORY_SHARE, TrainConfig, resolution_schedule, train_resolution_at
 from .distributed import Dist
 from .optim import available_memory
 
@@ -79,19 +79,6 @@ def train_transform(cfg: TrainConfig, resolution: int | None = None) -> Callable
 def strong_augment(cfg: TrainConfig) -> dict[str, Any]:
     """``cfg``'s strong-augmentation settings, as both training transforms (per image, per batch) take them."""
     return {"auto_augment": cfg.auto_augment, "ra_magnitude": cfg.ra_magnitude, "random_erasing": cfg.random_erasing}
-
-
-def choose_recipe(data: str, val_split: float, seed: int = 0) -> tuple[str, str]:
-    """The recipe ``recipe="auto"`` means for ``data`` (see ``config.auto_recipe``), and why.
-
-    It counts the images the run will train on: the same split ``build_data`` makes, without decoding.
-    Photos with boxes (a VOC folder or COCO json) get ``detection``.
-    """
-    from ..data.detection import is_detection_data
-
-    if is_detection_data(data):
-        return "detection", f"{data} holds boxes (VOC/COCO annotations)"
-    return auto_recipe(len(load_folders(data, val_split, seed).train))
 
 
 def build_data(cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from .._errors import ParameterError
 from .._utils import MissingDependencyError, atomic_write_bytes, pyplot, save_figure, write_if_changed
 from ..classreport import class_report, read_predictions, render_table, write_report, written_note
 
-TB_SCALARS = ("train_loss", "val_top1", "val_top5", "val_map50", "val_map50_07", "lr", "img_s")
+# metrics.jsonl columns that are counters or bookkeeping, not curves: TensorBoard gets every other number
+NOT_SCALARS = ("epoch", "step", "time_s", "images", "bad_skipped", "val_bad")
 
 
 def append_metrics(out: Path, row: dict[str, Any]) -> None:
@@ -70,9 +71,9 @@ class MetricLogger:
 
     def log(self, row: dict[str, Any], epoch: int) -> None:
         if self.writer is not None:
-            for k in TB_SCALARS:
-                if k in row:  # a classifier's or a detector's scores
-                    self.writer.add_scalar(k, row[k], epoch)
+            for k, v in row.items():  # the task's scores (whatever they are named), loss, lr, img/s
+                if k not in NOT_SCALARS and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k, v, epoch)
         elif self.kind == "csv":
             write_csv(self.out / "metrics.jsonl", self.out / "metrics.csv")
 
@@ -92,11 +93,11 @@ def write_csv(jsonl: Path, dst: Path) -> None:
     atomic_write_bytes(dst, buf.getvalue().encode())
 
 
-CURVES = (("val_top1", "top-1"), ("val_top5", "top-5"), ("val_map50", "mAP@0.5"), ("val_map50_07", "mAP@0.5 11-pt"))
-
-
-def plot_curves(out: Path) -> None:
-    """``curves.png``: training loss and the validation scores per epoch."""
+def plot_curves(
+    out: Path, curves: Sequence[tuple[str, str]] = (("val_top1", "top-1"),), axis: str = "accuracy"
+) -> None:
+    """``curves.png``: training loss and the validation scores per epoch: the task's ``curves`` ((metrics.jsonl key,
+    legend) pairs, ``Task.curves``) on an axis named by ``axis``."""
     path = out / "metrics.jsonl"
     if not path.is_file():
         return
@@ -109,11 +110,10 @@ def plot_curves(out: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [r["train_loss"] for r in rows], marker=".")
     a.set(xlabel="epoch", ylabel="train loss", title="loss")
-    for key, label in CURVES:  # a classifier's top-1/top-5, a detector's mAP@0.5 (all-point, 11-point)
-        if key in rows[0]:
+    for key, label in curves:
+        if key in rows[0]:  # top-5 is not logged for 5 classes or fewer
             b.plot(ep, [r[key] for r in rows], marker=".", label=label)
-    detector = "val_map50" in rows[0]
-    b.set(xlabel="epoch", ylabel=f"val {'mAP' if detector else 'accuracy'} (%)", title="validation")
+    b.set(xlabel="epoch", ylabel=f"val {axis} (%)", title="validation")
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)

@@ -1,5 +1,6 @@
-"""What a task plugs into the one training engine: its data and loaders, its model, the loss of a
-micro-batch, and the validation score that ``best`` follows.
+"""What a task plugs into the one training engine: its data and loaders, its model, its loss (with
+whatever the loss needs: a criterion, batch mixing, a teacher), how a batch reaches the device, the
+validation score that ``best`` follows and how it is named, plotted and stored with the weights.
 
 The engine (``engine.py``) owns everything else — schedule, steps, accumulation, EMA, signals, NaN
 checks, checkpoints, metrics and resume — so a detector trains with the same guarantees as a classifier.
@@ -20,9 +21,10 @@ from torch import nn
 from ..classreport import write_predictions
 from ..evaluate import EvalResult, evaluate_models
 from .config import TrainConfig
-from .distill import distill_loss
+from .distill import Teacher, check_recorded, distill_loss, load_teacher
 from .distributed import Dist
 from .inputs import Data, Loaders, build_data, loader_kind, make_loaders
+from .mixing import BatchMix
 from .optim import build_model
 from .outputs import write_run_report
 
@@ -42,10 +44,13 @@ class Score:
 
 
 class Task:
-    """The interface; ``ClassificationTask`` documents each part."""
+    """The interface; ``ClassificationTask`` documents each part. The engine asks a task, never which task it is."""
 
     name = "task"
     metric = "val_score"  # the metrics.jsonl key `best` follows, also written to the weights' metadata
+    metric_label = "val score"  # how the log names it
+    curves: tuple[tuple[str, str], ...] = ()  # (metrics.jsonl key, legend) of curves.png's validation panel
+    curve_axis = "score"  # that panel's axis name
 
     def build_data(self, cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
         raise NotImplementedError
@@ -59,8 +64,22 @@ class Task:
     def build_model(self, cfg: TrainConfig, classes: list[str], log: Log, load_pretrained: bool) -> nn.Module:
         raise NotImplementedError
 
+    def setup_loss(
+        self, cfg: TrainConfig, data: Data, dist: Dist, log: Log, out: Path, resumed: bool, channels_last: bool
+    ) -> None:
+        """Build what ``loss`` needs beyond the model, before the model is built (nothing here may draw from the
+        global RNGs: exact resume depends on their order)."""
+
+    def to_device(self, x: Any, y: Any, dist: Dist, step: int, micro_batch: int) -> tuple[Any, Any]:
+        """A loader's micro-batch on the training device, ready for ``loss``."""
+        raise NotImplementedError
+
     def loss(self, run: Run, x: Any, y: Any, micro_batch: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def checkpoint_meta(self, model: nn.Module, classes: list[str]) -> dict[str, Any]:
+        """Metadata the task's weights need beyond ``weights_meta`` to be rebuilt from the file alone."""
+        return {}
 
     def validate(self, run: Run, models: dict[str, nn.Module]) -> tuple[dict[str, Score], dict[str, Any]]:
         raise NotImplementedError
@@ -77,6 +96,14 @@ class ClassificationTask(Task):
 
     name = "classification"
     metric = "val_top1"
+    metric_label = "val top-1"
+    curves = (("val_top1", "top-1"), ("val_top5", "top-5"))
+    curve_axis = "accuracy"
+
+    def __init__(self) -> None:
+        self.criterion: nn.Module = nn.CrossEntropyLoss()
+        self.mix: BatchMix | None = None
+        self.teacher: Teacher | None = None
 
     def build_data(self, cfg: TrainConfig, out: Path, dist: Dist, log: Log) -> Data:
         return build_data(cfg, out, dist, log)
@@ -90,13 +117,35 @@ class ClassificationTask(Task):
     def build_model(self, cfg: TrainConfig, classes: list[str], log: Log, load_pretrained: bool) -> nn.Module:
         return build_model(cfg, classes, log, load_pretrained=load_pretrained)
 
+    def setup_loss(
+        self, cfg: TrainConfig, data: Data, dist: Dist, log: Log, out: Path, resumed: bool, channels_last: bool
+    ) -> None:
+        """Cross-entropy with label smoothing (integer or soft targets), mixup/cutmix of each micro-batch, and a
+        frozen teacher for distillation (not wrapped, one per process; ``load_teacher`` forks the RNGs)."""
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.mix = BatchMix(cfg.mixup, cfg.cutmix, len(data.classes), cfg.seed) if cfg.mixup or cfg.cutmix else None
+        if cfg.teacher:
+            self.teacher = load_teacher(cfg.teacher, data.classes, dist.device, cfg.mean, cfg.std, channels_last)
+            rows = f"its rows of the {len(data.classes)} ImageNet classes" if self.teacher.rows else "all its classes"
+            renorm = "; inputs renormalised to its mean/std" if self.teacher.renormalise else ""
+            log(f"distilling from {cfg.teacher} ({rows}{renorm}): T {cfg.kd_temperature:g}, weight {cfg.kd_weight:g}")
+        check_recorded(out, self.teacher, resumed=resumed, write=dist.main)
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor, dist: Dist, step: int, micro_batch: int):
+        """Images and labels on the device; mixed (soft targets) when mixup/cutmix is on, seeded by (seed, step,
+        micro-batch, rank) so the global RNGs are untouched."""
+        x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
+        if self.mix is not None:
+            x, y = self.mix(x, y, step, micro_batch, dist.rank)
+        return x, y
+
     def loss(self, run: Run, x: torch.Tensor, y: torch.Tensor, micro_batch: int) -> torch.Tensor:
         """Cross-entropy with label smoothing; with mixup/cutmix the targets are soft; with a teacher,
         Hinton's loss on the same (mixed) batch."""
         logits = run.model(x)
-        if run.teacher is None:
-            return run.criterion(logits, y)
-        return distill_loss(logits, run.teacher(x), y, run.criterion, run.cfg.kd_temperature, run.cfg.kd_weight)
+        if self.teacher is None:
+            return self.criterion(logits, y)
+        return distill_loss(logits, self.teacher(x), y, self.criterion, run.cfg.kd_temperature, run.cfg.kd_weight)
 
     def validate(self, run: Run, models: dict[str, nn.Module]) -> tuple[dict[str, Score], dict[str, EvalResult]]:
         """Top-1/top-5 of each of ``models`` over all processes, from one pass of the loader (each batch
