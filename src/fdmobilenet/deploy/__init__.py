@@ -3,11 +3,12 @@ metadata, the check of every export against PyTorch, INT8 by calibration or quan
 distillation (``quantize``), and runners for ONNX (ONNX Runtime, OpenVINO) and ``.pte`` files.
 ``export_weights`` / ``quantize_weights`` are what the ``export`` / ``quantize`` commands run. Re-exports only.
 
-Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, runtime
--> quantize, fidelity -> pipeline; ``bench`` (latency of every model on every runtime, what ``bench`` runs) sits
-beside pipeline and imports the layers below it. ``detector`` (SSDLite detectors as .onnx with NMS in the
-graph or not, and .pte; their runners) sits beside onnx/executorch/runtime and is imported only for
-detectors: it loads torchvision's detection code.
+Layers, lowest first: fold, metadata, samples, verify -> onnx, torch_formats, executorch, litert, runtime
+-> refine (equalization, AdaRound, bias correction) -> quantize, ethosu, fidelity -> exported (an exported
+file's format, opening, report) -> pipeline (export) and quantize_pipeline (quantize); ``bench`` with its cases
+(``bench_cases``) sits beside them and imports the layers below. ``detector`` (SSDLite detectors as .onnx with
+NMS in the graph or not, and .pte) and ``detector_runner`` (running those files) sit beside
+onnx/executorch/runtime and are imported only for detectors: they load torchvision's detection code.
 """
 
 from .fidelity import altered_photos, fidelity_table, int8_fidelity

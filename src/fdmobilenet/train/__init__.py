@@ -9,8 +9,10 @@ The learning rate is a pure function of the optimizer step and the data order a 
 Modules: ``config`` (settings, recipes, schedules), ``distributed`` (ranks), ``inputs`` (data and the
 three input pipelines), ``optim`` (model, optimizer, learning rate), ``checkpoint`` (state and files),
 ``outputs`` (metrics, TensorBoard, curves), ``mixing`` (MixUp/CutMix of a batch), ``distill`` (teachers and
-the distillation loss), ``engine`` (the loop) and, on top, ``compare`` (budget-matched
-runs of several families and their report: what the ``compare`` command runs).
+the distillation loss), ``tasks`` / ``detect`` (what classification and detection plug into the engine),
+``choose`` (which task, which ``auto`` recipe), ``engine`` (the loop), ``runner`` (a job in, a finished run
+out) and, on top, ``compare`` (budget-matched runs of several families and their report, with one plug-in per
+task: ``compare_classification``, ``compare_detection``) and ``fit_data`` (``fit --data``).
 """
 
 from .choose import choose_recipe, data_task
