@@ -76,26 +76,31 @@ def detector_sections(summary: list[dict[str, Any]], fams, budgets, how: str, no
             f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | {r['width']:g} | {r['backbone_mmacs_224']:.1f} | "
             f"{r['detector_mmacs']:.1f} ({split}) | {r['params']:,} |"
         )
-    infos = notes.get("backbones") or {}
-    if infos:
-        lines += [
-            "",
-            "## Backbones",
-            "",
-            "| detector | budget | weights | model | data | recipe | epochs | val top-1 |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in summary:
-            info = infos.get(f"{r['family']}@{r['budget_mflops']:g}")
-            if info is None:
-                lines.append(f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | from scratch | | | | | |")
-                continue
-            shown = {k: "?" if info.get(k) is None else str(info[k]) for k in ("model", "data", "recipe", "epochs")}
-            if info.get("data") is None and info.get("source"):  # e.g. the authors' file: its own name
-                shown["data"] = f"? ({info['source']})"
-            top1 = "?" if info.get("val_top1") is None else f"{info['val_top1']:.2f}"
-            lines.append(
-                f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | {r['backbone_weights']} | {shown['model']} | "
-                f"{shown['data']} | {shown['recipe']} | {shown['epochs']} | {top1} |"
-            )
+    return lines + _backbone_table(summary, notes.get("backbones") or {})
+
+
+def _backbone_table(summary: list[dict[str, Any]], infos: dict[str, Any]) -> list[str]:
+    """The "Backbones" section: each row's backbone file and how it was trained (nothing when all from scratch)."""
+    if not infos:
+        return []
+    lines = [
+        "",
+        "## Backbones",
+        "",
+        "| detector | budget | weights | model | data | recipe | epochs | val top-1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary:
+        info = infos.get(f"{r['family']}@{r['budget_mflops']:g}")
+        if info is None:
+            lines.append(f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | from scratch | | | | | |")
+            continue
+        shown = {k: "?" if info.get(k) is None else str(info[k]) for k in ("model", "data", "recipe", "epochs")}
+        if info.get("data") is None and info.get("source"):  # e.g. the authors' file: its own name
+            shown["data"] = f"? ({info['source']})"
+        top1 = "?" if info.get("val_top1") is None else f"{info['val_top1']:.2f}"
+        lines.append(
+            f"| {r['family']} | {r['budget_mflops']:g} MFLOPs | {r['backbone_weights']} | {shown['model']} | "
+            f"{shown['data']} | {shown['recipe']} | {shown['epochs']} | {top1} |"
+        )
     return lines

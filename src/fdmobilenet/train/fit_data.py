@@ -228,23 +228,7 @@ def fit_to_data(
         "split": split_text,
         "recipe": Path(recipe).stem,
         "epochs": epochs,
-        "candidates": [
-            {
-                "run": j.name,
-                "name": c.name,
-                "family": c.family,
-                "width": c.width,
-                "resolution": c.resolution,
-                "macs": c.macs,
-                "params": c.params,
-                "sram": c.sram,
-                "flash": c.flash,
-                "binds": binding(c, result.limits),
-                "pretrained": j.pretrained,
-                "val_top1": r["top1"],
-            }
-            for j, c, r in zip(jobs, candidates, rows, strict=True)
-        ],  # fmt: skip
+        "candidates": [_candidate_row(j, c, r, result) for j, c, r in zip(jobs, candidates, rows, strict=True)],
         "winner": winner.name,
         "int8_file": str(int8),
         "quantization": q.meta.get("quantization"),
@@ -260,6 +244,15 @@ def fit_to_data(
     )
     log(f"[fit] wrote {int8}, {out / REPORT_MD}, {out / REPORT_JSON}")
     return report
+
+
+def _candidate_row(job: Job, c: Candidate, row: dict[str, Any], result: FitResult) -> dict[str, Any]:
+    """A trained candidate as the report lists it: what it is, what it costs, what binds it, how it scored."""
+    return {
+        "run": job.name, "name": c.name, "family": c.family, "width": c.width, "resolution": c.resolution,
+        "macs": c.macs, "params": c.params, "sram": c.sram, "flash": c.flash, "binds": binding(c, result.limits),
+        "pretrained": job.pretrained, "val_top1": row["top1"],
+    }  # fmt: skip
 
 
 def render_report(r: dict[str, Any]) -> str:
