@@ -246,7 +246,7 @@ def test_full_disk_is_one_line_and_keeps_files(official_025_src, tmp_path: Path,
     dst = tmp_path / "w.safetensors"
     dst.write_bytes(b"previous")
     _disk_full(monkeypatch)
-    rc, err = run(capsys, "convert", str(official_025_src), str(dst))
+    rc, err = run(capsys, "convert", str(official_025_src), str(dst), "--overwrite")  # a file not ours: replaced
     assert rc == 1
     one_line_error(err, "No space left", str(tmp_path))
     assert dst.read_bytes() == b"previous"

@@ -1,4 +1,5 @@
-"""Small helpers every layer uses; nothing here imports from the rest of the package but ``_errors``.
+"""Small helpers every layer uses; nothing here imports from the rest of the package but ``_errors`` and
+``_outputs`` (the output policy, which the atomic writer applies last: it never replaces a device node).
 
 Atomic writes (a crash never leaves half a file), optional-dependency errors that name the
 extra to install, seed mixing (reproducible per-process/per-epoch streams), figure saving and log
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import NamesParameters
+from ._outputs import PNG_KEY, refuse_special_file
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Any, Any]:
@@ -53,8 +55,11 @@ TEMP_PREFIX = ".fdm-tmp."  # our temporary files, and the only ones ``remove_orp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: a crash never leaves half a file."""
+    """Write to a temporary file beside ``path``, fsync, then rename: a crash never leaves half a file. A device
+    node, FIFO or socket at ``path`` is refused (a rename would turn it into a regular file); which existing
+    regular files a command may replace is decided before its work starts (``_outputs.check_output``)."""
     path = Path(path)
+    refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp")
     try:
@@ -153,11 +158,12 @@ def plain_log_axis(ax: Any, which: str, values: list[float]) -> None:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Render a matplotlib figure to PNG, write it atomically and free it."""
+    """Render a matplotlib figure to PNG, write it atomically and free it. The PNG carries a ``fdmobilenet`` text
+    chunk: the mark by which a later run knows it may replace the file (``_outputs``)."""
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, metadata={PNG_KEY: "written by fdmobilenet"})
     import matplotlib.pyplot as plt
 
     plt.close(fig)

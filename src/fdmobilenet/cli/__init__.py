@@ -82,8 +82,9 @@ EXIT_BROKEN_PIPE = 128 + 13  # stdout closed early (`fdmobilenet models | head`)
 _BAD_PATH = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
-# The one map from library parameter names to flags: ``--`` + the name with ``_`` as ``-`` unless listed here.
-FLAG_OF_PARAM = {"output": "-o", "fmt": "--format", "model_name": "--model", "extra_rows": "--extra-row"}
+# The one map from library parameter names to flags: ``--`` + the name with ``_`` as ``-`` unless listed here
+# (``dst``: convert's positional argument, spelled as its usage line shows it).
+FLAG_OF_PARAM = {"output": "-o", "fmt": "--format", "model_name": "--model", "extra_rows": "--extra-row", "dst": "dst"}
 
 
 def flag_of(param: str) -> str:

@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .._outputs import check_output
 from .._utils import machine_info, require
 from ..deploy import bench
 from ..deploy.quantize import ACTIVATIONS
@@ -54,6 +55,12 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.add_argument("--plot", help="write latency vs MMACs to this PNG file")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --plot file that fdmobilenet did not write; PNGs it wrote are replaced without "
+        "this; a link, folder or device never",
+    )
 
 
 def _bench_specs(a: argparse.Namespace) -> list[tuple[str, int]]:
@@ -131,6 +138,8 @@ def bench_run(a: argparse.Namespace) -> int:
     specs = _bench_specs(a)
     if a.target:
         return _bench_target(a, specs)
+    if a.plot:  # before the benchmark, which may take minutes
+        check_output(a.plot, "plot", a.overwrite)
     backends = bench.select_backends(a.backends)
     if any(b != "torch" and b != "torch-compile" for b in backends):
         require("onnx", "exporting models for ONNX Runtime / OpenVINO")

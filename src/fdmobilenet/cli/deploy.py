@@ -35,6 +35,12 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="output file; its suffix picks the format: " + ", ".join(SUFFIXES)
     )
     p.add_argument("--format", choices=FORMATS, help="optional; must agree with the suffix of -o")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing -o file (and --keep-fp32's NAME.fp32.onnx) that fdmobilenet did not write; "
+        "files it wrote are replaced without this; a link, folder or device never",
+    )
     p.add_argument("--resolution", type=int, help="input size (default: the weights')")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}-{DEFAULT_OPSET})")
     p.add_argument(
@@ -92,9 +98,8 @@ def export_run(a: argparse.Namespace) -> int:
     if a.target:
         from ..deploy.ethosu import export_ethosu_weights
 
-        r = export_ethosu_weights(
-            a.weights, a.output, a.target, a.calibration, a.calibration_size, a.resolution, a.model, a.activations
-        )
+        args = (a.weights, a.output, a.target, a.calibration, a.calibration_size, a.resolution, a.model)
+        r = export_ethosu_weights(*args, a.activations, overwrite=a.overwrite)
         print(json.dumps(r.as_dict(), indent=1) if a.json else f"wrote {a.output}\n{r}")
         return 0
     keep_float = [] if a.keep_float.strip().lower() == "none" else [s.strip() for s in a.keep_float.split(",") if s]
@@ -113,7 +118,7 @@ def export_run(a: argparse.Namespace) -> int:
         verify_size=a.verify_size,
         postprocess=a.postprocess,
     )
-    reports = export_weights(a.weights, a.output, config, model_name=a.model)
+    reports = export_weights(a.weights, a.output, config, model_name=a.model, overwrite=a.overwrite)
     if a.json:
         print(json.dumps([r.as_dict() for r in reports], indent=1))
     else:
@@ -141,6 +146,12 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
         "--output",
         required=True,
         help="INT8 file: .onnx (QDQ), .pte (ExecuTorch, XNNPACK) or .tflite (LiteRT, full-integer; extra litert)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing -o file that fdmobilenet did not write; files it wrote are replaced without "
+        "this; a link, folder or device never",
     )
     p.add_argument(
         "--epochs",
@@ -243,6 +254,7 @@ def quantize_run(a: argparse.Namespace) -> int:
         ptq=ptq,
         fidelity_data=a.fidelity_data,
         fidelity_size=a.fidelity_size,
+        overwrite=a.overwrite,
     )
     for r in reports:
         print(json.dumps(r.as_dict()) if a.json else in_flags(str(r)))

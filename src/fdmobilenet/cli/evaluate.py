@@ -6,9 +6,11 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
+from .._outputs import check_output
 from .._utils import TRAIN_HINT, MissingDependencyError, atomic_write_bytes
 from ..classreport import (
     ClassReport,
@@ -148,6 +150,12 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
         "'-' writes it to stdout. Default for a folder: CSV on stdout. Detectors: a folder for the drawn "
         "photos, boxes.csv and boxes.json",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing -o file that fdmobilenet did not write; a CSV it wrote (recognised by its header "
+        "row) is replaced without this; a link, folder or device never. A detector's -o folder has its own rule",
+    )
     # its former name; `--out` names a run folder everywhere else (train, compare, fit). Kept for one release
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)
 
@@ -168,16 +176,29 @@ def _expand(items: list[str]) -> list[Path]:
     return paths
 
 
+def _check_out_file(a: argparse.Namespace) -> None:
+    """``-o FILE`` before the model loads: never an input photo, and the output policy (``_outputs``: a new
+    file, one this command wrote, or ``--overwrite``). An existing folder is a detector's ``-o DIR``, checked
+    by ``check_predict_out``."""
+    out = a.out
+    if not out or out == "-" or Path(out).is_dir():
+        return
+    if os.path.lexists(out) and any(Path(out).resolve() == p.resolve() for p in _expand(a.images)):
+        raise ValueError(f"-o {printable(out)} is one of the input photos: give another file, it would be replaced")
+    check_output(out, "output", a.overwrite)
+
+
 def predict_run(a: argparse.Namespace) -> int:
+    _check_out_file(a)
     model, meta, tf, device = _load(a)
     if is_detector(meta):
         return predict_detector(a, model, meta, _expand(a.images), device)
+    out = a.out or ("-" if not a.json and any(Path(i).is_dir() for i in a.images) else None)
+    if out and out != "-":  # a classifier's -o is a file: a folder (or a link to one) left for a detector is not
+        check_output(out, "output", a.overwrite)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     paths = _expand(a.images)
     preds = predict(model, paths, tf, names, a.topk, a.batch_size, a.workers, device)
-    out = a.out or ("-" if not a.json and any(Path(i).is_dir() for i in a.images) else None)
-    if out and out != "-" and any(Path(out).resolve() == p.resolve() for p in paths):
-        raise ValueError(f"-o {printable(out)} is one of the input photos: give another file, it would be replaced")
     if out:
         errors = _write_csv(preds, a.topk, out)
     elif a.json:

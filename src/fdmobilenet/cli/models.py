@@ -165,11 +165,17 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="the authors' .pth.tar checkpoint (or any state_dict file)")
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--model", help="registered model name (inferred from the weights if omitted)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing dst file that fdmobilenet did not write; weights it wrote are replaced "
+        "without this; a link, folder or device never",
+    )
 
 
 def convert_run(a: argparse.Namespace) -> int:
     from ..models import convert_authors_checkpoint  # torch: imported when converting only
 
-    meta = convert_authors_checkpoint(a.src, a.dst, a.model)
+    meta = convert_authors_checkpoint(a.src, a.dst, a.model, overwrite=a.overwrite)
     print(f"wrote {a.dst}: {meta['model']}, {meta['num_classes']} classes, source {meta['source']}")
     return 0

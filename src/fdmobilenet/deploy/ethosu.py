@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._outputs import check_output
 from .._utils import atomic_write_bytes, require
 from .fold import fold_batchnorm
 from .quantize import PtqConfig
@@ -227,10 +228,13 @@ def export_ethosu_weights(
     resolution: int | None = None,
     model_name: str | None = None,
     activations: str = "int8",
+    overwrite: bool = False,
 ) -> VelaReport:
     """``export -o m.pte --target ethos-u55-128``: a weights file as an Ethos-U ``.pte``, calibrated on
     ``calibration_size`` photos of ``calibration`` and corrected as ``quantize`` does (``quantize_ethosu``);
-    ``activations`` ``int16``: A16W8, twice the activation SRAM, far closer to fp32."""
+    ``activations`` ``int16``: A16W8, twice the activation SRAM, far closer to fp32. An existing ``output``
+    is replaced only with ``overwrite`` or when fdmobilenet recognises it (an Ethos-U .pte carries no
+    metadata, so replacing one needs ``overwrite``), checked before the model is built (``_outputs``)."""
     from ..models import build_from_weights
     from ..preprocess import Preprocess
     from .metadata import export_metadata
@@ -238,6 +242,7 @@ def export_ethosu_weights(
 
     if Path(output).suffix != ".pte":
         raise ValueError(f"an Ethos-U file is an ExecuTorch .pte; got -o {output}")
+    check_output(output, "output", overwrite)
     model, meta = build_from_weights(weights, model_name, resolution)
     res = resolution or meta.get("resolution", 224)
     photos: list[torch.Tensor] = []

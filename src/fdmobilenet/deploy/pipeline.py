@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .._errors import ParameterError, ParameterPathError
+from .._outputs import check_output
 from .._utils import remove_orphan_temps, require
 from ..models import build_from_weights
 from ..models.pretrained import is_detector_meta
@@ -142,17 +143,23 @@ def export_weights(
     output: str | os.PathLike,
     config: ExportConfig | None = None,
     model_name: str | None = None,
+    overwrite: bool = False,
 ) -> list[ExportReport]:
     """Export a weights file to the format of ``output``'s suffix and check every file written against the
     PyTorch model.
 
     With ``config.int8``, ``output`` is the INT8 file calibrated on ``config.calibration``: ONNX Runtime's
     static quantizer for ``.onnx``, the XNNPACK quantizer for ``.pte``. ``model_name`` overrides the model
-    stored with the weights.
+    stored with the weights. An existing ``output`` (and ``keep_fp32``'s ``NAME.fp32.onnx``) is replaced only
+    when fdmobilenet wrote it, or with ``overwrite``; a link, folder or device never (``_outputs``): checked
+    before the model is built.
     """
     c = config or ExportConfig()
     fmt = format_of(output, c.fmt)
     c.check_format(fmt)
+    check_output(output, "output", overwrite)
+    if c.keep_fp32:
+        check_output(_fp32_path(Path(output)), "keep_fp32", overwrite)
     model, meta = build_from_weights(weights, model_name, c.resolution)
     res = c.resolution or meta.get("resolution", 224)
     meta = {**meta, "source_weights": Path(weights).name}
@@ -180,7 +187,7 @@ def export_weights(
         return [ExportReport(str(out), fmt, written, agreement)]
 
     with tempfile.TemporaryDirectory(prefix="fdm-export-") as tmp:
-        fp32_path = out.with_name(out.stem + ".fp32.onnx") if c.keep_fp32 else Path(tmp) / "fp32.onnx"
+        fp32_path = _fp32_path(out) if c.keep_fp32 else Path(tmp) / "fp32.onnx"
         written = export_onnx(model, fp32_path if c.int8 else out, meta, res, c.opset)
         check = fp32_path if c.int8 else out
         agreement = measure_agreement(model, OnnxClassifier(check), real, resolution=res)
@@ -198,6 +205,11 @@ def export_weights(
             )
             reports.append(int8_report(model, out, "onnx-int8", written, real, res))
     return reports
+
+
+def _fp32_path(out: Path) -> Path:
+    """Where ``keep_fp32`` keeps the fp32 file an INT8 ``.onnx`` starts from: ``NAME.fp32.onnx`` beside it."""
+    return out.with_name(out.stem + ".fp32.onnx")
 
 
 def _export_runtime_file(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .._errors import ParameterError, ParameterPathError
+from .._outputs import check_output
 from .._progress import Progress
 from ..models import build_from_weights
 from ..preprocess import Preprocess, train_transform
@@ -43,6 +44,7 @@ def quantize_weights(
     fidelity_data: Sequence[str | os.PathLike] = (),
     fidelity_size: int = 200,
     exclude: Collection[str | os.PathLike] = (),
+    overwrite: bool = False,
 ) -> list[ExportReport]:
     """INT8 from unlabeled photos under ``data``, checked against fp32 on photos it was not made from.
 
@@ -60,10 +62,14 @@ def quantize_weights(
     The written file is compared with fp32 (``int8_fidelity``: top-1 agreement and KL) on photos of other
     classes from each ``fidelity_data`` folder, on ``verify_data``, on photos under ``data`` not used, and on
     altered copies of those (up to ``fidelity_size`` per group); the report's ``extra["fidelity"]``.
+
+    An existing ``output`` is replaced only when fdmobilenet wrote it, or with ``overwrite``; a link, folder or
+    device never (``_outputs``): checked before any photo is read.
     """
     cfg = cfg or QatConfig(epochs=0.0)  # QatConfig checks its own ranges
     ptq = ptq or PtqConfig()
     fmt = _checked_settings(output, opset, cfg, ptq, calibration_size, fidelity_size, fidelity_data)
+    check_output(output, "output", overwrite)
     paths = _photo_paths(data, photos, cfg.seed, exclude)
     model, meta = build_from_weights(weights, model_name)
     res = int(meta.get("resolution", 224))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._outputs import check_output
 from .._utils import remove_orphan_temps
 from ..preprocess import Preprocess, imagenet_classes
 from ..weights import check_state_dict, read_weights, save_weights
@@ -52,18 +53,19 @@ def read_pretrained(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def convert_authors_checkpoint(
-    src: str | os.PathLike, dst: str | os.PathLike, model_name: str | None = None
+    src: str | os.PathLike, dst: str | os.PathLike, model_name: str | None = None, overwrite: bool = False
 ) -> dict[str, Any]:
     """Convert an authors' ``.pth.tar`` checkpoint (or any state-dict file) to our safetensors with metadata;
     returns the metadata written.
 
-    The model is built and loaded once before writing, so a file that would not load is never written.
+    The model is built and loaded once before writing, so a file that would not load is never written. An
+    existing ``dst`` is replaced only when fdmobilenet wrote it (weights with our metadata), or with
+    ``overwrite``; a link, folder or device never (``_outputs``): checked before ``src`` is read.
     """
-    if Path(dst).is_dir():
-        raise ValueError(f"{dst} is a folder; give the output file, e.g. {Path(dst) / 'model.safetensors'}")
     if Path(dst).exists() and Path(src).exists() and Path(dst).samefile(src):
         raise ValueError(f"{dst} is the input file itself: converting in place would replace the original; "
                          "give another output file")  # fmt: skip
+    check_output(dst, "dst", overwrite)
     remove_orphan_temps(Path(dst).parent, Path(dst).name)  # of a killed convert to the same file
     sd, src_meta = read_weights(src)
     sd, name = _filtered(sd, model_name)
