@@ -206,6 +206,8 @@ def test_pretrained_with_other_num_classes_reinitialises_the_head(tmp_path):
     save_weights(src.state_dict(), tmp_path / "w.safetensors", {"num_classes": 1000, "class_names": ["x"] * 1000})
     m = create_model("fd_mobilenet_025", num_classes=7, pretrained=tmp_path / "w.safetensors")
     assert m.classifier.out_features == 7 and "class_names" not in m.pretrained_cfg
+    assert abs(float(m.classifier.weight.detach().std()) - 0.01) < 0.002  # a new head starts near zero
+    assert float(m.classifier.bias.detach().abs().max()) == 0
     assert torch.equal(m.blocks[5].pw.conv.weight, src.blocks[5].pw.conv.weight)
     f = create_model("fd_mobilenet_025", num_classes=0, pretrained=tmp_path / "w.safetensors")
     assert torch.equal(f.stem.conv.weight, src.stem.conv.weight)
@@ -277,3 +279,32 @@ def test_models_command_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "fd_mobilenet_050" in proc.stdout and "40.13" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["fd_mobilenet_025", "mobilenet_v1_025", "shufflenet_v1_g3_050"])
+def test_default_init_is_pytorchs_and_the_authors_is_a_choice(name):
+    """Every conv and the classifier start as PyTorch's layers do (std = 1/sqrt(3 fan_in)), not with the authors'
+    Kaiming-normal (fan-out; std sqrt(2/fan_out)) that trains 7-9 points lower in 10 epochs; ``authors`` keeps
+    theirs for long ImageNet runs, and BN starts as the identity either way."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.numel() >= 512]
+    fc = model.get_classifier()
+
+    def rel_err(w: torch.Tensor, std: float) -> float:
+        return abs(float(w.detach().std()) - std) / std
+
+    def fan_in(m: torch.nn.Conv2d) -> int:
+        return m.weight[0].numel()
+
+    assert all(rel_err(m.weight, (3 * fan_in(m)) ** -0.5) < 0.2 for m in convs)
+    assert rel_err(fc.weight, (3 * fc.in_features) ** -0.5) < 0.2
+    model.reset_parameters("authors")
+    for m in convs:
+        fan = fan_in(m) if m.groups > 1 and m.groups == m.in_channels else m.out_channels * m.kernel_size[0] ** 2
+        assert rel_err(m.weight, (2 / fan) ** 0.5) < 0.2
+    assert rel_err(fc.weight, 0.01) < 0.2 and float(fc.bias.abs().max()) == 0
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
+    with pytest.raises(ValueError, match="scheme must be one of pytorch, authors"):
+        model.reset_parameters("kaiming")

@@ -15,6 +15,12 @@ Cases (splits are made by ``split.py`` under ``--work``; see CASES):
   imagenette-fd / -mb / -sh   Imagenette (shared train), seeded 15 % hold-out (1,420 photos), 224 px, 10 epochs,
              12 MFLOPs: FD-MobileNet 0.25x / MobileNet V1 0.125x / ShuffleNet V1 g=3 0.225x, the widths
              `compare --budgets 12` solves; the engine with no recipe flags is what the default `compare` runs
+  yard224-fd / -mb / -sh   the same split and networks against the strongest simple loop (``strong_loop.py``,
+             runner ``strong``; its own FD-MobileNet / MobileNet V1 with PyTorch's default initialisation, the
+             package's ShuffleNet V1), 224 px, 10 epochs
+  yard128-fd / -mb / -sh   the same at 128 px (photos resized to 146 px on the shorter side, as the engine's
+             eval crop): a third of the cost, for 3 seeds of every family
+  yard128-fd-engine-ablation   engine runs with one setting changed (EMA off, no warm-up, no in-memory cache)
 """
 
 from __future__ import annotations
@@ -86,6 +92,26 @@ CASES["imagenette-fd-kd"] = (
 )  # fmt: skip
 
 
+_WIDTHS = (("fd", "fd_mobilenet", "0.25"), ("mb", "mobilenet_v1", "0.125"), ("sh", "shufflenet_v1", "0.225"))
+for _res in (224, 128):
+    for _tag, _model, _width in _WIDTHS:
+        _short = ["--short-side", "146"] if _res == 128 else []
+        _strong = ["--family", _model, "--width", _width, "--resolution", str(_res), "--epochs", "10", *_short,
+                   *(["--net", "package"] if _tag == "sh" else [])]  # fmt: skip
+        CASES[f"yard{_res}-{_tag}"] = (
+            ["datasets/imagenette/train", "--val-fraction", "0.15"],
+            {"strong": _strong,
+             "engine (defaults)": ["--model", _model, "--width", _width, "--resolution", str(_res), "--epochs", "10"]},
+        )  # fmt: skip
+_FD128 = CASES["yard128-fd"][1]["engine (defaults)"]
+CASES["yard128-fd-engine-ablation"] = (
+    ["datasets/imagenette/train", "--val-fraction", "0.15"],
+    {"engine --ema-decay 0": [*_FD128, "--ema-decay", "0"],
+     "engine --warmup-epochs 0": [*_FD128, "--warmup-epochs", "0"],
+     "engine --no-in-memory": [*_FD128, "--no-in-memory", "--workers", "1"]},
+)  # fmt: skip
+
+
 def prepare(case: str, work: Path) -> Path:
     src, opts = CASES[case][0][0], CASES[case][0][1:]
     split = work / f"split-{Path(src).parent.name}-{'-'.join(opts).replace('--', '')}"
@@ -100,11 +126,13 @@ def prepare(case: str, work: Path) -> Path:
 def run_one(case: str, runner: str, seed: int, split: Path, work: Path) -> dict:
     args = [a.format(work=work, split=split) for a in CASES[case][1][runner]]
     t0 = time.perf_counter()
-    if runner == "plain":
-        out = work / f"plain-{case}-{seed}.json"
-        cmd = [sys.executable, str(HERE / "plain_loop.py"), "--train", str(split / "train"), "--val"]
+    if runner in ("plain", "strong"):
+        out = work / f"{runner}-{case}-{seed}.json"
+        out.unlink(missing_ok=True)  # strong_loop.py appends
+        script = {"plain": "plain_loop.py", "strong": "strong_loop.py"}[runner]
+        cmd = [sys.executable, str(HERE / script), "--train", str(split / "train"), "--val"]
         subprocess.run([*cmd, str(split / "val"), *args, "--seed", str(seed), "--json", str(out)], check=True)
-        r = json.loads(out.read_text())
+        r = json.loads(out.read_text().splitlines()[-1])
         return {"top1": r["val_top1"], "img_s": r["img_s"], "wall_s": round(time.perf_counter() - t0, 1)}
     out = work / "runs" / f"{case}-{'-'.join(runner.split()[1:]).strip('()-').replace(',', '')}-{seed}"
     cmd = [*FDM, "train", "--data", str(split), *args, "--seed", str(seed), "--out", str(out)]

@@ -70,7 +70,11 @@ def create_model(
     model = build_model(name, num_classes=num_classes, resolution=resolution, **kwargs)
     if pretrained:
         path = pretrained_path(name, cache) if isinstance(pretrained, bool) else Path(pretrained)
+        head = getattr(model, "classifier", None)
+        fresh = head.weight.detach().clone() if isinstance(head, nn.Linear) else None
         meta = load_weights(model, path, strict_classifier=False)
+        if fresh is not None and torch.equal(fresh, model.classifier.weight):  # the file had no head of this size:
+            model.reset_classifier(num_classes)  # a new head on trained features, as reset_classifier starts one
         keys = ("mean", "std", "crop_pct", "interpolation")
         if meta.get("num_classes", num_classes) == num_classes:
             keys += ("class_names",)
