@@ -20,7 +20,8 @@ Cases (splits are made by ``split.py`` under ``--work``; see CASES):
              package's ShuffleNet V1), 224 px, 10 epochs
   yard128-fd / -mb / -sh   the same at 128 px (photos resized to 146 px on the shorter side, as the engine's
              eval crop): a third of the cost, for 3 seeds of every family
-  yard128-fd-engine-ablation   engine runs with one setting changed (EMA off, no warm-up, no in-memory cache)
+  yard128-fd-engine-ablation   engine runs with one setting changed (EMA off, no warm-up, weight decay on BN
+             and biases, no in-memory cache)
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ CASES["yard128-fd-engine-ablation"] = (
     ["datasets/imagenette/train", "--val-fraction", "0.15"],
     {"engine --ema-decay 0": [*_FD128, "--ema-decay", "0"],
      "engine --warmup-epochs 0": [*_FD128, "--warmup-epochs", "0"],
+     "engine --wd-bn-bias": [*_FD128, "--wd-bn-bias"],
      "engine --no-in-memory": [*_FD128, "--no-in-memory", "--workers", "1"]},
 )  # fmt: skip
 

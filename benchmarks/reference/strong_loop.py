@@ -208,7 +208,7 @@ def main() -> None:
               flush=True)  # fmt: skip
     result = {
         "family": a.family, "width": a.width, "net": a.net, "base_init": a.base_init, "init": a.init,
-        "pct_start": a.pct_start,
+        "pct_start": a.pct_start, "lr": a.lr, "wd": a.wd,
         "seed": a.seed, "epochs": a.epochs, "resolution": a.resolution, "val_top1": curve[-1], "curve": curve,
         "n_train": len(tr_y), "n_val": len(va_y), "img_s": round(seen / train_s, 1),
         "wall_s": round(time.perf_counter() - t0 + load_s, 1),

@@ -15,7 +15,7 @@ from fdmobilenet._utils import machine_info
 
 HERE = Path(__file__).resolve().parent
 ABLATION = {
-    ("own", None, ""): "strong loop, its own FD-MobileNet (PyTorch's init)",
+    ("own", None, ""): "the strong loop's own network (PyTorch's init)",
     ("package", "authors", ""): "package network, the authors' init (the package's default before)",
     ("package", "authors", "all"): "... every layer given PyTorch's init",
     ("package", "authors", "pw"): "... pointwise convs given PyTorch's init",
@@ -37,19 +37,23 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def ablation_table(rows: list[dict]) -> list[str]:
-    lines = ["| network and initialisation | loop variant | seeds | val top-1 % | Δ vs authors' init |",
-             "|---|---|---:|---:|---:|"]  # fmt: skip
+    lines = ["| network | initialisation | loop variant | seeds | val top-1 % | Δ vs the authors' init |",
+             "|---|---|---|---:|---:|---:|"]  # fmt: skip
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        variant = "" if r.get("pct_start", 0.1) == 0.1 else f"pct_start {r['pct_start']}"
-        key = (r["net"], r.get("base_init"), r.get("init", ""), variant)
+        variant = ", ".join(
+            f"{k.replace('_', ' ')} {r[k]}"
+            for k, d in (("pct_start", 0.1), ("lr", 0.1), ("wd", 4e-5))
+            if r.get(k, d) != d
+        )
+        key = (f"{r['family']} {r['width']:g}x", r["net"], r.get("base_init"), r.get("init", ""), variant)
         groups.setdefault(key, []).append(r)
-    base = [r["val_top1"] for r in groups.get(("package", "authors", "", ""), [])]
-    for (net, base_init, init, variant), rs in groups.items():
+    for (net_name, net, base_init, init, variant), rs in groups.items():
+        base = [r["val_top1"] for r in groups.get((net_name, "package", "authors", "", ""), [])]
         tops = [r["val_top1"] for r in rs]
         delta = f"{statistics.mean(tops) - statistics.mean(base):+.2f}" if base else "—"
         name = ABLATION.get((net, base_init, init), f"{net} {base_init} {init}")
-        lines.append(f"| {name} | {variant or 'recipe as documented'} | {len(rs)} | {_mean_sd(tops)} | {delta} |")
+        lines.append(f"| {net_name} | {name} | {variant or 'as documented'} | {len(rs)} | {_mean_sd(tops)} | {delta} |")
     return lines
 
 
@@ -57,7 +61,8 @@ def yardstick_table(rows: list[dict]) -> list[str]:
     lines = ["| case | runner | seeds | val top-1 % (last epoch) | engine − strong | train img/s | wall s |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for case in dict.fromkeys(r["case"] for r in rows):
-        strong = [r["top1"] for r in rows if r["case"] == case and r["runner"] == "strong"]
+        ref = case.removesuffix("-engine-ablation")  # engine ablations are judged against their case's loop
+        strong = [r["top1"] for r in rows if r["case"] == ref and r["runner"] == "strong"]
         for runner in dict.fromkeys(r["runner"] for r in rows if r["case"] == case):
             rs = [r for r in rows if r["case"] == case and r["runner"] == runner]
             tops = [r["top1"] for r in rs]
