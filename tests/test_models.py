@@ -303,7 +303,7 @@ def test_default_init_is_pytorchs_and_the_authors_is_a_choice(name):
     for m in convs:
         fan = fan_in(m) if m.groups > 1 and m.groups == m.in_channels else m.out_channels * m.kernel_size[0] ** 2
         assert rel_err(m.weight, (2 / fan) ** 0.5) < 0.2
-    assert rel_err(fc.weight, 0.01) < 0.2 and float(fc.bias.abs().max()) == 0
+    assert rel_err(fc.weight, 0.01) < 0.2 and float(fc.bias.detach().abs().max()) == 0
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
     with pytest.raises(ValueError, match="scheme must be one of pytorch, authors"):
