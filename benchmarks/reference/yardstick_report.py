@@ -74,6 +74,32 @@ def yardstick_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+# the engine's runs with today's defaults, per family: what the verdicts compare
+CURRENT = {
+    "FD-MobileNet 0.25x": "yard128-fd-engine-ablation-wd-bn-bias-{seed}",
+    "MobileNet V1 0.125x": "yard128-mb-defaults-{seed}",
+    "ShuffleNet V1 g=3 0.225x": "yard128-sh-defaults-{seed}",
+}
+
+
+def verdict_table(work: Path) -> list[str]:
+    """Paired bootstrap verdicts (photos and seeds) between the families' engine runs at 128 px."""
+    from fdmobilenet.train.verdicts import verdicts
+
+    runs = {}
+    for fam, pattern in CURRENT.items():
+        dirs = {s: work / "runs" / pattern.format(seed=s) for s in range(3)}
+        dirs = {s: d for s, d in dirs.items() if (d / "val_predictions.csv").is_file()}
+        if dirs:
+            runs[(fam, 12.0)] = dirs
+    lines = ["| A | B | A − B (points) | 95 % interval | verdict | seeds |", "|---|---|---:|---|---|---:|"]
+    for v in verdicts(runs, first="FD-MobileNet 0.25x"):
+        interval = "—" if v["lo"] is None else f"[{v['lo']:+.2f}, {v['hi']:+.2f}]"
+        diff = "—" if v["diff"] is None else f"{v['diff']:+.2f}"
+        lines.append(f"| {v['a']} | {v['b']} | {diff} | {interval} | {v['verdict']} | {v['seeds']} |")
+    return lines
+
+
 def main() -> None:
     info = machine_info()
     lines = [
@@ -94,6 +120,14 @@ def main() -> None:
         "## Engine defaults against the strong loop (`engine_vs_plain.py --case yard128-* / yard224-*`)",
         "",
         *yardstick_table(_rows(HERE / "results-yardstick.jsonl")),
+        "",
+        "The engine's img/s of a run that shared the CPU with other work (seed 0 of the first FD-MobileNet rows) "
+        "pull its mean down; the quiet runs are the side-by-side speed.",
+        "",
+        "## Verdicts at 12 MFLOPs, 128 px (the engine's runs with today's defaults; paired bootstrap over the "
+        "1,420 photos and the seeds, best epoch's predictions)",
+        "",
+        *verdict_table(HERE / "work"),
         "",
     ]
     (HERE / "results-yardstick.md").write_text("\n".join(lines))
