@@ -13,7 +13,7 @@ from ..complexity import profile
 from ..data.splits import load_folders, read_split
 from ..models import RELEASED_WIDTHS, create_model, family_kwargs, solve_width
 from .choose import choose_recipe
-from .compare_report import MAX_PLAN_WIDTH, CompareTask, Setup, check_plan, default_seeds, plot_scores, table
+from .compare_report import MAX_PLAN_WIDTH, CompareTask, Setup, check_plan, default_seeds, plot_scores, runs_text, table
 from .runner import Job, Log
 from .verdicts import describe_split, format_mean_sd, mean_sd
 
@@ -136,9 +136,7 @@ class ClassificationCompare(CompareTask):
         return split
 
     def title(self, name: str, setup: Setup, options: dict[str, Any]) -> str:
-        seeds = f"{setup.seeds} seed{'s' if setup.seeds > 1 else ''}"
-        epochs = f"{setup.epochs} epoch{'s' if setup.epochs != 1 else ''}"
-        return f"{name}, {setup.resolution} px, {epochs}, {seeds}, recipe {Path(setup.recipe).stem}"
+        return f"{name}, {setup.resolution} px, {runs_text(setup)}, recipe {Path(setup.recipe).stem}"
 
     def sections(
         self, summary: list[dict[str, Any]], fams: list[str], budgets: list[float], how: str, notes: dict[str, Any]

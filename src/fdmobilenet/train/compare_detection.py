@@ -29,7 +29,7 @@ from .backbones import (
 )
 from .choose import choose_recipe
 from .compare_detection_report import detector_sections
-from .compare_report import CompareTask, Setup, check_plan, default_seeds, plot_scores
+from .compare_report import CompareTask, Setup, check_plan, default_seeds, plot_scores, runs_text
 from .config import TrainConfig, load_recipe
 from .engine import TrainResult
 from .runner import Job, Log
@@ -306,11 +306,9 @@ class DetectionCompare(CompareTask):
                 "seeds": list(range(seeds)) if split.record is not None else [], "photos": len(split.val)}  # fmt: skip
 
     def title(self, name: str, setup: Setup, options: dict[str, Any]) -> str:
-        seeds = f"{setup.seeds} seed{'s' if setup.seeds > 1 else ''}"
-        epochs = f"{setup.epochs} epoch{'s' if setup.epochs != 1 else ''}"
         title = (
-            f"{name}, SSDLite detectors at {setup.resolution} px (budgets: backbone MFLOPs at 224 px), {epochs}, "
-            f"{seeds}, recipe {Path(setup.recipe).stem}"
+            f"{name}, SSDLite detectors at {setup.resolution} px (budgets: backbone MFLOPs at 224 px), "
+            f"{runs_text(setup)}, recipe {Path(setup.recipe).stem}"
         )
         return title + (", backbones from scratch" if options.get("backbones") is None else "")
 

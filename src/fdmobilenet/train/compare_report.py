@@ -101,6 +101,12 @@ class CompareTask:
         raise NotImplementedError
 
 
+def runs_text(setup: Setup) -> str:
+    """``10 epochs, 3 seeds``: how long and how often every run of the comparison trained, for its title."""
+    epochs = f"{setup.epochs} epoch{'s' if setup.epochs != 1 else ''}"
+    return f"{epochs}, {setup.seeds} seed{'s' if setup.seeds > 1 else ''}"
+
+
 def check_plan(budgets: list[float], families: list[str], seeds: int | None) -> None:
     """Refuse what would plan nothing or nonsense (no runs, a ``nan`` MFLOPs model) before any work starts."""
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
